@@ -1,0 +1,183 @@
+"""The workdir layout: where each stage writes and the next one reads.
+
+Every stage reads the artifacts of the one before it through this module only, so no stage
+reaches into another's internals. Paths are plain strings joined with ``/`` so that they work for
+local directories and for any Beam/TensorFlow filesystem URI (``gs://``, ``s3://``, ...). File
+access itself is left to the caller (Beam ``FileSystems`` in pipelines, ``tf.io.gfile`` in the
+model and server): this module imports neither Beam nor Keras.
+
+Layout of ``<workdir>``::
+
+    raw/impressions-*.parquet          generated raw log (mmoe generate)
+    data/train-*.tfrecord.gz           cleaned raw features + labels as tf.Example (GZIP)
+    data/eval-*.tfrecord.gz
+    artifacts/spec.json                the normalized spec the data was made with
+    artifacts/statistics.json          numeric statistics and quantile boundaries (train split)
+    artifacts/vocabularies/<f>.txt     one value per line, most frequent first (train split)
+    rejected/rejected-*.jsonl          {"source", "row", "reason", "field"} per rejected row
+    report.json                        row counts per stage and reject reason
+    model/                             Keras model, checkpoints, TensorBoard logs, history, plots
+    metrics.json                       eval metrics per task
+    export/<spec name>/<version>/      SavedModel (TF Serving layout)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+
+STATISTICS_FORMAT_VERSION = 1
+
+
+def join(root: str, *parts: str) -> str:
+    """Joins path parts with '/', keeping URI schemes (``gs://bucket``) intact."""
+    path = root.rstrip("/") if root not in ("/", "") else root
+    for part in parts:
+        path = f"{path}/{part.strip('/')}" if path else part
+    return path
+
+
+@dataclass(frozen=True)
+class Workdir:
+    """Paths of one run's files under ``root`` (a local directory or a filesystem URI)."""
+
+    root: str
+
+    @property
+    def raw_dir(self) -> str:
+        return join(self.root, "raw")
+
+    @property
+    def data_dir(self) -> str:
+        return join(self.root, "data")
+
+    def split_prefix(self, split: str) -> str:
+        """Shard prefix of a split (``train``/``eval``); shards end in ``.tfrecord.gz``."""
+        return join(self.data_dir, split)
+
+    def split_pattern(self, split: str) -> str:
+        return self.split_prefix(split) + "-*.tfrecord.gz"
+
+    @property
+    def artifacts_dir(self) -> str:
+        return join(self.root, "artifacts")
+
+    @property
+    def spec_json(self) -> str:
+        return join(self.artifacts_dir, "spec.json")
+
+    @property
+    def statistics_json(self) -> str:
+        return join(self.artifacts_dir, "statistics.json")
+
+    def vocabulary_file(self, feature: str) -> str:
+        return join(self.artifacts_dir, "vocabularies", f"{feature}.txt")
+
+    @property
+    def rejected_prefix(self) -> str:
+        return join(self.root, "rejected", "rejected")
+
+    @property
+    def rejected_pattern(self) -> str:
+        return self.rejected_prefix + "-*.jsonl"
+
+    @property
+    def counts_prefix(self) -> str:
+        """Per-stage counts written by the pipeline itself, assembled into report.json."""
+        return join(self.root, "rejected", "_counts")
+
+    @property
+    def report_json(self) -> str:
+        return join(self.root, "report.json")
+
+    @property
+    def model_dir(self) -> str:
+        return join(self.root, "model")
+
+    @property
+    def keras_model(self) -> str:
+        return join(self.model_dir, "model.keras")
+
+    @property
+    def history_json(self) -> str:
+        return join(self.model_dir, "history.json")
+
+    @property
+    def logs_dir(self) -> str:
+        return join(self.model_dir, "logs")
+
+    @property
+    def plots_dir(self) -> str:
+        return join(self.model_dir, "plots")
+
+    @property
+    def metrics_json(self) -> str:
+        return join(self.root, "metrics.json")
+
+    @property
+    def export_base(self) -> str:
+        return join(self.root, "export")
+
+
+@dataclass(frozen=True)
+class NumericStats:
+    """Statistics of one numeric feature over the train split, in its transform's space.
+
+    Args:
+        count: int. Values seen.
+        mean: float. Mean (of log1p(x) for ``log1p`` features).
+        variance: float. Population variance, same space.
+        min: float. Smallest raw value.
+        max: float. Largest raw value.
+    """
+
+    count: int
+    mean: float
+    variance: float
+    min: float
+    max: float
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Contents of ``artifacts/statistics.json``.
+
+    Args:
+        numeric: feature -> NumericStats (zscore and log1p features).
+        quantiles: feature -> sorted bucket boundaries (quantile features).
+        vocabulary_sizes: feature -> number of entries in its vocabulary file.
+        train_rows: int. Rows in the train split the statistics were computed on.
+    """
+
+    numeric: Mapping[str, NumericStats] = field(default_factory=dict)
+    quantiles: Mapping[str, list[float]] = field(default_factory=dict)
+    vocabulary_sizes: Mapping[str, int] = field(default_factory=dict)
+    train_rows: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format_version": STATISTICS_FORMAT_VERSION,
+                "train_rows": self.train_rows,
+                "numeric": {k: vars(v) for k, v in sorted(self.numeric.items())},
+                "quantiles": {k: list(v) for k, v in sorted(self.quantiles.items())},
+                "vocabulary_sizes": dict(sorted(self.vocabulary_sizes.items())),
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Statistics":
+        data = json.loads(text)
+        if data.get("format_version") != STATISTICS_FORMAT_VERSION:
+            raise ValueError(
+                f"statistics.json has format_version {data.get('format_version')!r}, "
+                f"expected {STATISTICS_FORMAT_VERSION}: rerun `mmoe preprocess`"
+            )
+        return cls(
+            numeric={k: NumericStats(**v) for k, v in data["numeric"].items()},
+            quantiles={k: [float(b) for b in v] for k, v in data["quantiles"].items()},
+            vocabulary_sizes={k: int(v) for k, v in data["vocabulary_sizes"].items()},
+            train_rows=int(data["train_rows"]),
+        )

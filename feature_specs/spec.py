@@ -1,0 +1,563 @@
+"""The feature spec: dataclasses, loading and validation.
+
+A spec is one YAML file that declares a data set's raw columns, how each feature is transformed,
+the tasks and their labels, the ranking score, the split, and the model and training settings.
+Every stage (pipeline, model, server) reads features, labels and tasks from it and from nowhere
+else. Loading validates everything and reports each error by its key path, e.g.
+``features[3].transform: unknown transform 'bucket'``.
+
+This module imports neither TensorFlow, Keras nor Beam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+DTYPES = ("string", "int", "float", "timestamp")
+TRANSFORMS = {
+    "string": ("vocabulary", "hashing"),
+    "int": ("vocabulary", "hashing", "zscore", "log1p", "quantile"),
+    "float": ("zscore", "log1p", "quantile"),
+}
+NUMERIC_TRANSFORMS = ("zscore", "log1p", "quantile")
+ROLES = ("feature", "bias")
+TASK_KINDS = ("binary", "regression")
+LOSSES = {"binary": ("binary_crossentropy",), "regression": ("mse", "huber")}
+LABEL_TRANSFORMS = ("none", "log1p")
+SCORE_KINDS = ("weighted_sum", "product")
+SPLIT_METHODS = ("hash", "timestamp")
+ARCHITECTURES = ("mmoe",)
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message starts with the offending key path."""
+
+    def __init__(self, path: str, message: str, source: str | None = None):
+        self.path = path
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{path}: {message}")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A raw column with the checks every row must pass.
+
+    Args:
+        name: str. Column name in the raw log.
+        dtype: str. One of ``string``, ``int``, ``float``, ``timestamp`` (int seconds since epoch).
+        required: bool. A row without a value is rejected. Defaults to True.
+        default: value used where ``required`` is False and the value is missing.
+        min: optional lower bound (inclusive) for numeric columns.
+        max: optional upper bound (inclusive) for numeric columns.
+    """
+
+    name: str
+    dtype: str
+    required: bool = True
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.dtype in ("int", "float", "timestamp")
+
+
+@dataclass(frozen=True)
+class Feature(Column):
+    """A column the model reads, with its transform.
+
+    Args:
+        transform: str. ``vocabulary`` (StringLookup/IntegerLookup from the train split's top
+            values), ``hashing``, ``zscore``, ``log1p`` (log1p then z-score) or ``quantile``
+            (bucketized at the train split's approximate quantiles, then embedded).
+        top_k: int. Largest vocabulary size (vocabulary). Defaults to 10000.
+        min_count: int. Values seen fewer times in the train split are out of vocabulary.
+        num_oov: int. Out-of-vocabulary buckets. Defaults to 1.
+        num_bins: int. Hash buckets (hashing).
+        num_buckets: int. Quantile buckets (quantile).
+        embedding_dim: int. Embedding width for categorical and bucketized features.
+        role: str. ``feature`` (model input) or ``bias`` (fed to a shallow tower that adds to the
+            binary tasks' logits in training and is left out at serving).
+    """
+
+    transform: str = "vocabulary"
+    top_k: int = 10000
+    min_count: int = 1
+    num_oov: int = 1
+    num_bins: int = 0
+    num_buckets: int = 0
+    embedding_dim: int = 8
+    role: str = "feature"
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.transform in ("vocabulary", "hashing", "quantile")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One prediction task.
+
+    Args:
+        name: str. Task name; outputs and losses are keyed by it.
+        label: str. Label column.
+        kind: str. ``binary`` or ``regression``.
+        loss: str. ``binary_crossentropy`` for binary; ``mse`` or ``huber`` for regression.
+        weight: float. Loss weight.
+        label_transform: str. ``none`` or ``log1p``: regression targets are learned in this space
+            and reported in original units.
+        mask: optional column name; the task's loss counts only rows where it is > 0 (e.g.
+            engagement observed only where clicked).
+    """
+
+    name: str
+    label: str
+    kind: str
+    loss: str
+    weight: float = 1.0
+    label_transform: str = "none"
+    mask: str | None = None
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """How per-task outputs combine into one ranking score.
+
+    Args:
+        group_by: str. Request id column: candidates of one request are ranked together.
+        kind: str. ``product``: prod_t output_t ** weight_t (click probability times engagement
+            seconds is expected engagement); ``weighted_sum``: sum_t weight_t * output_t.
+        weights: mapping task name -> weight. Outputs are in original units (probability, seconds).
+    """
+
+    group_by: str
+    kind: str
+    weights: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train/eval split.
+
+    Args:
+        method: str. ``hash`` (seeded hash of ``key``) or ``timestamp`` (rows at or after
+            ``cutoff`` go to eval).
+        key: str. Column hashed (hash) or compared (timestamp).
+        eval_fraction: float. Share of keys in eval (hash).
+        cutoff: int. Timestamp cut (timestamp).
+        seed: int. Salt of the hash.
+    """
+
+    method: str = "hash"
+    key: str = ""
+    eval_fraction: float = 0.2
+    cutoff: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """MMoE hyper-parameters.
+
+    Args:
+        architecture: str. ``mmoe``.
+        num_experts: int. Shared experts.
+        expert_units: list of int. Each expert's MLP widths.
+        tower_units: list of int. Each task tower's hidden widths (a final unit is added).
+        gate_temperature: float. Softmax temperature of the gates.
+        bias_tower_units: list of int. Hidden widths of the shallow bias tower.
+        dropout: float. Dropout in towers.
+    """
+
+    architecture: str = "mmoe"
+    num_experts: int = 8
+    expert_units: tuple[int, ...] = (64,)
+    tower_units: tuple[int, ...] = (32,)
+    gate_temperature: float = 1.0
+    bias_tower_units: tuple[int, ...] = ()
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training loop settings (batch size, epochs, learning rate, shuffle buffer, seed)."""
+
+    batch_size: int = 512
+    epochs: int = 3
+    learning_rate: float = 0.002
+    shuffle_buffer: int = 10000
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A validated feature spec. Build it with :func:`load_spec` or :func:`spec_from_dict`."""
+
+    name: str
+    features: tuple[Feature, ...]
+    columns: tuple[Column, ...]
+    tasks: tuple[Task, ...]
+    ranking: Ranking
+    split: Split
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    description: str = ""
+
+    @property
+    def all_columns(self) -> tuple[Column, ...]:
+        """Every raw column a row must carry, features first, in declaration order."""
+        return self.features + self.columns
+
+    @property
+    def model_features(self) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.role == "feature")
+
+    @property
+    def bias_features(self) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.role == "bias")
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    def column(self, name: str) -> Column:
+        for column in self.all_columns:
+            if column.name == name:
+                return column
+        raise KeyError(f"spec {self.name!r} has no column {name!r}")
+
+    def task(self, name: str) -> Task:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"spec {self.name!r} has no task {name!r}")
+
+    def to_dict(self) -> dict:
+        """The normalized spec as plain data; ``spec_from_dict(spec.to_dict()) == spec``."""
+        def clean(value):
+            if isinstance(value, dict):
+                out = {("type" if k == "dtype" else k): clean(v) for k, v in value.items() if v is not None}
+                return out
+            if isinstance(value, (list, tuple)):
+                return [clean(v) for v in value]
+            return value
+
+        data = dataclasses.asdict(self)
+        data["ranking"]["weights"] = dict(self.ranking.weights)
+        return clean(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+class _Node:
+    """A mapping read at a key path; unknown keys are errors, so typos never pass silently."""
+
+    def __init__(self, data: Any, path: str, source: str | None):
+        if not isinstance(data, Mapping):
+            raise SpecError(path or "<root>", f"expected a mapping, got {type(data).__name__}", source)
+        self.data, self.path, self.source = data, path, source
+        self.used: set[str] = set()
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> SpecError:
+        return SpecError(self._key(key), message, self.source)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = dataclasses.MISSING):
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None:
+            if default is dataclasses.MISSING:
+                raise self.error(key, "required key is missing")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(key, f"expected {_kind_name(kinds)}, got a boolean")
+        if not isinstance(value, kinds):
+            raise self.error(key, f"expected {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(key, f"must be finite, got {value!r}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = dataclasses.MISSING) -> str:
+        value = self.get(key, str, default)
+        if value not in choices:
+            raise self.error(key, f"unknown value {value!r}; expected one of {', '.join(choices)}")
+        return value
+
+    def positive_int(self, key: str, default: Any = dataclasses.MISSING, minimum: int = 1) -> int:
+        value = self.get(key, int, default)
+        if value < minimum:
+            raise self.error(key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def int_list(self, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        value = self.get(key, (list, tuple), default)
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                raise self.error(f"{key}[{i}]", f"expected a positive integer, got {item!r}")
+        return tuple(value)
+
+    def child(self, key: str, required: bool = True) -> "_Node":
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise self.error(key, "required section is missing")
+            return _Node({}, self._key(key), self.source)
+        return _Node(self.data[key], self._key(key), self.source)
+
+    def items(self, key: str) -> list["_Node"]:
+        self.used.add(key)
+        value = self.data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.error(key, f"expected a list, got {type(value).__name__}")
+        return [_Node(item, f"{self._key(key)}[{i}]", self.source) for i, item in enumerate(value)]
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (check its spelling)")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+             list: "a list", tuple: "a list", dict: "a mapping"}
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _read_column(node: _Node) -> dict:
+    name = node.get("name", str)
+    if not name.isidentifier():
+        raise node.error("name", f"must be a Python identifier (letters, digits, _), got {name!r}")
+    dtype = node.choice("type", DTYPES)
+    required = node.get("required", bool, True)
+    default = node.get("default", (str, int, float), None)
+    if not required and default is None:
+        raise node.error("default", "a column with required: false needs a default value")
+    if default is not None:
+        default = _coerce_default(node, dtype, default)
+    bounds = {}
+    for key in ("min", "max"):
+        bound = node.get(key, float, None)
+        if bound is not None and dtype == "string":
+            raise node.error(key, f"bounds apply to numeric columns; {name!r} is a string")
+        bounds[key] = bound
+    if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
+        raise node.error("max", f"max {bounds['max']} is below min {bounds['min']}")
+    return dict(name=name, dtype=dtype, required=required, default=default, **bounds)
+
+
+def _coerce_default(node: _Node, dtype: str, default: Any) -> Any:
+    if dtype == "string":
+        return str(default)
+    if dtype in ("int", "timestamp"):
+        if isinstance(default, float) and not default.is_integer():
+            raise node.error("default", f"expected an integer for type {dtype}, got {default!r}")
+        if isinstance(default, str):
+            raise node.error("default", f"expected an integer for type {dtype}, got {default!r}")
+        return int(default)
+    if isinstance(default, str):
+        raise node.error("default", f"expected a number for type float, got {default!r}")
+    return float(default)
+
+
+def _read_feature(node: _Node) -> Feature:
+    base = _read_column(node)
+    dtype = base["dtype"]
+    if dtype == "timestamp":
+        raise node.error("type", "timestamp columns cannot be model features; list them under columns")
+    transform = node.choice("transform", TRANSFORMS[dtype])
+    kwargs = dict(
+        transform=transform,
+        role=node.choice("role", ROLES, "feature"),
+        embedding_dim=node.positive_int("embedding_dim", 8),
+        top_k=node.positive_int("top_k", 10000),
+        min_count=node.positive_int("min_count", 1),
+        num_oov=node.positive_int("num_oov", 1),
+        num_bins=node.positive_int("num_bins", 0, minimum=0),
+        num_buckets=node.positive_int("num_buckets", 0, minimum=0),
+    )
+    if transform == "hashing" and kwargs["num_bins"] < 2:
+        raise node.error("num_bins", "hashing needs num_bins >= 2")
+    if transform == "quantile" and kwargs["num_buckets"] < 2:
+        raise node.error("num_buckets", "quantile needs num_buckets >= 2")
+    node.finish()
+    return Feature(**base, **kwargs)
+
+
+def _read_task(node: _Node, column_types: Mapping[str, str]) -> Task:
+    name = node.get("name", str)
+    label = node.get("label", str)
+    if label not in column_types:
+        raise node.error("label", f"label column {label!r} is not declared under features or columns")
+    kind = node.choice("kind", TASK_KINDS)
+    if column_types[label] not in ("int", "float"):
+        raise node.error("label", f"label column {label!r} must be int or float, is {column_types[label]}")
+    loss = node.choice("loss", LOSSES[kind], LOSSES[kind][0])
+    weight = node.get("weight", float, 1.0)
+    if weight < 0:
+        raise node.error("weight", f"must be >= 0, got {weight}")
+    label_transform = node.choice("label_transform", LABEL_TRANSFORMS, "none")
+    if kind == "binary" and label_transform != "none":
+        raise node.error("label_transform", "binary tasks take their label as 0/1")
+    mask = node.get("mask", str, None)
+    if mask is not None and mask not in column_types:
+        raise node.error("mask", f"mask column {mask!r} is not declared under features or columns")
+    node.finish()
+    return Task(name=name, label=label, kind=kind, loss=loss, weight=weight,
+                label_transform=label_transform, mask=mask)
+
+
+def _check_unique(nodes: list[_Node], names: list[str], seen: dict[str, str]) -> None:
+    for node, name in zip(nodes, names):
+        if name in seen:
+            raise node.error("name", f"duplicate name {name!r} (first declared at {seen[name]})")
+        seen[name] = f"{node.path}.name"
+
+
+def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
+    """Validates plain data (parsed YAML or spec.json) and returns a :class:`FeatureSpec`.
+
+    Raises:
+        SpecError: naming the key path of the first problem found.
+    """
+    root = _Node(data, "", source)
+    name = root.get("name", str)
+    description = root.get("description", str, "")
+
+    feature_nodes = root.items("features")
+    if not feature_nodes:
+        raise root.error("features", "at least one feature is required")
+    features = tuple(_read_feature(n) for n in feature_nodes)
+    column_nodes = root.items("columns")
+    columns = []
+    for node in column_nodes:
+        columns.append(Column(**_read_column(node)))
+        node.finish()
+    columns = tuple(columns)
+    seen: dict[str, str] = {}
+    _check_unique(feature_nodes, [f.name for f in features], seen)
+    _check_unique(column_nodes, [c.name for c in columns], seen)
+    column_types = {c.name: c.dtype for c in features + columns}
+    if not any(f.role == "feature" for f in features):
+        raise root.error("features", "at least one feature must have role: feature")
+
+    task_nodes = root.items("tasks")
+    if not task_nodes:
+        raise root.error("tasks", "at least one task is required")
+    tasks = tuple(_read_task(n, column_types) for n in task_nodes)
+    task_seen: dict[str, str] = {}
+    _check_unique(task_nodes, [t.name for t in tasks], task_seen)
+    label_names = {t.label for t in tasks}
+    for node, feature in zip(feature_nodes, features):
+        if feature.name in label_names:
+            raise node.error("name", f"{feature.name!r} is a task label and cannot be a model feature")
+
+    ranking_node = root.child("ranking")
+    group_by = ranking_node.get("group_by", str)
+    if group_by not in column_types:
+        raise ranking_node.error("group_by", f"column {group_by!r} is not declared")
+    score_kind = ranking_node.choice("kind", SCORE_KINDS, "weighted_sum")
+    weights_node = ranking_node.child("weights")
+    weights = {}
+    for task_name in list(weights_node.data):
+        if task_name not in task_seen:
+            raise weights_node.error(task_name, f"unknown task {task_name!r}")
+        weights[task_name] = weights_node.get(task_name, float)
+    if not weights:
+        raise ranking_node.error("weights", "name at least one task's weight")
+    ranking_node.finish()
+    ranking = Ranking(group_by=group_by, kind=score_kind, weights=weights)
+
+    split_node = root.child("split")
+    method = split_node.choice("method", SPLIT_METHODS, "hash")
+    key = split_node.get("key", str)
+    if key not in column_types:
+        raise split_node.error("key", f"column {key!r} is not declared")
+    eval_fraction = split_node.get("eval_fraction", float, 0.2)
+    if not 0.0 < eval_fraction < 1.0:
+        raise split_node.error("eval_fraction", f"must be in (0, 1), got {eval_fraction}")
+    cutoff = split_node.get("cutoff", int, None)
+    if method == "timestamp":
+        if column_types[key] not in ("timestamp", "int"):
+            raise split_node.error("key", f"a timestamp split needs an int/timestamp column, {key!r} is {column_types[key]}")
+        if cutoff is None:
+            raise split_node.error("cutoff", "a timestamp split needs a cutoff")
+    split = Split(method=method, key=key, eval_fraction=eval_fraction, cutoff=cutoff,
+                  seed=split_node.get("seed", int, 0))
+    split_node.finish()
+
+    model_node = root.child("model", required=False)
+    model = ModelConfig(
+        architecture=model_node.choice("architecture", ARCHITECTURES, "mmoe"),
+        num_experts=model_node.positive_int("num_experts", 8),
+        expert_units=model_node.int_list("expert_units", (64,)),
+        tower_units=model_node.int_list("tower_units", (32,)),
+        gate_temperature=model_node.get("gate_temperature", float, 1.0),
+        bias_tower_units=model_node.int_list("bias_tower_units", ()),
+        dropout=model_node.get("dropout", float, 0.0),
+    )
+    if not model.expert_units:
+        raise model_node.error("expert_units", "experts need at least one layer")
+    if model.gate_temperature <= 0:
+        raise model_node.error("gate_temperature", f"must be > 0, got {model.gate_temperature}")
+    if not 0.0 <= model.dropout < 1.0:
+        raise model_node.error("dropout", f"must be in [0, 1), got {model.dropout}")
+    model_node.finish()
+
+    training_node = root.child("training", required=False)
+    training = TrainingConfig(
+        batch_size=training_node.positive_int("batch_size", 512),
+        epochs=training_node.positive_int("epochs", 3),
+        learning_rate=training_node.get("learning_rate", float, 0.002),
+        shuffle_buffer=training_node.positive_int("shuffle_buffer", 10000),
+        seed=training_node.get("seed", int, 42),
+    )
+    if training.learning_rate <= 0:
+        raise training_node.error("learning_rate", f"must be > 0, got {training.learning_rate}")
+    training_node.finish()
+    root.finish()
+    return FeatureSpec(name=name, description=description, features=features, columns=columns,
+                       tasks=tasks, ranking=ranking, split=split, model=model, training=training)
+
+
+def load_spec(path: str) -> FeatureSpec:
+    """Loads and validates a YAML (or JSON) spec file.
+
+    Args:
+        path: str. Local path of a ``.yaml``/``.yml``/``.json`` spec.
+
+    Raises:
+        SpecError: with the file name and the key path of the problem.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        raise SpecError("<yaml>", f"not valid YAML: {exc}", path) from exc
+    except OSError as exc:
+        raise SpecError("<file>", f"cannot read spec: {exc.strerror}", path) from exc
+    return spec_from_dict(data if data is not None else {}, source=path)
+
+
+def bundled_spec_path(name: str) -> str:
+    """Path of a spec shipped in this package, e.g. ``bundled_spec_path('clicklog')``."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.yaml")

@@ -116,6 +116,7 @@ class Task:
             and reported in original units.
         mask: optional column name; the task's loss counts only rows where it is > 0 (e.g.
             engagement observed only where clicked).
+        unit: str. Unit of a regression label, used in metric names (``rmse_seconds``).
     """
 
     name: str
@@ -125,6 +126,7 @@ class Task:
     weight: float = 1.0
     label_transform: str = "none"
     mask: str | None = None
+    unit: str = ""
 
 
 @dataclass(frozen=True)
@@ -421,9 +423,12 @@ def _read_task(node: _Node, column_types: Mapping[str, str]) -> Task:
     mask = node.get("mask", str, None)
     if mask is not None and mask not in column_types:
         raise node.error("mask", f"mask column {mask!r} is not declared under features or columns")
+    unit = node.get("unit", str, "")
+    if unit and not unit.isidentifier():
+        raise node.error("unit", f"must be a short identifier such as seconds, got {unit!r}")
     node.finish()
     return Task(name=name, label=label, kind=kind, loss=loss, weight=weight,
-                label_transform=label_transform, mask=mask)
+                label_transform=label_transform, mask=mask, unit=unit)
 
 
 def _check_unique(nodes: list[_Node], names: list[str], seen: dict[str, str]) -> None:

@@ -1,0 +1,356 @@
+"""`mmoe`: the command line. Each sub-command runs one stage from the previous stage's artifacts.
+
+    mmoe run        generate (or read) raw logs -> preprocess -> train -> evaluate -> export
+    mmoe generate   write a synthetic impression log (Parquet or CSV)
+    mmoe preprocess Beam pipeline: validate, split, analyze, write TFRecords + artifacts
+    mmoe train      train the MMoE on data/, evaluate on the eval split, write metrics.json
+    mmoe evaluate   recompute metrics.json from the trained model
+    mmoe export     write the SavedModel to <workdir>/export/<spec name>/<version>/
+
+Nothing imports this module; it imports the stages lazily so `mmoe --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
+GENERATOR_MANIFEST = "_generator.json"
+
+log = logging.getLogger("mmoe")
+
+
+def _default_spec() -> str:
+    from feature_specs.spec import bundled_spec_path
+
+    return bundled_spec_path("clicklog")
+
+
+def _add_workdir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workdir", default=DEFAULT_WORKDIR,
+        help=f"run directory (local path or filesystem URI) holding every stage's output (default: {DEFAULT_WORKDIR})",
+    )
+
+
+def _add_spec(parser: argparse.ArgumentParser, default_from_workdir: bool = False) -> None:
+    if default_from_workdir:
+        parser.add_argument(
+            "--spec", default=None,
+            help="feature spec YAML (default: <workdir>/artifacts/spec.json, the spec the data was made with)",
+        )
+    else:
+        parser.add_argument(
+            "--spec", default=None, help="feature spec YAML (default: the bundled feature_specs/clicklog.yaml)"
+        )
+
+
+def _add_generate_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("synthetic data (clicklog)")
+    group.add_argument("--rows", type=int, default=100_000, help="impressions to generate (default: 100000)")
+    group.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    group.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="raw file format (default: parquet)")
+    group.add_argument(
+        "--task-correlation", type=float, default=0.5,
+        help="how related click and dwell drivers are, 0..1 (default: 0.5)",
+    )
+    group.add_argument(
+        "--corrupt-fraction", type=float, default=0.001,
+        help="share of rows made invalid so validation has something to reject (default: 0.001)",
+    )
+    group.add_argument("--chunk-rows", type=int, default=50_000, help="rows per written file (default: 50000)")
+
+
+def _add_train_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=None, help="epochs (default: the spec's training.epochs)")
+    group.add_argument("--batch-size", type=int, default=None, help="batch size (default: the spec's training.batch_size)")
+    group.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+
+
+def _add_preprocess_args(parser: argparse.ArgumentParser, required_input: bool) -> None:
+    group = parser.add_argument_group("preprocessing (Beam)")
+    group.add_argument(
+        "--input", required=required_input, default=None,
+        help="raw log file pattern, e.g. 'logs/2026-11-*.parquet' or 'gs://bucket/logs/*.csv'"
+        + ("" if required_input else " (default: generate a synthetic clicklog into <workdir>/raw)"),
+    )
+    group.add_argument("--input-format", choices=("csv", "parquet"), default=None, help="default: from the file extension")
+    parser.epilog = (
+        "Unrecognized --flags are passed to Beam as PipelineOptions, e.g. --runner=DataflowRunner "
+        "--project=P --region=R --temp_location=gs://B/tmp, or --direct_num_workers=2 "
+        "--direct_running_mode=multi_processing for the local multi-process runner."
+    )
+
+
+def _add_export_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("export")
+    group.add_argument("--export-base", default=None, help="SavedModel base directory (default: <workdir>/export)")
+    group.add_argument("--version", type=int, default=None, help="integer version (default: newest + 1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmoe",
+        description="Multi-task ranking with a Multi-gate Mixture-of-Experts: Beam preprocessing, "
+        "Keras 3 training, TensorFlow SavedModel export. One feature spec drives every stage.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the whole job: data -> preprocess -> train -> evaluate -> export")
+    _add_spec(run)
+    _add_workdir(run)
+    _add_preprocess_args(run, required_input=False)
+    _add_generate_args(run)
+    _add_train_args(run)
+    _add_export_args(run)
+
+    generate = commands.add_parser("generate", help="write a synthetic clicklog impression log")
+    generate.add_argument("--out", default=None, help="output directory (default: <workdir>/raw)")
+    _add_workdir(generate)
+    _add_generate_args(generate)
+
+    preprocess = commands.add_parser("preprocess", help="Beam: validate, split, analyze, write TFRecords")
+    _add_spec(preprocess)
+    _add_workdir(preprocess)
+    _add_preprocess_args(preprocess, required_input=True)
+
+    train = commands.add_parser("train", help="train and evaluate the MMoE on <workdir>/data")
+    _add_spec(train, default_from_workdir=True)
+    _add_workdir(train)
+    _add_train_args(train)
+
+    evaluate = commands.add_parser("evaluate", help="recompute metrics.json from the trained model")
+    _add_spec(evaluate, default_from_workdir=True)
+    _add_workdir(evaluate)
+
+    export = commands.add_parser("export", help="write the trained model as a SavedModel")
+    _add_spec(export, default_from_workdir=True)
+    _add_workdir(export)
+    _add_export_args(export)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Stages
+
+
+def _load_spec(path: str | None):
+    from feature_specs.spec import load_spec
+
+    return load_spec(path or _default_spec())
+
+
+def _workdir_spec(args):
+    """The spec a stage after preprocessing uses: --spec, else the one the data was made with."""
+    if args.spec:
+        return _load_spec(args.spec)
+    import tensorflow as tf
+
+    from feature_specs.artifacts import Workdir
+    from feature_specs.spec import spec_from_dict
+
+    path = Workdir(args.workdir).spec_json
+    if not tf.io.gfile.exists(path):
+        raise SystemExit(f"mmoe: {path} is missing: run `mmoe preprocess --workdir {args.workdir}` first")
+    with tf.io.gfile.GFile(path) as handle:
+        return spec_from_dict(json.load(handle), source=path)
+
+
+def _generate(args, out_dir: str) -> str:
+    """Generates the synthetic log into ``out_dir`` unless the same one is already there."""
+    from mmoe.synthetic import generate_clicklog
+
+    params = {k: getattr(args, k) for k in ("rows", "seed", "format", "task_correlation", "corrupt_fraction", "chunk_rows")}
+    manifest = os.path.join(out_dir, GENERATOR_MANIFEST)
+    pattern = os.path.join(out_dir, f"impressions-*.{args.format}")
+    if os.path.exists(manifest):
+        with open(manifest, encoding="utf-8") as handle:
+            if json.load(handle) == params:
+                print(f"[generate] reusing {pattern} (same parameters)")
+                return pattern
+    started = time.time()
+
+    def progress(done: int, total: int) -> None:
+        print(f"[generate] {done:,}/{total:,} rows", flush=True)
+
+    files = generate_clicklog(
+        out_dir, rows=args.rows, seed=args.seed, task_correlation=args.task_correlation, fmt=args.format,
+        chunk_rows=args.chunk_rows, corrupt_fraction=args.corrupt_fraction, progress=progress,
+    )
+    with open(manifest, "w", encoding="utf-8") as handle:
+        json.dump(params, handle)
+    print(f"[generate] {len(files)} file(s) in {out_dir} ({time.time() - started:.1f}s)")
+    return pattern
+
+
+def _clear_stage_outputs(workdir) -> None:
+    """Removes what preprocess/train wrote before, so no stale shard mixes into a new run."""
+    import tensorflow as tf
+
+    for path in (workdir.data_dir, workdir.artifacts_dir, workdir.rejected_prefix.rsplit("/", 1)[0], workdir.model_dir):
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.rmtree(path)
+    for path in (workdir.report_json, workdir.metrics_json):
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+
+
+def _preprocess(spec, args, input_pattern: str, beam_args: list[str]) -> dict:
+    from feature_specs.artifacts import Workdir
+    from pipelines.run import preprocess
+
+    workdir = Workdir(args.workdir)
+    _clear_stage_outputs(workdir)
+    print(f"[preprocess] {input_pattern} -> {workdir.data_dir} (Beam {beam_args or 'DirectRunner'})", flush=True)
+    return preprocess(spec, input_pattern, args.workdir, input_format=args.input_format, beam_args=beam_args)
+
+
+def _train(spec, args):
+    from feature_specs.artifacts import Workdir
+    from mmoe.train import train
+
+    print(f"[train] {spec.model.architecture}: {spec.model.num_experts} experts, tasks {', '.join(spec.task_names)}", flush=True)
+    return train(spec, Workdir(args.workdir), epochs=args.epochs, batch_size=args.batch_size,
+                 verbose=2 if args.quiet else "auto")
+
+
+def _export(spec, args, serving_model) -> str:
+    from feature_specs.artifacts import Workdir
+    from serving.export import export_saved_model
+
+    base = args.export_base or Workdir(args.workdir).export_base
+    return export_saved_model(spec, serving_model, base, version=args.version)
+
+
+def format_metrics(metrics: dict) -> str:
+    """The metrics a person checks first, one line per task."""
+    lines = []
+    for task, values in metrics.items():
+        if task in ("gates", "training"):
+            continue
+        shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        lines.append(f"  {task:<11} {shown}")
+    return "\n".join(lines)
+
+
+def _print_summary(workdir, export_path: str | None) -> None:
+    rows = [
+        ("raw data", workdir.raw_dir),
+        ("train/eval TFRecords", workdir.data_dir),
+        ("vocabularies, statistics, spec", workdir.artifacts_dir),
+        ("rejected rows", workdir.rejected_pattern),
+        ("row counts", workdir.report_json),
+        ("Keras model, checkpoints, logs", workdir.model_dir),
+        ("plots", workdir.plots_dir),
+        ("metrics", workdir.metrics_json),
+    ]
+    if export_path:
+        rows.append(("SavedModel", export_path))
+    print("\nArtifacts:")
+    for label, path in rows:
+        print(f"  {label:<32} {path}")
+
+
+def cmd_run(args, beam_args: list[str]) -> int:
+    from feature_specs.artifacts import Workdir
+
+    spec = _load_spec(args.spec)
+    workdir = Workdir(args.workdir)
+    started = time.time()
+    if args.input:
+        input_pattern = args.input
+    elif spec.name == "clicklog":
+        input_pattern = _generate(args, workdir.raw_dir)
+    else:
+        raise SystemExit(f"mmoe: spec {spec.name!r} has no generator; pass --input with its raw log files")
+    _preprocess(spec, args, input_pattern, beam_args)
+    result = _train(spec, args)
+    path = _export(spec, args, result.models.serving)
+    _print_summary(workdir, path)
+    print(f"\nEval metrics ({workdir.metrics_json}):\n{format_metrics(result.metrics)}")
+    print(f"\nDone in {time.time() - started:.0f}s.")
+    return 0
+
+
+def cmd_generate(args, beam_args: list[str]) -> int:
+    from feature_specs.artifacts import Workdir
+
+    _generate(args, args.out or Workdir(args.workdir).raw_dir)
+    return 0
+
+
+def cmd_preprocess(args, beam_args: list[str]) -> int:
+    _preprocess(_load_spec(args.spec), args, args.input, beam_args)
+    return 0
+
+
+def cmd_train(args, beam_args: list[str]) -> int:
+    from feature_specs.artifacts import Workdir
+
+    result = _train(_workdir_spec(args), args)
+    print(f"\nEval metrics ({Workdir(args.workdir).metrics_json}):\n{format_metrics(result.metrics)}")
+    return 0
+
+
+def cmd_evaluate(args, beam_args: list[str]) -> int:
+    from feature_specs.artifacts import Workdir
+    from mmoe.evaluate import evaluate
+    from mmoe.train import load_trained_models, write_json
+
+    spec, workdir = _workdir_spec(args), Workdir(args.workdir)
+    metrics = evaluate(spec, workdir, load_trained_models(spec, workdir).serving)
+    write_json(workdir.metrics_json, metrics)
+    print(f"Eval metrics ({workdir.metrics_json}):\n{format_metrics(metrics)}")
+    return 0
+
+
+def cmd_export(args, beam_args: list[str]) -> int:
+    from feature_specs.artifacts import Workdir
+    from mmoe.train import load_trained_models
+
+    spec = _workdir_spec(args)
+    path = _export(spec, args, load_trained_models(spec, Workdir(args.workdir)).serving)
+    print(f"SavedModel: {path}")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run, "generate": cmd_generate, "preprocess": cmd_preprocess, "train": cmd_train,
+    "evaluate": cmd_evaluate, "export": cmd_export,
+}
+BEAM_COMMANDS = ("run", "preprocess")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mmoe` console script; returns the process exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in BEAM_COMMANDS:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("apache_beam", "tensorflow", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from feature_specs.spec import SpecError
+
+    try:
+        return COMMANDS[args.command](args, extra)
+    except SpecError as exc:
+        print(f"mmoe: invalid spec: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"mmoe: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

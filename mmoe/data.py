@@ -1,0 +1,73 @@
+"""tf.data input from the pipeline's gzip TFRecords of raw tf.Examples."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from feature_specs.artifacts import Workdir
+from feature_specs.spec import FeatureSpec, Task
+from feature_specs.tensors import parse_spec, training_columns
+
+
+def split_files(workdir: Workdir, split: str) -> list[str]:
+    """Sorted shard paths of ``split`` (``train``/``eval``); raises if there are none."""
+    files = sorted(tf.io.gfile.glob(workdir.split_pattern(split)))
+    if not files:
+        raise FileNotFoundError(
+            f"no {split} shards match {workdir.split_pattern(split)}: run `mmoe preprocess` first"
+        )
+    return files
+
+
+def transform_label(task: Task, label: tf.Tensor) -> tf.Tensor:
+    """Label as the model learns it: float32, ``log1p`` applied where the task says so."""
+    label = tf.cast(label, tf.float32)
+    if task.label_transform == "log1p":
+        label = tf.math.log1p(tf.maximum(label, 0.0))
+    return label
+
+
+def split_batch(spec: FeatureSpec, parsed: dict[str, tf.Tensor]):
+    """Turns a parsed batch into Keras' ``(features, labels, sample_weights)``.
+
+    Args:
+        parsed: column name -> ``(batch, 1)`` tensors, from :func:`parse_spec`.
+
+    Returns:
+        ``features``: model and bias features, ``(batch, 1)`` each; ``labels``: task ->
+        ``(batch, 1)`` float32; ``sample_weights``: task -> ``(batch,)`` float32, 1 where the
+        task's label is observed (its mask column > 0), else 0.
+    """
+    features = {f.name: parsed[f.name] for f in spec.features}
+    labels, weights = {}, {}
+    for task in spec.tasks:
+        labels[task.name] = transform_label(task, parsed[task.label])
+        if task.mask:
+            weights[task.name] = tf.cast(parsed[task.mask][:, 0] > 0, tf.float32)
+        else:
+            weights[task.name] = tf.ones_like(labels[task.name][:, 0])
+    return features, labels, weights
+
+
+def raw_batches(files: list[str], spec: FeatureSpec, batch_size: int, shuffle_buffer: int = 0, seed: int = 0):
+    """Batches of parsed raw columns (all training columns), ``(batch, 1)`` each."""
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    features = parse_spec(training_columns(spec))
+    return dataset.batch(batch_size).map(
+        lambda serialized: tf.io.parse_example(serialized, features), num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
+def training_dataset(
+    spec: FeatureSpec, workdir: Workdir, split: str, batch_size: int, shuffle: bool, seed: int = 0
+) -> tf.data.Dataset:
+    """``(features, labels, sample_weights)`` batches of ``split`` for ``Model.fit``/``evaluate``."""
+    files = split_files(workdir, split)
+    buffer = spec.training.shuffle_buffer if shuffle else 0
+    return (
+        raw_batches(files, spec, batch_size, buffer, seed)
+        .map(lambda parsed: split_batch(spec, parsed), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )

@@ -1,0 +1,62 @@
+"""Evaluation of the serving model over the whole eval split: per-task and ranking metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from feature_specs.artifacts import Workdir
+from feature_specs.spec import FeatureSpec
+from mmoe.data import raw_batches, split_files
+from mmoe.metrics import binary_metrics, gate_statistics, ndcg_at_k, regression_metrics
+from mmoe.model import GATE_WEIGHTS
+from serving.score import SCORE, output_name, ranking_score, task_predictions
+
+
+def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batch_size: int = 4096) -> dict:
+    """Runs the serving model over ``files`` and gathers columns, predictions and gate weights.
+
+    Returns:
+        NumPy arrays of length n: every training column by name, each served output by name
+        (``click_probability``, ``engagement``, ...), ``score``; and ``gate_weights`` ``(n, T, E)``.
+    """
+    feature_names = [f.name for f in spec.model_features]
+    parts: dict[str, list] = {}
+    for batch in raw_batches(files, spec, batch_size):
+        outputs = serving_model.predict_on_batch({name: batch[name] for name in feature_names})
+        predictions = task_predictions(spec, outputs)
+        predictions[SCORE] = ranking_score(spec, predictions)
+        predictions[GATE_WEIGHTS] = outputs[GATE_WEIGHTS]
+        columns = {name: value.numpy()[:, 0] for name, value in batch.items()}
+        for name, value in {**columns, **predictions}.items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    if not parts:
+        raise ValueError(f"no examples in {files}")
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def compute_metrics(spec: FeatureSpec, collected: dict, ndcg_k: int = 10) -> dict:
+    """Per-task metrics (in original units), ranking metrics by request and gate statistics."""
+    metrics: dict = {}
+    for task in spec.tasks:
+        labels = collected[task.label].astype(np.float64)
+        predictions = collected[output_name(task)]
+        observed = collected[task.mask] > 0 if task.mask else np.ones(labels.shape, dtype=bool)
+        if task.kind == "binary":
+            metrics[task.name] = binary_metrics(labels[observed], predictions[observed])
+        else:
+            metrics[task.name] = regression_metrics(labels[observed], predictions[observed], task.unit)
+    binary_tasks = [t for t in spec.tasks if t.kind == "binary"]
+    relevance_task = binary_tasks[0] if binary_tasks else spec.tasks[0]
+    groups = collected[spec.ranking.group_by]
+    metrics["ranking"] = {
+        "relevance": relevance_task.label,
+        **ndcg_at_k(groups, collected[SCORE], collected[relevance_task.label], k=ndcg_k),
+    }
+    metrics["gates"] = gate_statistics(collected[GATE_WEIGHTS], spec.task_names)
+    return metrics
+
+
+def evaluate(spec: FeatureSpec, workdir: Workdir, serving_model, split: str = "eval") -> dict:
+    """Metrics of ``serving_model`` over every example of ``split``."""
+    collected = collect_predictions(spec, serving_model, split_files(workdir, split))
+    return compute_metrics(spec, collected)

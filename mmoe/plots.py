@@ -1,0 +1,53 @@
+"""Plots a person would rather look at than numbers: learning curves and gate usage."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+
+def _save(figure, path: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    with tf.io.gfile.GFile(path, "wb") as handle:
+        handle.write(buffer.getvalue())
+    return path
+
+
+def plot_learning_curves(history: dict[str, list[float]], path: str) -> str:
+    """One panel per loss (total and per task), train against validation, by epoch."""
+    names = [k for k in history if not k.startswith("val_") and k.endswith("loss")]
+    figure, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        epochs = np.arange(1, len(history[name]) + 1)
+        axis.plot(epochs, history[name], marker="o", label="train")
+        if f"val_{name}" in history:
+            axis.plot(epochs, history[f"val_{name}"], marker="o", label="eval")
+        axis.set_title(name)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return _save(figure, path)
+
+
+def plot_gate_heatmap(gates: dict[str, dict], path: str) -> str:
+    """Task x expert heatmap of mean gate weights over the eval set, entropy in the labels."""
+    tasks = list(gates)
+    weights = np.array([gates[t]["mean_weights"] for t in tasks])
+    figure, axis = plt.subplots(figsize=(1.0 + 0.7 * weights.shape[1], 0.9 + 0.6 * len(tasks)))
+    image = axis.imshow(weights, cmap="viridis", vmin=0.0, vmax=max(float(weights.max()), 1e-6), aspect="auto")
+    axis.set_xticks(range(weights.shape[1]), [f"e{i}" for i in range(weights.shape[1])])
+    axis.set_yticks(range(len(tasks)), [f"{t}\nH={gates[t]['mean_entropy']:.2f}" for t in tasks])
+    for (row, col), value in np.ndenumerate(weights):
+        axis.text(col, row, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.5 * weights.max() else "black", fontsize=8)
+    axis.set_xlabel("expert")
+    axis.set_title("mean gate weight (eval set)")
+    figure.colorbar(image, ax=axis)
+    return _save(figure, path)

@@ -1,0 +1,1 @@
+"""Serving: the ranking score, SavedModel export and signatures."""

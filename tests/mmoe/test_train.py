@@ -1,0 +1,69 @@
+"""Training on the pipeline's output: losses, masks, bias tower, metrics and saved artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from mmoe.data import split_batch
+from mmoe.evaluate import collect_predictions
+from mmoe.train import load_trained_models
+from mmoe.data import split_files
+
+
+def test_metrics_json_has_the_documented_shape(trained_run):
+    with open(trained_run.workdir.metrics_json) as handle:
+        metrics = json.load(handle)
+    assert set(metrics["click"]) >= {"auc", "log_loss", "calibration", "examples"}
+    assert set(metrics["engagement"]) >= {"rmse_seconds", "mae_seconds", "examples"}
+    assert 0.0 <= metrics["click"]["auc"] <= 1.0
+    assert metrics["click"]["examples"] == trained_run.report["written"]["eval"]
+    # engagement is scored only where it is observed: clicked rows
+    assert 0 < metrics["engagement"]["examples"] < metrics["click"]["examples"]
+    assert "ndcg@10" in metrics["ranking"]
+    for task in ("click", "engagement"):
+        np.testing.assert_allclose(sum(metrics["gates"][task]["mean_weights"]), 1.0, rtol=1e-5)
+
+
+def test_training_reduces_the_loss_and_writes_its_artifacts(trained_run):
+    history = trained_run.result.history
+    assert history["loss"][-1] < history["loss"][0]
+    workdir = trained_run.workdir
+    for path in (workdir.keras_model, workdir.history_json, os.path.join(workdir.plots_dir, "learning_curves.png"),
+                 os.path.join(workdir.plots_dir, "gates.png")):
+        assert os.path.getsize(path) > 0, path
+    with open(os.path.join(workdir.plots_dir, "gates.png"), "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(workdir.logs_dir), "TensorBoard logs"
+
+
+def test_bias_feature_is_a_training_input_only(trained_run):
+    models = trained_run.result.models
+    assert "position" in models.train.input and "position" not in models.serving.input
+    assert "bias_tower" in [layer.name for layer in models.train.layers]
+
+
+def test_engagement_mask_is_the_click_label(trained_run):
+    batch = {c.name: tf.constant([[v] for v in values]) for c, values in [
+        (trained_run.spec.column(n), vals) for n, vals in {
+            "clicked": [1, 0, 1], "dwell_seconds": [10.0, 0.0, 0.0],
+        }.items()
+    ]}
+    for feature in trained_run.spec.features:
+        batch.setdefault(feature.name, tf.zeros((3, 1), tf.string if feature.dtype == "string" else tf.float32))
+    features, labels, weights = split_batch(trained_run.spec, batch)
+    np.testing.assert_allclose(weights["engagement"].numpy(), [1.0, 0.0, 1.0])
+    np.testing.assert_allclose(weights["click"].numpy(), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(labels["engagement"].numpy()[:, 0], np.log1p([10.0, 0.0, 0.0]), rtol=1e-6)
+    assert "position" in features
+
+
+def test_trained_weights_reload_into_rebuilt_models(trained_run):
+    spec, workdir = trained_run.spec, trained_run.workdir
+    files = split_files(workdir, "eval")
+    before = collect_predictions(spec, trained_run.result.models.serving, files)
+    after = collect_predictions(spec, load_trained_models(spec, workdir).serving, files)
+    np.testing.assert_allclose(after["score"], before["score"], rtol=1e-6)

@@ -165,6 +165,7 @@ class Statistics:
                 "vocabulary_sizes": dict(sorted(self.vocabulary_sizes.items())),
             },
             indent=2,
+            allow_nan=False,
         )
 
     @classmethod

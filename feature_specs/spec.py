@@ -244,17 +244,23 @@ class FeatureSpec:
 
     def to_dict(self) -> dict:
         """The normalized spec as plain data; ``spec_from_dict(spec.to_dict()) == spec``."""
-        def clean(value):
+        def column(value: dict) -> dict:
+            out = {k: v for k, v in value.items() if v is not None}
+            out["type"] = out.pop("dtype")
+            return out
+
+        def plain(value):
             if isinstance(value, dict):
-                out = {("type" if k == "dtype" else k): clean(v) for k, v in value.items() if v is not None}
-                return out
+                return {k: plain(v) for k, v in value.items() if v is not None}
             if isinstance(value, (list, tuple)):
-                return [clean(v) for v in value]
+                return [plain(v) for v in value]
             return value
 
-        data = dataclasses.asdict(self)
+        data = plain(dataclasses.asdict(self))
+        data["features"] = [column(f) for f in data["features"]]
+        data["columns"] = [column(c) for c in data["columns"]]
         data["ranking"]["weights"] = dict(self.ranking.weights)
-        return clean(data)
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -364,6 +370,9 @@ def _read_column(node: _Node) -> dict:
         bounds[key] = bound
     if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
         raise node.error("max", f"max {bounds['max']} is below min {bounds['min']}")
+    if default is not None and dtype != "string":
+        if (bounds["min"] is not None and default < bounds["min"]) or (bounds["max"] is not None and default > bounds["max"]):
+            raise node.error("default", f"default {default} is outside [min, max] = [{bounds['min']}, {bounds['max']}]")
     return dict(name=name, dtype=dtype, required=required, default=default, **bounds)
 
 

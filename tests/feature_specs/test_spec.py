@@ -24,6 +24,14 @@ def test_clicklog_loads_with_its_tasks_and_roles():
     assert "position" not in [f.name for f in spec.model_features]
 
 
+def test_to_dict_round_trips_even_a_task_named_dtype(clicklog_dict):
+    data = copy.deepcopy(clicklog_dict)
+    data["tasks"][0]["name"] = "dtype"
+    data["ranking"]["weights"] = {"dtype": 1.0, "engagement": 1.0}
+    spec = spec_from_dict(data)
+    assert spec_from_dict(spec.to_dict()) == spec
+
+
 def test_to_dict_round_trips(clicklog_dict):
     spec = spec_from_dict(clicklog_dict)
     assert spec_from_dict(spec.to_dict()) == spec
@@ -53,6 +61,7 @@ def _error(data) -> str:
         (lambda d: d["features"][7].update(num_buckets=1), "features[7].num_buckets: quantile needs num_buckets >= 2"),
         (lambda d: d["features"][5].update(required=False, default=None), "features[5].default: a column with required: false needs a default"),
         (lambda d: d["features"][0].update(min=0), "features[0].min: bounds apply to numeric columns"),
+        (lambda d: d["features"][5].update(default=500), "features[5].default: default 500 is outside [min, max] = [0.0, 120.0]"),
         (lambda d: d["tasks"][0].update(kind="ordinal"), "tasks[0].kind: unknown value 'ordinal'"),
         (lambda d: d["tasks"][0].update(label_transform="log1p"), "tasks[0].label_transform: binary tasks take their label as 0/1"),
         (lambda d: d["tasks"][1].update(loss="binary_crossentropy"), "tasks[1].loss: unknown value 'binary_crossentropy'"),

@@ -1,0 +1,137 @@
+"""Reading raw logs (CSV or Parquet) into :class:`~pipelines.records.RawRecord` elements.
+
+Files are streamed by Beam's sources, never loaded whole. A CSV line that cannot be parsed is not
+dropped: it becomes a record without values, which validation rejects as ``unparseable_line``.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadAllFromParquet
+from apache_beam.metrics import Metrics
+
+from pipelines.options import INPUT_FORMATS
+from pipelines.records import RawRecord
+
+
+def read_csv_header(path: str) -> list[str]:
+    """Returns the column names in the first line of one CSV file (any filesystem, any compression).
+
+    Args:
+        path: str. One file (not a pattern). Compression is inferred from its extension.
+
+    Raises:
+        ValueError: when the header is empty, not valid CSV or names a column twice.
+    """
+    with FileSystems.open(path) as handle:
+        first = handle.readline()
+    try:
+        text = first.decode("utf-8-sig").rstrip("\r\n")
+        names = next(csv.reader([text], strict=True), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: the header line is not valid UTF-8 CSV: {exc}") from exc
+    names = [name.strip() for name in names]
+    if not names or not any(names):
+        raise ValueError(f"{path}: the first line must be a header naming the columns, got {text!r}")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{path}: the header names column(s) {', '.join(duplicates)} more than once")
+    return names
+
+
+def parse_csv_line(source: str, line: bytes | str, header: Sequence[str]) -> RawRecord:
+    """Splits one CSV line into named values.
+
+    Args:
+        source: str. The file the line came from.
+        line: the line without its line break, as bytes (UTF-8) or str.
+        header: the file's column names.
+
+    Returns:
+        A record with ``values`` set, or with ``values=None`` and ``error`` saying why the line does
+        not parse (invalid UTF-8, broken quoting, wrong number of fields).
+    """
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = line.decode("utf-8", errors="backslashreplace")
+            return RawRecord(source, text, None, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        fields = next(csv.reader([line], strict=True), [])
+    except csv.Error as exc:
+        return RawRecord(source, line, None, f"line is not valid CSV ({exc})")
+    if len(fields) != len(header):
+        return RawRecord(
+            source, line, None,
+            f"line has {len(fields)} field(s), the header of {source} names {len(header)}")
+    return RawRecord(source, line, dict(zip(header, fields)))
+
+
+class _ParseCsvLines(beam.DoFn):
+    """Parses ``(file, line)`` pairs using each file's own header, read once per file and worker."""
+
+    def __init__(self):
+        self._blank = Metrics.counter("pipelines.read", "blank_lines_skipped")
+
+    def setup(self):
+        self._headers: dict[str, list[str]] = {}
+
+    def process(self, element):
+        source, line = element
+        if not line.strip():
+            # Like csv.DictReader, a blank line holds no row.
+            self._blank.inc()
+            return
+        if source not in self._headers:
+            self._headers[source] = read_csv_header(source)
+        yield parse_csv_line(source, line, self._headers[source])
+
+
+class ReadRecords(beam.PTransform):
+    """Reads every file matching a pattern into :class:`RawRecord` elements.
+
+    Args:
+        pattern: str. File pattern, local or any Beam filesystem URI.
+        input_format: str. ``csv`` (first line of each file is its header) or ``parquet``.
+    """
+
+    def __init__(self, pattern: str, input_format: str):
+        super().__init__()
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
+        self._pattern = pattern
+        self._format = input_format
+
+    def expand(self, pbegin):
+        if self._format == "csv":
+            return (
+                pbegin
+                | "ReadLines" >> beam.io.ReadFromTextWithFilename(
+                    self._pattern, skip_header_lines=1, coder=coders.BytesCoder())
+                | "ParseCsv" >> beam.ParDo(_ParseCsvLines())
+            )
+        return (
+            pbegin
+            | "Pattern" >> beam.Create([self._pattern])
+            | "ReadParquet" >> ReadAllFromParquet(with_filename=True)
+            | "ToRecords" >> beam.MapTuple(lambda source, row: RawRecord(source, row, row))
+        )
+
+
+def check_header(header: Sequence[str], required: Sequence[str], source: str) -> None:
+    """Fails fast when a file's header lacks required columns (every row would be rejected).
+
+    Raises:
+        ValueError: naming the missing columns and the file.
+    """
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise ValueError(
+            f"{source}: the header has no column(s) {', '.join(missing)} required by the spec "
+            f"(header: {', '.join(header)})")

@@ -85,7 +85,9 @@ class Feature(Column):
         num_buckets: int. Quantile buckets (quantile).
         embedding_dim: int. Embedding width for categorical and bucketized features.
         role: str. ``feature`` (model input) or ``bias`` (fed to a shallow tower that adds to the
-            binary tasks' logits in training and is left out at serving).
+            binary tasks' logits in training; at serving the feature is fixed to ``serving_value``).
+        serving_value: the value a bias feature takes at serving (e.g. position 1, so predicted
+            probabilities mean "if shown at the top"); required for role ``bias``.
     """
 
     transform: str = "vocabulary"
@@ -96,6 +98,7 @@ class Feature(Column):
     num_buckets: int = 0
     embedding_dim: int = 8
     role: str = "feature"
+    serving_value: Any = None
 
     @property
     def is_categorical(self) -> bool:
@@ -376,18 +379,17 @@ def _read_column(node: _Node) -> dict:
     return dict(name=name, dtype=dtype, required=required, default=default, **bounds)
 
 
-def _coerce_default(node: _Node, dtype: str, default: Any) -> Any:
+def _coerce_default(node: _Node, dtype: str, value: Any, key: str = "default") -> Any:
+    """``value`` (a default or serving value) as the column's Python type."""
     if dtype == "string":
-        return str(default)
+        return str(value)
     if dtype in ("int", "timestamp"):
-        if isinstance(default, float) and not default.is_integer():
-            raise node.error("default", f"expected an integer for type {dtype}, got {default!r}")
-        if isinstance(default, str):
-            raise node.error("default", f"expected an integer for type {dtype}, got {default!r}")
-        return int(default)
-    if isinstance(default, str):
-        raise node.error("default", f"expected a number for type float, got {default!r}")
-    return float(default)
+        if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
+            raise node.error(key, f"expected an integer for type {dtype}, got {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        raise node.error(key, f"expected a number for type float, got {value!r}")
+    return float(value)
 
 
 def _read_feature(node: _Node) -> Feature:
@@ -410,6 +412,13 @@ def _read_feature(node: _Node) -> Feature:
         raise node.error("num_bins", "hashing needs num_bins >= 2")
     if transform == "quantile" and kwargs["num_buckets"] < 2:
         raise node.error("num_buckets", "quantile needs num_buckets >= 2")
+    serving_value = node.get("serving_value", (str, int, float), None)
+    if kwargs["role"] == "bias":
+        if serving_value is None:
+            raise node.error("serving_value", "a bias feature needs the value it is fixed to at serving")
+        kwargs["serving_value"] = _coerce_default(node, dtype, serving_value, "serving_value")
+    elif serving_value is not None:
+        raise node.error("serving_value", "only features with role: bias take a serving_value")
     node.finish()
     return Feature(**base, **kwargs)
 

@@ -5,9 +5,10 @@ Two Keras functional models share every layer:
 * ``train``: inputs are the model features and the bias features (e.g. position); outputs map
   each task to ``(batch, 1)``: the logit for binary tasks (the bias tower's logit added) and the
   prediction in the label's transformed space for regression tasks.
-* ``serving``: inputs are the model features only; binary outputs are probabilities from the
-  logit *without* the bias tower (position is unknown at serving, and ranking should not depend
-  on it), regression outputs as in training, plus ``gate_weights`` ``(batch, tasks, experts)``.
+* ``serving``: inputs are the model features only; the bias features are fixed to their spec
+  ``serving_value`` (e.g. position 1), so binary outputs are the probabilities "if shown there"
+  and ranking never depends on the logged position; regression outputs as in training, plus
+  ``gate_weights`` ``(batch, tasks, experts)``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import keras
 
 from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec import FeatureSpec
-from feature_specs.tensors import keras_inputs
+from feature_specs.tensors import KERAS_DTYPES, keras_inputs
 from mmoe.encoder import encode_features, load_statistics
-from mmoe.layers import MLP, MMoE
+from mmoe.layers import MLP, FixedValue, MMoE
 
 GATE_WEIGHTS = "gate_weights"
 
@@ -55,12 +56,18 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
         name="mmoe",
     )(encoded)
 
-    bias_logit = None
+    bias_logit = serving_bias_logit = None
     if spec.bias_features and any(t.kind == "binary" for t in spec.tasks):
         encoded_bias = encode_features(spec.bias_features, bias_inputs, workdir, statistics, name="bias_features")
-        bias_logit = MLP(
-            list(config.bias_tower_units) + [1], output_activation=None, name="bias_tower"
-        )(encoded_bias)
+        logit = MLP(list(config.bias_tower_units) + [1], output_activation=None, name="bias_tower")(encoded_bias)
+        bias_model = keras.Model(bias_inputs, logit, name="bias")
+        bias_logit = bias_model(bias_inputs)
+        reference = next(iter(inputs.values()))
+        fixed = {
+            f.name: FixedValue(f.serving_value, KERAS_DTYPES[f.dtype], name=f"{f.name}_at_serving")(reference)
+            for f in spec.bias_features
+        }
+        serving_bias_logit = bias_model(fixed)
 
     train_outputs, serving_outputs = {}, {}
     for task in spec.tasks:
@@ -73,7 +80,12 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
                 if bias_logit is not None
                 else head
             )
-            serving_outputs[task.name] = keras.layers.Activation("sigmoid", name=f"{task.name}_probability")(head)
+            serving_logit = (
+                keras.layers.Add(name=f"{task.name}_logit_at_serving")([head, serving_bias_logit])
+                if serving_bias_logit is not None
+                else head
+            )
+            serving_outputs[task.name] = keras.layers.Activation("sigmoid", name=f"{task.name}_probability")(serving_logit)
         else:
             train_outputs[task.name] = head
             serving_outputs[task.name] = head

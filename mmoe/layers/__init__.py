@@ -4,6 +4,6 @@ from mmoe.layers.experts import ExpertBank
 from mmoe.layers.gate import SoftmaxGate
 from mmoe.layers.mlp import MLP
 from mmoe.layers.mmoe import MMoE
-from mmoe.layers.preprocessing import CastToFloat, Log1p
+from mmoe.layers.preprocessing import CastToFloat, FixedValue, Log1p
 
-__all__ = ["CastToFloat", "ExpertBank", "Log1p", "MLP", "MMoE", "SoftmaxGate"]
+__all__ = ["CastToFloat", "FixedValue", "ExpertBank", "Log1p", "MLP", "MMoE", "SoftmaxGate"]

@@ -30,3 +30,37 @@ class CastToFloat(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@register
+class FixedValue(keras.layers.Layer):
+    """A ``(batch_size, 1)`` tensor holding ``value``, batch-sized like its input.
+
+    Feeds the bias tower at serving, where a bias feature (e.g. position) is fixed rather than read
+    from the request. Strings need TensorFlow tensors, so this layer uses ``tf.fill``.
+
+    Args:
+        value: str, int or float. The fixed value.
+        dtype_name: str. ``"string"``, ``"int64"`` or ``"float32"``.
+
+    Input shape: ``(batch_size, ...)`` (any reference input). Output shape: ``(batch_size, 1)``.
+    """
+
+    def __init__(self, value, dtype_name: str, **kwargs):
+        super().__init__(**kwargs)
+        if dtype_name not in ("string", "int64", "float32"):
+            raise ValueError(f"`dtype_name` must be string, int64 or float32, got {dtype_name!r}")
+        self.value = value
+        self.dtype_name = dtype_name
+
+    def call(self, reference):
+        import tensorflow as tf
+
+        batch = tf.shape(reference)[0]
+        return tf.fill(tf.stack([batch, 1]), tf.constant(self.value, dtype=tf.dtypes.as_dtype(self.dtype_name)))
+
+    def compute_output_spec(self, reference):
+        return keras.KerasTensor((reference.shape[0], 1), dtype=self.dtype_name)
+
+    def get_config(self):
+        return {**super().get_config(), "value": self.value, "dtype_name": self.dtype_name}

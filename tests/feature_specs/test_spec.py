@@ -73,6 +73,9 @@ def _error(data) -> str:
         (lambda d: d.pop("tasks"), "tasks: at least one task is required"),
         (lambda d: d.pop("split"), "split: required section is missing"),
         (lambda d: d.update(extra=1), "extra: unknown key"),
+        (lambda d: d["features"][8].pop("serving_value"), "features[8].serving_value: a bias feature needs the value"),
+        (lambda d: d["features"][8].update(serving_value="top"), "features[8].serving_value: expected an integer for type int, got 'top'"),
+        (lambda d: d["features"][0].update(serving_value="u1"), "features[0].serving_value: only features with role: bias"),
     ],
 )
 def test_errors_name_the_offending_key(clicklog_dict, mutate, expected):

@@ -11,7 +11,7 @@ import tensorflow as tf
 from mmoe.data import split_batch
 from mmoe.evaluate import collect_predictions
 from mmoe.train import load_trained_models
-from mmoe.data import split_files
+from mmoe.data import raw_batches, split_files
 
 
 def test_metrics_json_has_the_documented_shape(trained_run):
@@ -40,10 +40,16 @@ def test_training_reduces_the_loss_and_writes_its_artifacts(trained_run):
     assert os.listdir(workdir.logs_dir), "TensorBoard logs"
 
 
-def test_bias_feature_is_a_training_input_only(trained_run):
-    models = trained_run.result.models
+def test_bias_feature_is_fixed_to_its_serving_value_at_serving(trained_run):
+    spec, models = trained_run.spec, trained_run.result.models
     assert "position" in models.train.input and "position" not in models.serving.input
-    assert "bias_tower" in [layer.name for layer in models.train.layers]
+    batch = next(iter(raw_batches(split_files(trained_run.workdir, "eval"), spec, 64)))
+    features = {f.name: batch[f.name] for f in spec.model_features}
+    served = models.serving.predict_on_batch(features)["click"][:, 0]
+    at_top = models.train.predict_on_batch({**features, "position": tf.ones_like(batch["position"])})["click"][:, 0]
+    np.testing.assert_allclose(served, 1 / (1 + np.exp(-at_top)), rtol=1e-5)
+    as_logged = models.train.predict_on_batch({**features, "position": batch["position"]})["click"][:, 0]
+    assert not np.allclose(at_top, as_logged), "the bias tower must depend on position"
 
 
 def test_engagement_mask_is_the_click_label(trained_run):

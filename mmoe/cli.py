@@ -208,7 +208,7 @@ def _preprocess(spec, args, input_pattern: str, beam_args: list[str]) -> dict:
 
     workdir = Workdir(args.workdir)
     _clear_stage_outputs(workdir)
-    print(f"[preprocess] {input_pattern} -> {workdir.data_dir} (Beam {beam_args or 'DirectRunner'})", flush=True)
+    print(f"[preprocess] {input_pattern} -> {workdir.data_dir}", flush=True)
     return preprocess(spec, input_pattern, args.workdir, input_format=args.input_format, beam_args=beam_args)
 
 

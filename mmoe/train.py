@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import dataclass, replace
 
 import keras
@@ -17,6 +18,11 @@ from mmoe.model import RankingModels, build_models, task_losses
 from mmoe.plots import plot_gate_heatmap, plot_learning_curves
 
 log = logging.getLogger(__name__)
+
+# tf.data input is shuffled by the pipeline and its length is unknown until the first epoch ends:
+# Keras' warnings about both are expected here, not problems.
+warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
+warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
 @dataclass

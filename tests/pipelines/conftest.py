@@ -16,7 +16,8 @@ TINY_SPEC = {
         {"name": "price", "type": "float", "transform": "log1p", "min": 0},
         {"name": "pop", "type": "float", "transform": "quantile", "num_buckets": 4},
         {"name": "query", "type": "string", "transform": "hashing", "num_bins": 8},
-        {"name": "position", "type": "int", "transform": "vocabulary", "role": "bias", "min": 1},
+        {"name": "position", "type": "int", "transform": "vocabulary", "role": "bias", "min": 1,
+         "serving_value": 1},
     ],
     "columns": [
         {"name": "request_id", "type": "string"},

@@ -33,7 +33,7 @@ LOSSES = {"binary": ("binary_crossentropy",), "regression": ("mse", "huber")}
 LABEL_TRANSFORMS = ("none", "log1p")
 SCORE_KINDS = ("weighted_sum", "product")
 SPLIT_METHODS = ("hash", "timestamp")
-ARCHITECTURES = ("mmoe",)
+ARCHITECTURES = ("mmoe", "omoe", "shared_bottom", "single_task", "cgc", "ple")
 
 
 class SpecError(ValueError):
@@ -170,23 +170,42 @@ class Split:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """MMoE hyper-parameters.
+    """Architecture and hyper-parameters of the multi-task model.
 
     Args:
-        architecture: str. ``mmoe``.
-        num_experts: int. Shared experts.
+        architecture: str. ``mmoe`` (shared experts, one gate per task), ``omoe`` (one gate shared
+            by all tasks), ``shared_bottom`` (one shared MLP), ``single_task`` (an independent
+            network per task, embeddings included), ``cgc`` (task-specific plus shared experts,
+            Tang et al. 2020) or ``ple`` (``num_levels`` stacked CGC levels).
+        num_experts: int. Shared experts (mmoe, omoe, cgc, ple).
+        task_experts: int. Experts owned by each task (cgc, ple).
+        num_levels: int. Extraction levels (ple).
         expert_units: list of int. Each expert's MLP widths.
+        bottom_units: list of int. The bottom MLP of shared_bottom and single_task.
         tower_units: list of int. Each task tower's hidden widths (a final unit is added).
         gate_temperature: float. Softmax temperature of the gates.
+        gate_units: list of int. Hidden widths of an MLP in front of each gate's softmax.
+        gate_top_k: int. Keep only the k largest gate weights per example (renormalized); 0 = all.
+        expert_dropout: float. In training, drop each expert from a gate's mixture with this
+            probability (weights renormalized), against gate polarization.
+        load_balance_weight: float. Weight of the auxiliary loss on expert importance
+            (``E * sum_e mean_batch(g_e)^2``, 1 when balanced); 0 disables it.
         bias_tower_units: list of int. Hidden widths of the shallow bias tower.
         dropout: float. Dropout in towers.
     """
 
     architecture: str = "mmoe"
     num_experts: int = 8
+    task_experts: int = 1
+    num_levels: int = 2
     expert_units: tuple[int, ...] = (64,)
+    bottom_units: tuple[int, ...] = (128,)
     tower_units: tuple[int, ...] = (32,)
     gate_temperature: float = 1.0
+    gate_units: tuple[int, ...] = ()
+    gate_top_k: int = 0
+    expert_dropout: float = 0.0
+    load_balance_weight: float = 0.0
     bias_tower_units: tuple[int, ...] = ()
     dropout: float = 0.0
 
@@ -456,6 +475,41 @@ def _check_unique(nodes: list[_Node], names: list[str], seen: dict[str, str]) ->
         seen[name] = f"{node.path}.name"
 
 
+def _read_model(node: _Node) -> ModelConfig:
+    defaults = ModelConfig()
+    model = ModelConfig(
+        architecture=node.choice("architecture", ARCHITECTURES, defaults.architecture),
+        num_experts=node.positive_int("num_experts", defaults.num_experts),
+        task_experts=node.positive_int("task_experts", defaults.task_experts),
+        num_levels=node.positive_int("num_levels", defaults.num_levels),
+        expert_units=node.int_list("expert_units", defaults.expert_units),
+        bottom_units=node.int_list("bottom_units", defaults.bottom_units),
+        tower_units=node.int_list("tower_units", defaults.tower_units),
+        gate_temperature=node.get("gate_temperature", float, defaults.gate_temperature),
+        gate_units=node.int_list("gate_units", defaults.gate_units),
+        gate_top_k=node.positive_int("gate_top_k", defaults.gate_top_k, minimum=0),
+        expert_dropout=node.get("expert_dropout", float, defaults.expert_dropout),
+        load_balance_weight=node.get("load_balance_weight", float, defaults.load_balance_weight),
+        bias_tower_units=node.int_list("bias_tower_units", defaults.bias_tower_units),
+        dropout=node.get("dropout", float, defaults.dropout),
+    )
+    if not model.expert_units:
+        raise node.error("expert_units", "experts need at least one layer")
+    if not model.bottom_units:
+        raise node.error("bottom_units", "the bottom needs at least one layer")
+    if model.gate_temperature <= 0:
+        raise node.error("gate_temperature", f"must be > 0, got {model.gate_temperature}")
+    if model.gate_top_k > model.num_experts and model.architecture in ("mmoe", "omoe"):
+        raise node.error("gate_top_k", f"must be <= num_experts ({model.num_experts}), got {model.gate_top_k}")
+    for key in ("dropout", "expert_dropout"):
+        if not 0.0 <= getattr(model, key) < 1.0:
+            raise node.error(key, f"must be in [0, 1), got {getattr(model, key)}")
+    if model.load_balance_weight < 0:
+        raise node.error("load_balance_weight", f"must be >= 0, got {model.load_balance_weight}")
+    node.finish()
+    return model
+
+
 def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     """Validates plain data (parsed YAML or spec.json) and returns a :class:`FeatureSpec`.
 
@@ -528,23 +582,7 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
                   seed=split_node.get("seed", int, 0))
     split_node.finish()
 
-    model_node = root.child("model", required=False)
-    model = ModelConfig(
-        architecture=model_node.choice("architecture", ARCHITECTURES, "mmoe"),
-        num_experts=model_node.positive_int("num_experts", 8),
-        expert_units=model_node.int_list("expert_units", (64,)),
-        tower_units=model_node.int_list("tower_units", (32,)),
-        gate_temperature=model_node.get("gate_temperature", float, 1.0),
-        bias_tower_units=model_node.int_list("bias_tower_units", ()),
-        dropout=model_node.get("dropout", float, 0.0),
-    )
-    if not model.expert_units:
-        raise model_node.error("expert_units", "experts need at least one layer")
-    if model.gate_temperature <= 0:
-        raise model_node.error("gate_temperature", f"must be > 0, got {model.gate_temperature}")
-    if not 0.0 <= model.dropout < 1.0:
-        raise model_node.error("dropout", f"must be in [0, 1), got {model.dropout}")
-    model_node.finish()
+    model = _read_model(root.child("model", required=False))
 
     training_node = root.child("training", required=False)
     training = TrainingConfig(

@@ -36,30 +36,32 @@ def load_statistics(workdir: Workdir) -> Statistics:
         return Statistics.from_json(handle.read())
 
 
-def _embed(feature: Feature, indices, input_dim: int):
-    x = keras.layers.Embedding(input_dim, feature.embedding_dim, name=f"{feature.name}_embedding")(indices)
-    return keras.layers.Reshape((feature.embedding_dim,), name=f"{feature.name}_flat")(x)
+def _embed(feature: Feature, indices, input_dim: int, prefix: str):
+    x = keras.layers.Embedding(input_dim, feature.embedding_dim, name=f"{prefix}{feature.name}_embedding")(indices)
+    return keras.layers.Reshape((feature.embedding_dim,), name=f"{prefix}{feature.name}_flat")(x)
 
 
-def _normalization(feature: Feature, statistics: Statistics) -> keras.layers.Normalization:
+def _normalization(feature: Feature, statistics: Statistics, prefix: str) -> keras.layers.Normalization:
     stats = statistics.numeric.get(feature.name)
     if stats is None:
         raise KeyError(f"statistics.json has no numeric statistics for feature {feature.name!r}")
     return keras.layers.Normalization(
-        mean=stats.mean, variance=max(stats.variance, 1e-12), name=f"{feature.name}_normalize"
+        mean=stats.mean, variance=max(stats.variance, 1e-12), name=f"{prefix}{feature.name}_normalize"
     )
 
 
-def encode_feature(feature: Feature, raw, workdir: Workdir, statistics: Statistics):
+def encode_feature(feature: Feature, raw, workdir: Workdir, statistics: Statistics, prefix: str = ""):
     """Applies ``feature``'s transform to its raw input of shape ``(batch, 1)``.
+
+    Layer names start with ``prefix``, so independent encoders (single-task models) can coexist.
 
     Returns:
         A float tensor of shape ``(batch, embedding_dim)`` for categorical transforms or
         ``(batch, 1)`` for numeric ones.
     """
-    name, transform = feature.name, feature.transform
+    name, transform = f"{prefix}{feature.name}", feature.transform
     if transform == "vocabulary":
-        size = statistics.vocabulary_sizes.get(name, 0)
+        size = statistics.vocabulary_sizes.get(feature.name, 0)
         if size == 0:
             raise ValueError(
                 f"feature {name!r}: its vocabulary is empty (no value reached min_count "
@@ -67,36 +69,36 @@ def encode_feature(feature: Feature, raw, workdir: Workdir, statistics: Statisti
             )
         lookup_cls = keras.layers.StringLookup if feature.dtype == "string" else keras.layers.IntegerLookup
         lookup = lookup_cls(
-            vocabulary=workdir.vocabulary_file(name),
+            vocabulary=workdir.vocabulary_file(feature.name),
             num_oov_indices=feature.num_oov,
             mask_token=None,
             name=f"{name}_lookup",
         )
-        return _embed(feature, lookup(raw), size + feature.num_oov)
+        return _embed(feature, lookup(raw), size + feature.num_oov, prefix)
     if transform == "hashing":
         hashed = keras.layers.Hashing(num_bins=feature.num_bins, name=f"{name}_hash")(raw)
-        return _embed(feature, hashed, feature.num_bins)
+        return _embed(feature, hashed, feature.num_bins, prefix)
     if transform == "quantile":
-        boundaries = statistics.quantiles.get(name)
+        boundaries = statistics.quantiles.get(feature.name)
         if boundaries is None:
             raise KeyError(f"statistics.json has no quantile boundaries for feature {name!r}")
         buckets = keras.layers.Discretization(
             bin_boundaries=list(boundaries), output_mode="int", name=f"{name}_bucketize"
         )(CastToFloat(name=f"{name}_float")(raw))
-        return _embed(feature, buckets, len(boundaries) + 1)
+        return _embed(feature, buckets, len(boundaries) + 1, prefix)
     if transform == "zscore":
-        return _normalization(feature, statistics)(CastToFloat(name=f"{name}_float")(raw))
+        return _normalization(feature, statistics, prefix)(CastToFloat(name=f"{name}_float")(raw))
     if transform == "log1p":
-        return _normalization(feature, statistics)(Log1p(name=f"{name}_log1p")(raw))
+        return _normalization(feature, statistics, prefix)(Log1p(name=f"{name}_log1p")(raw))
     raise ValueError(f"feature {name!r}: unknown transform {transform!r}")
 
 
 def encode_features(
     features: Sequence[Feature], inputs: Mapping[str, keras.KerasTensor], workdir: Workdir, statistics: Statistics,
-    name: str,
+    name: str, prefix: str = "",
 ):
     """Encodes and concatenates ``features`` into one tensor of shape ``(batch, total_width)``."""
-    blocks = [encode_feature(f, inputs[f.name], workdir, statistics) for f in features]
+    blocks = [encode_feature(f, inputs[f.name], workdir, statistics, prefix) for f in features]
     if len(blocks) == 1:
         return blocks[0]
-    return keras.layers.Concatenate(name=name)(blocks)
+    return keras.layers.Concatenate(name=f"{prefix}{name}")(blocks)

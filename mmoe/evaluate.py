@@ -25,7 +25,8 @@ def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batc
         outputs = serving_model.predict_on_batch({name: batch[name] for name in feature_names})
         predictions = task_predictions(spec, outputs)
         predictions[SCORE] = ranking_score(spec, predictions)
-        predictions[GATE_WEIGHTS] = outputs[GATE_WEIGHTS]
+        if GATE_WEIGHTS in outputs:
+            predictions[GATE_WEIGHTS] = outputs[GATE_WEIGHTS]
         columns = {name: value.numpy()[:, 0] for name, value in batch.items()}
         for name, value in {**columns, **predictions}.items():
             parts.setdefault(name, []).append(np.asarray(value))
@@ -52,7 +53,8 @@ def compute_metrics(spec: FeatureSpec, collected: dict, ndcg_k: int = 10) -> dic
         "relevance": relevance_task.label,
         **ndcg_at_k(groups, collected[SCORE], collected[relevance_task.label], k=ndcg_k),
     }
-    metrics["gates"] = gate_statistics(collected[GATE_WEIGHTS], spec.task_names)
+    if GATE_WEIGHTS in collected:
+        metrics["gates"] = gate_statistics(collected[GATE_WEIGHTS], spec.task_names)
     return metrics
 
 

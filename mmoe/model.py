@@ -8,7 +8,7 @@ Two Keras functional models share every layer:
 * ``serving``: inputs are the model features only; the bias features are fixed to their spec
   ``serving_value`` (e.g. position 1), so binary outputs are the probabilities "if shown there"
   and ranking never depends on the logged position; regression outputs as in training, plus
-  ``gate_weights`` ``(batch, tasks, experts)``.
+  ``gate_weights`` ``(batch, tasks, experts)`` for gated architectures.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import keras
 from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec import FeatureSpec
 from feature_specs.tensors import KERAS_DTYPES, keras_inputs
+from mmoe.architectures import build_backbone
 from mmoe.encoder import encode_features, load_statistics
-from mmoe.layers import MLP, FixedValue, MMoE
+from mmoe.layers import MLP, FixedValue
 
 GATE_WEIGHTS = "gate_weights"
 
@@ -35,7 +36,7 @@ class RankingModels:
 
 
 def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | None = None) -> RankingModels:
-    """Builds the MMoE ranking models from ``spec`` and the artifacts in ``workdir``.
+    """Builds the ranking models (``spec.model.architecture``) from ``spec`` and the artifacts.
 
     Args:
         spec: FeatureSpec. Features, tasks and the ``model`` section.
@@ -47,14 +48,9 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
     inputs = keras_inputs(spec.model_features)
     bias_inputs = keras_inputs(spec.bias_features)
 
-    encoded = encode_features(spec.model_features, inputs, workdir, statistics, name="features")
-    mixtures, gate_weights = MMoE(
-        task_names=spec.task_names,
-        num_experts=config.num_experts,
-        expert_units=config.expert_units,
-        gate_temperature=config.gate_temperature,
-        name="mmoe",
-    )(encoded)
+    mixtures, gate_weights = build_backbone(
+        spec, lambda prefix: encode_features(spec.model_features, inputs, workdir, statistics, "features", prefix)
+    )
 
     bias_logit = serving_bias_logit = None
     if spec.bias_features and any(t.kind == "binary" for t in spec.tasks):
@@ -89,7 +85,8 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
         else:
             train_outputs[task.name] = head
             serving_outputs[task.name] = head
-    serving_outputs[GATE_WEIGHTS] = gate_weights
+    if gate_weights is not None:
+        serving_outputs[GATE_WEIGHTS] = gate_weights
 
     train_model = keras.Model({**inputs, **bias_inputs}, train_outputs, name=f"{spec.name}_train")
     serving_model = keras.Model(inputs, serving_outputs, name=f"{spec.name}_serving")

@@ -103,7 +103,8 @@ def train(
     metrics["training"] = {"epochs": settings.epochs, "batch_size": settings.batch_size,
                            "final_train_loss": history["loss"][-1], "final_eval_loss": history["val_loss"][-1]}
     write_json(workdir.metrics_json, metrics)
-    plot_gate_heatmap(metrics["gates"], join(workdir.plots_dir, "gates.png"))
+    if "gates" in metrics:
+        plot_gate_heatmap(metrics["gates"], join(workdir.plots_dir, "gates.png"))
     return TrainResult(models=models, history=history, metrics=metrics)
 
 

@@ -3,7 +3,8 @@
 from mmoe.layers.experts import ExpertBank
 from mmoe.layers.gate import SoftmaxGate
 from mmoe.layers.mlp import MLP
-from mmoe.layers.mmoe import MMoE
+from mmoe.layers.mmoe import MMoE, OMoE
+from mmoe.layers.ple import CGC, PLE
 from mmoe.layers.preprocessing import CastToFloat, FixedValue, Log1p
 
-__all__ = ["CastToFloat", "FixedValue", "ExpertBank", "Log1p", "MLP", "MMoE", "SoftmaxGate"]
+__all__ = ["CGC", "CastToFloat", "ExpertBank", "FixedValue", "Log1p", "MLP", "MMoE", "OMoE", "PLE", "SoftmaxGate"]

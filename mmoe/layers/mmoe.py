@@ -1,4 +1,4 @@
-"""Multi-gate Mixture-of-Experts (Ma et al., KDD 2018): shared experts, one gate per task."""
+"""Multi-gate Mixture-of-Experts (Ma et al., KDD 2018) and its one-gate ablation, OMoE."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from mmoe.layers.experts import ExpertBank
-from mmoe.layers.gate import SoftmaxGate
+from mmoe.layers.gate import SoftmaxGate, load_balance_loss
 from mmoe.registry import register
 
 
@@ -23,7 +23,13 @@ class MMoE(keras.layers.Layer):
         num_experts: int. Number of shared experts E.
         expert_units: list of int. Widths of each expert's MLP layers.
         gate_temperature: float. Softmax temperature of every gate. Defaults to 1.0.
+        gate_units: list of int. Hidden widths of each gate's MLP. Defaults to none (linear).
+        gate_top_k: int. Sparse gating: experts outside each example's top k get weight 0.
+        expert_dropout: float. Training-time expert dropout in the gates (see SoftmaxGate).
+        load_balance_weight: float. If > 0, adds ``weight * load_balance_loss`` of each gate to
+            the model's losses in training. Defaults to 0.
         activation: str. Expert activation. Defaults to ``"relu"``.
+        seed: int. Seed of the gates' expert-dropout noise.
 
     Input shape:
         ``(batch_size, input_dim)``.
@@ -34,28 +40,47 @@ class MMoE(keras.layers.Layer):
         ``(batch_size, num_tasks, num_experts)`` in ``task_names`` order.
     """
 
+    shared_gate = False
+
     def __init__(
         self,
         task_names: Sequence[str],
         num_experts: int,
         expert_units: Sequence[int],
         gate_temperature: float = 1.0,
+        gate_units: Sequence[int] = (),
+        gate_top_k: int = 0,
+        expert_dropout: float = 0.0,
+        load_balance_weight: float = 0.0,
         activation: str = "relu",
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         task_names = [str(t) for t in task_names]
         if not task_names or len(set(task_names)) != len(task_names):
             raise ValueError(f"`task_names` must be non-empty and unique, got {task_names!r}")
+        if load_balance_weight < 0:
+            raise ValueError(f"`load_balance_weight` must be >= 0, got {load_balance_weight!r}")
         self.task_names = task_names
         self.num_experts = int(num_experts)
         self.expert_units = [int(u) for u in expert_units]
         self.gate_temperature = float(gate_temperature)
+        self.gate_units = [int(u) for u in gate_units]
+        self.gate_top_k = int(gate_top_k)
+        self.expert_dropout = float(expert_dropout)
+        self.load_balance_weight = float(load_balance_weight)
         self.activation = activation
+        self.seed = seed
         self.experts = ExpertBank(self.num_experts, self.expert_units, activation=activation, name="experts")
+        gate_names = ["gate"] if self.shared_gate else [f"gate_{task}" for task in task_names]
         self.gates = [
-            SoftmaxGate(self.num_experts, temperature=self.gate_temperature, name=f"gate_{task}")
-            for task in task_names
+            SoftmaxGate(
+                self.num_experts, temperature=self.gate_temperature, hidden_units=self.gate_units,
+                top_k=self.gate_top_k, expert_dropout=self.expert_dropout,
+                seed=None if seed is None else seed + i, name=name,
+            )
+            for i, name in enumerate(gate_names)
         ]
 
     def build(self, input_shape):
@@ -63,9 +88,14 @@ class MMoE(keras.layers.Layer):
         for gate in self.gates:
             gate.build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         experts = self.experts(inputs)  # (batch, E, units)
-        weights = [gate(inputs) for gate in self.gates]  # T x (batch, E)
+        weights = [gate(inputs, training=training) for gate in self.gates]  # gates x (batch, E)
+        if training and self.load_balance_weight > 0:
+            for w in weights:
+                self.add_loss(self.load_balance_weight * load_balance_loss(w))
+        if self.shared_gate:
+            weights = weights * len(self.task_names)
         mixtures = {
             task: ops.einsum("be,beu->bu", w, experts) for task, w in zip(self.task_names, weights)
         }
@@ -83,5 +113,21 @@ class MMoE(keras.layers.Layer):
             "num_experts": self.num_experts,
             "expert_units": self.expert_units,
             "gate_temperature": self.gate_temperature,
+            "gate_units": self.gate_units,
+            "gate_top_k": self.gate_top_k,
+            "expert_dropout": self.expert_dropout,
+            "load_balance_weight": self.load_balance_weight,
             "activation": self.activation,
+            "seed": self.seed,
         }
+
+
+@register
+class OMoE(MMoE):
+    """One-gate Mixture-of-Experts: the MMoE paper's ablation, one gate shared by all tasks.
+
+    Takes the same arguments as :class:`MMoE`. Every task receives the same mixture;
+    ``gate_weights`` repeats the one gate for each task, ``(batch_size, num_tasks, num_experts)``.
+    """
+
+    shared_gate = True

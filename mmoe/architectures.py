@@ -1,0 +1,95 @@
+"""The model family: one registry of backbones that share the input encoder and towers.
+
+A backbone turns the encoded features into one representation per task. Every architecture
+is trained, evaluated and exported by the same code; only this step differs:
+
+==============  ==========================================================================
+mmoe            shared experts, one softmax gate per task (Ma et al., KDD 2018)
+omoe            shared experts, one gate shared by all tasks (the paper's ablation)
+shared_bottom   one MLP shared by all tasks (Caruana 1997)
+single_task     an independent network per task, embeddings included: as if trained alone
+cgc             task-specific plus shared experts, one gate per task (Tang et al., RecSys 2020)
+ple             stacked CGC levels: Progressive Layered Extraction (Tang et al., RecSys 2020)
+==============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from feature_specs.spec import FeatureSpec, ModelConfig
+from mmoe.layers import CGC, MLP, PLE, MMoE, OMoE
+
+# encode(prefix) -> (batch, width): the encoded model features, built with layers named prefix*.
+Encode = Callable[[str], object]
+Backbone = Callable[[FeatureSpec, Encode], tuple[dict, object]]
+
+
+def _gate_options(config: ModelConfig, seed: int) -> dict:
+    return dict(
+        gate_temperature=config.gate_temperature,
+        gate_units=config.gate_units,
+        gate_top_k=config.gate_top_k,
+        expert_dropout=config.expert_dropout,
+        load_balance_weight=config.load_balance_weight,
+        seed=seed,
+    )
+
+
+def _mixture(layer_cls):
+    def build(spec: FeatureSpec, encode: Encode):
+        config = spec.model
+        return layer_cls(
+            task_names=spec.task_names, num_experts=config.num_experts, expert_units=config.expert_units,
+            name=spec.model.architecture, **_gate_options(config, spec.training.seed),
+        )(encode(""))
+
+    return build
+
+
+def _extraction(num_levels: Callable[[ModelConfig], int]):
+    def build(spec: FeatureSpec, encode: Encode):
+        config = spec.model
+        return PLE(
+            spec.task_names, num_levels=num_levels(config), num_experts=config.num_experts,
+            task_experts=config.task_experts, expert_units=config.expert_units,
+            name=config.architecture, **_gate_options(config, spec.training.seed),
+        )(encode(""))
+
+    return build
+
+
+def _shared_bottom(spec: FeatureSpec, encode: Encode):
+    bottom = MLP(spec.model.bottom_units, name="shared_bottom")(encode(""))
+    return {task: bottom for task in spec.task_names}, None
+
+
+def _single_task(spec: FeatureSpec, encode: Encode):
+    return {
+        task: MLP(spec.model.bottom_units, name=f"bottom_{task}")(encode(f"{task}_")) for task in spec.task_names
+    }, None
+
+
+BACKBONES: dict[str, Backbone] = {
+    "mmoe": _mixture(MMoE),
+    "omoe": _mixture(OMoE),
+    "shared_bottom": _shared_bottom,
+    "single_task": _single_task,
+    "cgc": _extraction(lambda config: 1),
+    "ple": _extraction(lambda config: config.num_levels),
+}
+
+
+def build_backbone(spec: FeatureSpec, encode: Encode) -> tuple[dict, object]:
+    """Per-task representations ``{task: (batch, width)}`` and gate weights (or None).
+
+    Gate weights are ``(batch, tasks, experts)`` for gated architectures (for cgc/ple: each
+    task's own experts first, then the shared ones).
+    """
+    try:
+        backbone = BACKBONES[spec.model.architecture]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {spec.model.architecture!r}; expected one of {', '.join(BACKBONES)}"
+        ) from None
+    return backbone(spec, encode)

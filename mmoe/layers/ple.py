@@ -1,0 +1,207 @@
+"""Customized Gate Control and Progressive Layered Extraction (Tang et al., RecSys 2020)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import ops
+
+from mmoe.layers.experts import ExpertBank
+from mmoe.layers.gate import SoftmaxGate, load_balance_loss
+from mmoe.registry import register
+
+SHARED = "shared"
+
+
+@register
+class CGC(keras.layers.Layer):
+    """One extraction level: each task mixes its own experts and the shared experts.
+
+    Task t's gate weighs ``task_experts`` experts of its own followed by ``num_experts`` shared
+    ones. With ``output_shared`` (every PLE level but the last), a shared gate over all experts
+    also produces the shared input of the next level.
+
+    Args:
+        task_names: list of str. Tasks, keying inputs and outputs.
+        num_experts: int. Shared experts.
+        task_experts: int. Experts owned by each task.
+        expert_units: list of int. Widths of each expert's MLP layers.
+        output_shared: bool. Also return a ``"shared"`` mixture. Defaults to False.
+        gate_temperature, gate_units, gate_top_k, expert_dropout, load_balance_weight, seed:
+            as in :class:`mmoe.layers.MMoE`.
+        activation: str. Expert activation. Defaults to ``"relu"``.
+
+    Input:
+        A tensor ``(batch_size, input_dim)`` (first level), or a dict with one tensor per task
+        and ``"shared"`` (the previous level's outputs).
+
+    Output:
+        ``(mixtures, gate_weights)``: ``mixtures`` maps each task (and ``"shared"`` with
+        ``output_shared``) to ``(batch_size, expert_units[-1])``; ``gate_weights`` is
+        ``(batch_size, num_tasks, task_experts + num_experts)``, own experts first.
+    """
+
+    def __init__(
+        self,
+        task_names: Sequence[str],
+        num_experts: int,
+        task_experts: int,
+        expert_units: Sequence[int],
+        output_shared: bool = False,
+        gate_temperature: float = 1.0,
+        gate_units: Sequence[int] = (),
+        gate_top_k: int = 0,
+        expert_dropout: float = 0.0,
+        load_balance_weight: float = 0.0,
+        activation: str = "relu",
+        seed: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        task_names = [str(t) for t in task_names]
+        if not task_names or len(set(task_names)) != len(task_names) or SHARED in task_names:
+            raise ValueError(f"`task_names` must be non-empty, unique and not {SHARED!r}, got {task_names!r}")
+        self.task_names = task_names
+        self.num_experts = int(num_experts)
+        self.task_experts = int(task_experts)
+        self.expert_units = [int(u) for u in expert_units]
+        self.output_shared = bool(output_shared)
+        self.gate_temperature = float(gate_temperature)
+        self.gate_units = [int(u) for u in gate_units]
+        self.gate_top_k = int(gate_top_k)
+        self.expert_dropout = float(expert_dropout)
+        self.load_balance_weight = float(load_balance_weight)
+        self.activation = activation
+        self.seed = seed
+        self.shared_experts = ExpertBank(self.num_experts, self.expert_units, activation=activation, name="shared_experts")
+        self.own_experts = [
+            ExpertBank(self.task_experts, self.expert_units, activation=activation, name=f"experts_{task}")
+            for task in task_names
+        ]
+        per_task = self.task_experts + self.num_experts
+        self.gates = [self._gate(per_task, f"gate_{task}", i) for i, task in enumerate(task_names)]
+        self.shared_gate = (
+            self._gate(self.task_experts * len(task_names) + self.num_experts, "gate_shared", len(task_names))
+            if self.output_shared
+            else None
+        )
+
+    def _gate(self, num_experts: int, name: str, index: int) -> SoftmaxGate:
+        return SoftmaxGate(
+            num_experts, temperature=self.gate_temperature, hidden_units=self.gate_units,
+            top_k=min(self.gate_top_k, num_experts), expert_dropout=self.expert_dropout,
+            seed=None if self.seed is None else self.seed + index, name=name,
+        )
+
+    def _split(self, inputs) -> dict:
+        if isinstance(inputs, dict):
+            return inputs
+        return {name: inputs for name in [*self.task_names, SHARED]}
+
+    def build(self, input_shape):
+        shapes = self._split(input_shape)
+        self.shared_experts.build(shapes[SHARED])
+        for task, experts, gate in zip(self.task_names, self.own_experts, self.gates):
+            experts.build(shapes[task])
+            gate.build(shapes[task])
+        if self.shared_gate is not None:
+            self.shared_gate.build(shapes[SHARED])
+
+    def _mix(self, gate, gate_input, experts, training):
+        weights = gate(gate_input, training=training)  # (batch, n)
+        if training and self.load_balance_weight > 0:
+            self.add_loss(self.load_balance_weight * load_balance_loss(weights))
+        return ops.einsum("be,beu->bu", weights, experts), weights
+
+    def call(self, inputs, training=None):
+        inputs = self._split(inputs)
+        shared = self.shared_experts(inputs[SHARED])  # (batch, Es, units)
+        own = [experts(inputs[task]) for task, experts in zip(self.task_names, self.own_experts)]  # T x (batch, Et, units)
+        mixtures, gate_weights = {}, []
+        for task, task_own, gate in zip(self.task_names, own, self.gates):
+            pool = ops.concatenate([task_own, shared], axis=1)  # (batch, Et + Es, units)
+            mixtures[task], weights = self._mix(gate, inputs[task], pool, training)
+            gate_weights.append(weights)
+        if self.shared_gate is not None:
+            pool = ops.concatenate([*own, shared], axis=1)  # (batch, T * Et + Es, units)
+            mixtures[SHARED], _ = self._mix(self.shared_gate, inputs[SHARED], pool, training)
+        return mixtures, ops.stack(gate_weights, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        shapes = self._split(input_shape)
+        batch = shapes[SHARED][0]
+        names = [*self.task_names, SHARED] if self.output_shared else self.task_names
+        return (
+            {name: (batch, self.expert_units[-1]) for name in names},
+            (batch, len(self.task_names), self.task_experts + self.num_experts),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "task_names": self.task_names,
+            "num_experts": self.num_experts,
+            "task_experts": self.task_experts,
+            "expert_units": self.expert_units,
+            "output_shared": self.output_shared,
+            "gate_temperature": self.gate_temperature,
+            "gate_units": self.gate_units,
+            "gate_top_k": self.gate_top_k,
+            "expert_dropout": self.expert_dropout,
+            "load_balance_weight": self.load_balance_weight,
+            "activation": self.activation,
+            "seed": self.seed,
+        }
+
+
+@register
+class PLE(keras.layers.Layer):
+    """Progressive Layered Extraction: ``num_levels`` stacked :class:`CGC` levels.
+
+    Every level but the last also outputs a shared mixture that feeds the next level's shared
+    experts; each task's mixture feeds its own experts and gate at the next level.
+
+    Args:
+        num_levels: int. Extraction levels (1 is plain CGC).
+        Other arguments as in :class:`CGC` (``output_shared`` is set per level).
+
+    Input shape: ``(batch_size, input_dim)``.
+
+    Output: as :class:`CGC` without ``output_shared``: task mixtures and the last level's gate
+    weights ``(batch_size, num_tasks, task_experts + num_experts)``.
+    """
+
+    def __init__(self, task_names: Sequence[str], num_levels: int, **cgc_kwargs):
+        super().__init__(**{k: cgc_kwargs.pop(k) for k in ("name", "dtype", "trainable") if k in cgc_kwargs})
+        if int(num_levels) < 1:
+            raise ValueError(f"`num_levels` must be >= 1, got {num_levels!r}")
+        cgc_kwargs.pop("output_shared", None)
+        self.task_names = [str(t) for t in task_names]
+        self.num_levels = int(num_levels)
+        self.cgc_kwargs = cgc_kwargs
+        self.levels = [
+            CGC(self.task_names, output_shared=i < self.num_levels - 1, name=f"level_{i}", **cgc_kwargs)
+            for i in range(self.num_levels)
+        ]
+
+    def build(self, input_shape):
+        shape = input_shape
+        for level in self.levels:
+            level.build(shape)
+            shape = level.compute_output_shape(shape)[0]
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for level in self.levels:
+            x, gate_weights = level(x, training=training)
+        return x, gate_weights
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for level in self.levels:
+            shape, gates = level.compute_output_shape(shape)
+        return shape, gates
+
+    def get_config(self):
+        return {**super().get_config(), "task_names": self.task_names, "num_levels": self.num_levels, **self.cgc_kwargs}

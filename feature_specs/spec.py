@@ -137,13 +137,14 @@ class Ranking:
     """How per-task outputs combine into one ranking score.
 
     Args:
-        group_by: str. Request id column: candidates of one request are ranked together.
+        group_by: str or None. Request id column: candidates of one request are ranked together
+            (per-request ranking metrics need it); None for data without requests.
         kind: str. ``product``: prod_t output_t ** weight_t (click probability times engagement
             seconds is expected engagement); ``weighted_sum``: sum_t weight_t * output_t.
         weights: mapping task name -> weight. Outputs are in original units (probability, seconds).
     """
 
-    group_by: str
+    group_by: str | None
     kind: str
     weights: Mapping[str, float]
 
@@ -221,6 +222,25 @@ class TrainingConfig:
     seed: int = 42
 
 
+UNKNOWN_COLUMN_POLICIES = ("ignore", "reject")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Settings of the batch preprocessing pipeline (the spec's ``pipeline:`` section).
+
+    Args:
+        unknown_columns: str. What to do with input columns the spec does not declare: ``ignore``
+            (dropped from the output, counted per column in the report) or ``reject`` (the row is
+            rejected with reason ``unknown_column``). Defaults to ``ignore``.
+        max_reject_rate: float in [0, 1]. The run fails (after writing report.json) when more than
+            this share of the input rows is rejected. Defaults to 0.05.
+    """
+
+    unknown_columns: str = "ignore"
+    max_reject_rate: float = 0.05
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """A validated feature spec. Build it with :func:`load_spec` or :func:`spec_from_dict`."""
@@ -234,6 +254,7 @@ class FeatureSpec:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     description: str = ""
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
     @property
     def all_columns(self) -> tuple[Column, ...]:
@@ -510,6 +531,18 @@ def _read_model(node: _Node) -> ModelConfig:
     return model
 
 
+def _read_pipeline(node: _Node) -> PipelineConfig:
+    defaults = PipelineConfig()
+    config = PipelineConfig(
+        unknown_columns=node.choice("unknown_columns", UNKNOWN_COLUMN_POLICIES, defaults.unknown_columns),
+        max_reject_rate=node.get("max_reject_rate", float, defaults.max_reject_rate),
+    )
+    if not 0.0 <= config.max_reject_rate <= 1.0:
+        raise node.error("max_reject_rate", f"must be in [0, 1], got {config.max_reject_rate}")
+    node.finish()
+    return config
+
+
 def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     """Validates plain data (parsed YAML or spec.json) and returns a :class:`FeatureSpec`.
 
@@ -549,8 +582,8 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
             raise node.error("name", f"{feature.name!r} is a task label and cannot be a model feature")
 
     ranking_node = root.child("ranking")
-    group_by = ranking_node.get("group_by", str)
-    if group_by not in column_types:
+    group_by = ranking_node.get("group_by", str, None)
+    if group_by is not None and group_by not in column_types:
         raise ranking_node.error("group_by", f"column {group_by!r} is not declared")
     score_kind = ranking_node.choice("kind", SCORE_KINDS, "weighted_sum")
     weights_node = ranking_node.child("weights")
@@ -595,9 +628,11 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     if training.learning_rate <= 0:
         raise training_node.error("learning_rate", f"must be > 0, got {training.learning_rate}")
     training_node.finish()
+    pipeline = _read_pipeline(root.child("pipeline", required=False))
     root.finish()
     return FeatureSpec(name=name, description=description, features=features, columns=columns,
-                       tasks=tasks, ranking=ranking, split=split, model=model, training=training)
+                       tasks=tasks, ranking=ranking, split=split, model=model, training=training,
+                       pipeline=pipeline)
 
 
 def load_spec(path: str) -> FeatureSpec:

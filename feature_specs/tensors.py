@@ -39,7 +39,8 @@ def training_columns(spec: FeatureSpec) -> tuple[Column, ...]:
     names = [f.name for f in spec.features]
     for task in spec.tasks:
         names += [task.label] + ([task.mask] if task.mask else [])
-    names.append(spec.ranking.group_by)
+    if spec.ranking.group_by:
+        names.append(spec.ranking.group_by)
     return tuple(spec.column(n) for n in dict.fromkeys(names))
 
 

@@ -71,6 +71,10 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=int, default=None, help="epochs (default: the spec's training.epochs)")
     group.add_argument("--batch-size", type=int, default=None, help="batch size (default: the spec's training.batch_size)")
     group.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    group.add_argument(
+        "--model", default=None, choices=("mmoe", "omoe", "shared_bottom", "single_task", "cgc", "ple"),
+        help="architecture (default: the spec's model.architecture)",
+    )
 
 
 def _add_preprocess_args(parser: argparse.ArgumentParser, required_input: bool) -> None:
@@ -147,8 +151,9 @@ def _load_spec(path: str | None):
     return load_spec(path or _default_spec())
 
 
-def _workdir_spec(args):
-    """The spec a stage after preprocessing uses: --spec, else the one the data was made with."""
+def _workdir_spec(args, trained: bool = False):
+    """The spec a stage after preprocessing uses: --spec, else the one the model was trained with
+    (``trained``: model/spec.json), else the one the data was made with (artifacts/spec.json)."""
     if args.spec:
         return _load_spec(args.spec)
     import tensorflow as tf
@@ -156,7 +161,8 @@ def _workdir_spec(args):
     from feature_specs.artifacts import Workdir
     from feature_specs.spec import spec_from_dict
 
-    path = Workdir(args.workdir).spec_json
+    workdir = Workdir(args.workdir)
+    path = workdir.trained_spec_json if trained and tf.io.gfile.exists(workdir.trained_spec_json) else workdir.spec_json
     if not tf.io.gfile.exists(path):
         raise SystemExit(f"mmoe: {path} is missing: run `mmoe preprocess --workdir {args.workdir}` first")
     with tf.io.gfile.GFile(path) as handle:
@@ -213,10 +219,14 @@ def _preprocess(spec, args, input_pattern: str, beam_args: list[str]) -> dict:
 
 
 def _train(spec, args):
+    import dataclasses
+
     from feature_specs.artifacts import Workdir
     from mmoe.train import train
 
-    print(f"[train] {spec.model.architecture}: {spec.model.num_experts} experts, tasks {', '.join(spec.task_names)}", flush=True)
+    if args.model:
+        spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, architecture=args.model))
+    print(f"[train] {spec.model.architecture}, tasks {', '.join(spec.task_names)}", flush=True)
     return train(spec, Workdir(args.workdir), epochs=args.epochs, batch_size=args.batch_size,
                  verbose=2 if args.quiet else "auto")
 
@@ -272,7 +282,7 @@ def cmd_run(args, beam_args: list[str]) -> int:
         raise SystemExit(f"mmoe: spec {spec.name!r} has no generator; pass --input with its raw log files")
     _preprocess(spec, args, input_pattern, beam_args)
     result = _train(spec, args)
-    path = _export(spec, args, result.models.serving)
+    path = _export(result.spec, args, result.models.serving)
     _print_summary(workdir, path)
     print(f"\nEval metrics ({workdir.metrics_json}):\n{format_metrics(result.metrics)}")
     print(f"\nDone in {time.time() - started:.0f}s.")
@@ -304,7 +314,7 @@ def cmd_evaluate(args, beam_args: list[str]) -> int:
     from mmoe.evaluate import evaluate
     from mmoe.train import load_trained_models, write_json
 
-    spec, workdir = _workdir_spec(args), Workdir(args.workdir)
+    spec, workdir = _workdir_spec(args, trained=True), Workdir(args.workdir)
     metrics = evaluate(spec, workdir, load_trained_models(spec, workdir).serving)
     write_json(workdir.metrics_json, metrics)
     print(f"Eval metrics ({workdir.metrics_json}):\n{format_metrics(metrics)}")
@@ -315,7 +325,7 @@ def cmd_export(args, beam_args: list[str]) -> int:
     from feature_specs.artifacts import Workdir
     from mmoe.train import load_trained_models
 
-    spec = _workdir_spec(args)
+    spec = _workdir_spec(args, trained=True)
     path = _export(spec, args, load_trained_models(spec, Workdir(args.workdir)).serving)
     print(f"SavedModel: {path}")
     return 0

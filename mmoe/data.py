@@ -49,15 +49,20 @@ def split_batch(spec: FeatureSpec, parsed: dict[str, tf.Tensor]):
     return features, labels, weights
 
 
+def parse_batches(records: tf.data.Dataset, spec: FeatureSpec, batch_size: int) -> tf.data.Dataset:
+    """Batches serialized tf.Examples, then parses every training column to ``(batch, 1)``."""
+    features = parse_spec(training_columns(spec))
+    return records.batch(batch_size).map(
+        lambda serialized: tf.io.parse_example(serialized, features), num_parallel_calls=tf.data.AUTOTUNE
+    )
+
+
 def raw_batches(files: list[str], spec: FeatureSpec, batch_size: int, shuffle_buffer: int = 0, seed: int = 0):
     """Batches of parsed raw columns (all training columns), ``(batch, 1)`` each."""
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    features = parse_spec(training_columns(spec))
-    return dataset.batch(batch_size).map(
-        lambda serialized: tf.io.parse_example(serialized, features), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    return parse_batches(dataset, spec, batch_size)
 
 
 def training_dataset(

@@ -46,13 +46,14 @@ def compute_metrics(spec: FeatureSpec, collected: dict, ndcg_k: int = 10) -> dic
             metrics[task.name] = binary_metrics(labels[observed], predictions[observed])
         else:
             metrics[task.name] = regression_metrics(labels[observed], predictions[observed], task.unit)
-    binary_tasks = [t for t in spec.tasks if t.kind == "binary"]
-    relevance_task = binary_tasks[0] if binary_tasks else spec.tasks[0]
-    groups = collected[spec.ranking.group_by]
-    metrics["ranking"] = {
-        "relevance": relevance_task.label,
-        **ndcg_at_k(groups, collected[SCORE], collected[relevance_task.label], k=ndcg_k),
-    }
+    if spec.ranking.group_by:
+        binary_tasks = [t for t in spec.tasks if t.kind == "binary"]
+        relevance_task = binary_tasks[0] if binary_tasks else spec.tasks[0]
+        groups = collected[spec.ranking.group_by]
+        metrics["ranking"] = {
+            "relevance": relevance_task.label,
+            **ndcg_at_k(groups, collected[SCORE], collected[relevance_task.label], k=ndcg_k),
+        }
     if GATE_WEIGHTS in collected:
         metrics["gates"] = gate_statistics(collected[GATE_WEIGHTS], spec.task_names)
     return metrics

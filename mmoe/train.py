@@ -27,8 +27,9 @@ warnings.filterwarnings("ignore", message="Your input ran out of data", category
 
 @dataclass
 class TrainResult:
-    """What :func:`train` produced: the models, the per-epoch history and the eval metrics."""
+    """What :func:`train` produced: the spec trained with, models, per-epoch history, eval metrics."""
 
+    spec: FeatureSpec
     models: RankingModels
     history: dict[str, list[float]]
     metrics: dict
@@ -61,6 +62,7 @@ def train(
     """Trains on ``data/train``, validates on ``data/eval`` each epoch, evaluates, saves.
 
     Writes ``model/model.keras`` (the training model), ``model/serving.weights.h5``,
+    ``model/spec.json`` (the spec trained with, read by evaluate and export),
     ``model/history.json``, TensorBoard logs under ``model/logs``, plots under ``model/plots``
     and ``metrics.json``.
 
@@ -95,6 +97,8 @@ def train(
     history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
 
     models.train.save(workdir.keras_model)
+    with tf.io.gfile.GFile(workdir.trained_spec_json, "w") as handle:
+        handle.write(spec.to_json())
     models.serving.save_weights(serving_weights_path(workdir))
     write_json(workdir.history_json, history)
     plot_learning_curves(history, join(workdir.plots_dir, "learning_curves.png"))
@@ -105,7 +109,7 @@ def train(
     write_json(workdir.metrics_json, metrics)
     if "gates" in metrics:
         plot_gate_heatmap(metrics["gates"], join(workdir.plots_dir, "gates.png"))
-    return TrainResult(models=models, history=history, metrics=metrics)
+    return TrainResult(spec=spec, models=models, history=history, metrics=metrics)
 
 
 def serving_weights_path(workdir: Workdir) -> str:

@@ -16,7 +16,7 @@ Layout of ``<workdir>``::
     artifacts/vocabularies/<f>.txt     one value per line, most frequent first (train split)
     rejected/rejected-*.jsonl          {"source", "row", "reason", "field"} per rejected row
     report.json                        row counts per stage and reject reason
-    model/                             Keras model, checkpoints, TensorBoard logs, history, plots
+    model/                             Keras model, spec.json trained with, checkpoints, logs, plots
     metrics.json                       eval metrics per task
     export/<spec name>/<version>/      SavedModel (TF Serving layout)
 """
@@ -98,6 +98,11 @@ class Workdir:
     @property
     def keras_model(self) -> str:
         return join(self.model_dir, "model.keras")
+
+    @property
+    def trained_spec_json(self) -> str:
+        """The spec the model was trained with (``mmoe train --model`` may change the architecture)."""
+        return join(self.model_dir, "spec.json")
 
     @property
     def history_json(self) -> str:

@@ -51,3 +51,21 @@ def plot_gate_heatmap(gates: dict[str, dict], path: str) -> str:
     axis.set_title("mean gate weight (eval set)")
     figure.colorbar(image, ax=axis)
     return _save(figure, path)
+
+
+def plot_gate_usage(history: list[dict], path: str) -> str:
+    """Per task, each expert's mean gate weight by epoch (one line per expert)."""
+    tasks = list(history[0])
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.2), squeeze=False)
+    epochs = np.arange(1, len(history) + 1)
+    for axis, task in zip(axes[0], tasks):
+        weights = np.array([epoch[task]["mean_weights"] for epoch in history])  # (epochs, E)
+        for expert in range(weights.shape[1]):
+            axis.plot(epochs, weights[:, expert], marker=".", label=f"e{expert}")
+        entropy = history[-1][task]["mean_entropy"]
+        axis.set_title(f"{task}: gate weight per expert (H={entropy:.2f})")
+        axis.set_xlabel("epoch")
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, ncol=2, loc="upper right")
+    return _save(figure, path)

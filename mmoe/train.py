@@ -12,10 +12,11 @@ import tensorflow as tf
 
 from feature_specs.artifacts import Workdir, join
 from feature_specs.spec import FeatureSpec
+from mmoe.callbacks import GateUsageLogger
 from mmoe.data import training_dataset
 from mmoe.evaluate import evaluate
-from mmoe.model import RankingModels, build_models, task_losses
-from mmoe.plots import plot_gate_heatmap, plot_learning_curves
+from mmoe.model import GATE_WEIGHTS, RankingModels, build_models, task_losses
+from mmoe.plots import plot_gate_heatmap, plot_gate_usage, plot_learning_curves
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,20 @@ def train(
             join(workdir.model_dir, "checkpoints", "epoch-{epoch:03d}.weights.h5"), save_weights_only=True
         ),
     ]
+    gate_logger = None
+    if GATE_WEIGHTS in models.serving.output:
+        features, _, _ = next(iter(eval_data))
+        fixed = {f.name: features[f.name] for f in spec.model_features}
+        gate_logger = GateUsageLogger(models.serving, fixed, spec.task_names)
+        callbacks.insert(0, gate_logger)
     log.info("training %s for %d epochs, batch %d", spec.name, settings.epochs, settings.batch_size)
     fitted = models.train.fit(
         train_data, validation_data=eval_data, epochs=settings.epochs, callbacks=callbacks, verbose=verbose
     )
     history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
+    if gate_logger is not None:
+        write_json(join(workdir.model_dir, "gate_usage.json"), gate_logger.history)
+        plot_gate_usage(gate_logger.history, join(workdir.plots_dir, "gate_usage.png"))
 
     models.train.save(workdir.keras_model)
     with tf.io.gfile.GFile(workdir.trained_spec_json, "w") as handle:

@@ -62,3 +62,9 @@ def test_run_then_stages_end_to_end(tmp_path):
     # The stages one by one reuse what is there: evaluate, then a second export version.
     assert "auc=" in mmoe("evaluate", "--workdir", str(workdir)).stdout
     assert "clicklog/2" in mmoe("export", "--workdir", str(workdir)).stdout
+
+    # Another architecture on the same data; export follows the model it trained (model/spec.json).
+    assert "auc=" in mmoe("train", "--workdir", str(workdir), "--model", "shared_bottom", "--epochs", "1", "--quiet").stdout
+    assert "clicklog/3" in mmoe("export", "--workdir", str(workdir)).stdout
+    with open(workdir / "export" / "clicklog" / "3" / "assets.extra" / "spec.json") as handle:
+        assert json.load(handle)["model"]["architecture"] == "shared_bottom"

@@ -33,7 +33,7 @@ def test_training_reduces_the_loss_and_writes_its_artifacts(trained_run):
     assert history["loss"][-1] < history["loss"][0]
     workdir = trained_run.workdir
     for path in (workdir.keras_model, workdir.history_json, os.path.join(workdir.plots_dir, "learning_curves.png"),
-                 os.path.join(workdir.plots_dir, "gates.png")):
+                 os.path.join(workdir.plots_dir, "gates.png"), os.path.join(workdir.plots_dir, "gate_usage.png")):
         assert os.path.getsize(path) > 0, path
     with open(os.path.join(workdir.plots_dir, "gates.png"), "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -73,3 +73,21 @@ def test_trained_weights_reload_into_rebuilt_models(trained_run):
     before = collect_predictions(spec, trained_run.result.models.serving, files)
     after = collect_predictions(spec, load_trained_models(spec, workdir).serving, files)
     np.testing.assert_allclose(after["score"], before["score"], rtol=1e-6)
+
+
+def test_gate_usage_is_recorded_every_epoch(trained_run):
+    with open(os.path.join(trained_run.workdir.model_dir, "gate_usage.json")) as handle:
+        usage = json.load(handle)
+    assert len(usage) == trained_run.spec.training.epochs
+    for epoch in usage:
+        for task in trained_run.spec.task_names:
+            np.testing.assert_allclose(sum(epoch[task]["mean_weights"]), 1.0, rtol=1e-5)
+            assert 0 <= epoch[task]["mean_entropy"] <= epoch[task]["max_entropy"] + 1e-9
+    assert "gate_entropy_click" in trained_run.result.history
+
+
+def test_trained_spec_is_saved_beside_the_model(trained_run):
+    from feature_specs.spec import spec_from_dict
+
+    with open(trained_run.workdir.trained_spec_json) as handle:
+        assert spec_from_dict(json.load(handle)) == trained_run.spec

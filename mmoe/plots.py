@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -32,6 +33,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: str) -> str:
             axis.plot(epochs, history[f"val_{name}"], marker="o", label="eval")
         axis.set_title(name)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
     return _save(figure, path)
@@ -65,6 +67,7 @@ def plot_gate_usage(history: list[dict], path: str) -> str:
         entropy = history[-1][task]["mean_entropy"]
         axis.set_title(f"{task}: gate weight per expert (H={entropy:.2f})")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylim(0, 1)
         axis.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2, loc="upper right")

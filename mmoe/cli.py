@@ -6,6 +6,7 @@
     mmoe train      train the MMoE on data/, evaluate on the eval split, write metrics.json
     mmoe evaluate   recompute metrics.json from the trained model
     mmoe export     write the SavedModel to <workdir>/export/<spec name>/<version>/
+    mmoe serve      REST server: TF Serving's predict API plus :rank, batching, hot reload
 
 Nothing imports this module; it imports the stages lazily so `mmoe --help` is instant.
 """
@@ -138,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec(export, default_from_workdir=True)
     _add_workdir(export)
     _add_export_args(export)
+
+    serve = commands.add_parser("serve", help="serve exported SavedModels over REST (TF Serving API + :rank)")
+    _add_workdir(serve)
+    serve.add_argument("--model-base", default=None, help="export base directory (default: <workdir>/export)")
+    serve.add_argument("--model-name", default=None, help="model under the base (default: the only one there)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8501, help="port (default: 8501, TF Serving's REST port)")
+    serve.add_argument("--batch-max-size", type=int, default=4096,
+                       help="most rows merged into one model call; 1 disables batching (default: 4096)")
+    serve.add_argument("--batch-timeout-ms", type=float, default=2.0,
+                       help="longest a request waits for others to batch with (default: 2)")
+    serve.add_argument("--poll-seconds", type=float, default=2.0,
+                       help="how often new versions are looked for; 0 disables hot reload (default: 2)")
     return parser
 
 
@@ -231,12 +245,27 @@ def _train(spec, args):
                  verbose=2 if args.quiet else "auto")
 
 
+WARMUP_EXAMPLES = 8
+
+
+def _warmup_examples(workdir) -> list[bytes]:
+    """A few serialized eval rows for the SavedModel's TF Serving warmup file."""
+    import tensorflow as tf
+
+    from mmoe.data import split_files
+
+    records = tf.data.TFRecordDataset(split_files(workdir, "eval"), compression_type="GZIP")
+    return [record.numpy() for record in records.take(WARMUP_EXAMPLES)]
+
+
 def _export(spec, args, serving_model) -> str:
     from feature_specs.artifacts import Workdir
     from serving.export import export_saved_model
 
-    base = args.export_base or Workdir(args.workdir).export_base
-    return export_saved_model(spec, serving_model, base, version=args.version)
+    workdir = Workdir(args.workdir)
+    base = args.export_base or workdir.export_base
+    return export_saved_model(spec, serving_model, base, version=args.version,
+                              warmup_examples=_warmup_examples(workdir))
 
 
 def format_metrics(metrics: dict) -> str:
@@ -331,9 +360,21 @@ def cmd_export(args, beam_args: list[str]) -> int:
     return 0
 
 
+def cmd_serve(args, beam_args: list[str]) -> int:
+    from feature_specs.artifacts import Workdir
+    from serving.server import serve
+
+    serve(
+        args.model_base or Workdir(args.workdir).export_base, model_name=args.model_name, host=args.host,
+        port=args.port, batch_max_size=args.batch_max_size, batch_timeout_ms=args.batch_timeout_ms,
+        poll_seconds=args.poll_seconds,
+    )
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run, "generate": cmd_generate, "preprocess": cmd_preprocess, "train": cmd_train,
-    "evaluate": cmd_evaluate, "export": cmd_export,
+    "evaluate": cmd_evaluate, "export": cmd_export, "serve": cmd_serve,
 }
 BEAM_COMMANDS = ("run", "preprocess")
 

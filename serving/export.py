@@ -6,7 +6,7 @@
   -> one output per task (``click_probability``, ``engagement`` in original units, ...) and
   ``score`` ``[None]``.
 * ``predict_raw``: each raw model feature as a named ``[None]`` tensor -> the same outputs plus
-  ``gate_weights`` ``[None, tasks, experts]``.
+  ``gate_weights`` ``[None, tasks, experts]`` (gated architectures).
 
 Vocabularies travel as SavedModel assets; the normalized spec is written to
 ``assets.extra/spec.json``. The version directory appears atomically: everything is written to a
@@ -25,10 +25,11 @@ import tensorflow as tf
 from feature_specs.artifacts import join
 from feature_specs.spec import FeatureSpec
 from feature_specs.tensors import parse_spec, raw_tensor_specs, serving_columns
+from mmoe.model import GATE_WEIGHTS
 from serving.score import SCORE, ranking_score, task_predictions
+from serving.warmup import write_warmup_requests
 
 log = logging.getLogger(__name__)
-GATE_WEIGHTS = "gate_weights"
 
 
 def existing_versions(model_base: str) -> list[int]:
@@ -44,12 +45,18 @@ def _outputs(spec: FeatureSpec, serving_model, features: dict, with_gates: bool)
     model_outputs = serving_model(inputs, training=False)
     outputs = task_predictions(spec, model_outputs)
     outputs[SCORE] = ranking_score(spec, outputs)
-    if with_gates:
+    if with_gates and GATE_WEIGHTS in model_outputs:
         outputs[GATE_WEIGHTS] = model_outputs[GATE_WEIGHTS]
     return outputs
 
 
-def export_saved_model(spec: FeatureSpec, serving_model: keras.Model, export_base: str, version: int | None = None) -> str:
+def export_saved_model(
+    spec: FeatureSpec,
+    serving_model: keras.Model,
+    export_base: str,
+    version: int | None = None,
+    warmup_examples: list[bytes] | None = None,
+) -> str:
     """Writes ``serving_model`` as ``<export_base>/<spec.name>/<version>`` and returns that path.
 
     Args:
@@ -57,6 +64,9 @@ def export_saved_model(spec: FeatureSpec, serving_model: keras.Model, export_bas
         serving_model: the serving model of :func:`mmoe.model.build_models`.
         export_base: base directory (local or any tf.io.gfile URI).
         version: integer version; defaults to one more than the newest existing version.
+        warmup_examples: optional serialized tf.Examples of raw features; when given, they are
+            written as TF Serving's ``assets.extra/tf_serving_warmup_requests``
+            (:func:`serving.warmup.write_warmup_requests`).
 
     Raises:
         FileExistsError: if ``version`` already exists (versions are immutable).
@@ -91,6 +101,8 @@ def export_saved_model(spec: FeatureSpec, serving_model: keras.Model, export_bas
         tf.io.gfile.makedirs(extra)
         with tf.io.gfile.GFile(join(extra, "spec.json"), "w") as handle:
             handle.write(spec.to_json())
+        if warmup_examples:
+            write_warmup_requests(temporary, list(warmup_examples), spec.name)
         tf.io.gfile.rename(temporary, final)
     except BaseException:
         if tf.io.gfile.exists(temporary):

@@ -23,7 +23,7 @@ def mmoe(*args, check=True):
 
 def test_help_lists_every_stage():
     out = mmoe("--help").stdout
-    for command in ("run", "generate", "preprocess", "train", "evaluate", "export"):
+    for command in ("run", "generate", "preprocess", "train", "evaluate", "export", "serve"):
         assert command in out
     assert "--direct_running_mode" in mmoe("preprocess", "--help").stdout
 
@@ -57,7 +57,9 @@ def test_run_then_stages_end_to_end(tmp_path):
         metrics = json.load(handle)
     assert metrics["click"]["auc"] > 0.6, metrics["click"]
     assert metrics["engagement"]["rmse_seconds"] > 0
-    assert sorted(os.listdir(workdir / "data")) and (workdir / "export" / "clicklog" / "1" / "saved_model.pb").exists()
+    version = workdir / "export" / "clicklog" / "1"
+    assert sorted(os.listdir(workdir / "data")) and (version / "saved_model.pb").exists()
+    assert (version / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
 
     # The stages one by one reuse what is there: evaluate, then a second export version.
     assert "auc=" in mmoe("evaluate", "--workdir", str(workdir)).stdout

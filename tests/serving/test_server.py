@@ -1,0 +1,480 @@
+"""The REST server over real HTTP on a loopback port: TF Serving's API, rank, batching, hot reload.
+
+Feature names come from the spec (``serving_columns``); rows come from the run's eval split.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import concurrent.futures
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorflow_serving.apis import prediction_log_pb2
+
+from feature_specs.tensors import TF_DTYPES, serving_columns
+from mmoe.data import split_files
+from serving.batching import Batcher
+from serving.client import Client, ServingError, b64
+from serving.export import export_saved_model
+from serving.models import resolve_model_dir
+from serving.server import make_server
+from serving.warmup import WARMUP_FILE, write_warmup_requests
+
+OUTPUTS = ["click_probability", "engagement", "score"]
+MAX_BODY = 256 * 1024
+
+
+# -- fixtures and helpers --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def eval_examples(trained_run) -> list[bytes]:
+    files = split_files(trained_run.workdir, "eval")
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(400)]
+
+
+@pytest.fixture(scope="module")
+def eval_rows(trained_run, eval_examples) -> list[dict]:
+    """The eval examples as plain dicts of the serving features, plus the ranking group id."""
+    columns = serving_columns(trained_run.spec)
+    group = trained_run.spec.ranking.group_by
+    features = {c.name: tf.io.FixedLenFeature([], TF_DTYPES[c.dtype]) for c in columns}
+    features[group] = tf.io.FixedLenFeature([], tf.string)
+    parsed = {k: v.numpy() for k, v in tf.io.parse_example(eval_examples, features).items()}
+    rows = []
+    for i in range(len(eval_examples)):
+        row = {}
+        for name, values in parsed.items():
+            value = values[i]
+            row[name] = value.decode() if isinstance(value, bytes) else value.item()
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def saved_model(trained_run):
+    return tf.saved_model.load(trained_run.export_path)
+
+
+@pytest.fixture(scope="module")
+def model_base(trained_run, tmp_path_factory) -> str:
+    base = tmp_path_factory.mktemp("served")
+    shutil.copytree(trained_run.export_path, base / "clicklog" / "1")
+    return str(base)
+
+
+@pytest.fixture(scope="module")
+def server(model_base):
+    with make_server(model_base, poll_seconds=0, max_body_bytes=MAX_BODY, max_candidates=1000) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server.url, "clicklog")
+
+
+def http_call(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    """(status, parsed JSON body) of one raw HTTP request."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        payload = response.read()
+        return response.status, json.loads(payload)
+    finally:
+        connection.close()
+
+
+def post(url: str, path: str, body) -> tuple[int, dict]:
+    return http_call(url, "POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+def one_request(rows: list[dict], group_by: str) -> list[dict]:
+    """The rows of the first request id with several candidates."""
+    groups = collections.defaultdict(list)
+    for row in rows:
+        groups[row[group_by]].append(row)
+    return max(groups.values(), key=len)
+
+
+def rank_request(spec, rows: list[dict]) -> dict:
+    """Features equal across all rows go to the context once; the rest stay per candidate."""
+    names = [c.name for c in serving_columns(spec)]
+    shared = [n for n in names if len({r[n] for r in rows}) == 1]
+    return {
+        "context": {n: rows[0][n] for n in shared},
+        "candidates": [{n: r[n] for n in names if n not in shared} for r in rows],
+    }
+
+
+def direct_predict_raw(saved_model, spec, rows: list[dict]) -> dict:
+    columns = serving_columns(spec)
+    inputs = {c.name: tf.constant([r[c.name] for r in rows], dtype=TF_DTYPES[c.dtype]) for c in columns}
+    return {k: v.numpy() for k, v in saved_model.signatures["predict_raw"](**inputs).items()}
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for the server")
+
+
+# -- TF Serving's API ------------------------------------------------------------------------------
+
+
+def test_health_readiness_and_status(server, client):
+    assert http_call(server.url, "GET", "/healthz") == (200, {"status": "ok"})
+    status, ready = http_call(server.url, "GET", "/readyz")
+    assert status == 200 and ready["versions"] == [1]
+    available = {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    assert client.status() == {"model_version_status": [available]}
+    assert client.status(version=1) == {"model_version_status": [available]}
+    assert client.ready()
+
+
+def test_metadata_is_the_saved_models_signature_def(client, saved_model, trained_run):
+    metadata = client.metadata()
+    assert metadata["model_spec"] == {"name": "clicklog", "signature_name": "", "version": "1"}
+    signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) == {"serving_default", "predict_raw"}
+    default = signatures["serving_default"]
+    assert default["method_name"] == "tensorflow/serving/predict"
+    assert default["inputs"]["examples"]["dtype"] == "DT_STRING"
+    assert default["inputs"]["examples"]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
+    assert set(default["outputs"]) == set(OUTPUTS)
+    raw = signatures["predict_raw"]
+    assert set(raw["inputs"]) == {c.name for c in serving_columns(trained_run.spec)}
+    assert set(raw["outputs"]) == set(OUTPUTS) | {"gate_weights"}
+    assert client.metadata(version=1) == metadata
+
+
+def test_predict_serving_default_with_b64_examples_row_and_columnar(client, saved_model, eval_examples):
+    examples = eval_examples[:20]
+    expected = saved_model.signatures["serving_default"](examples=tf.constant(examples))
+    rows = client.predict(instances=[b64(e) for e in examples])["predictions"]
+    named_rows = client.predict(instances=[{"examples": b64(e)} for e in examples], version=1)["predictions"]
+    columns = client.predict(inputs={"examples": [b64(e) for e in examples]}, signature_name="serving_default")
+    bare_columns = client.predict(inputs=[b64(e) for e in examples])["outputs"]
+    assert rows == named_rows and len(rows) == 20
+    for name in OUTPUTS:
+        np.testing.assert_allclose([r[name] for r in rows], expected[name].numpy(), rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(columns["outputs"][name], expected[name].numpy(), rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(bare_columns[name], expected[name].numpy(), rtol=1e-5, err_msg=name)
+
+
+def test_predict_raw_with_named_features_row_and_columnar(client, saved_model, trained_run, eval_rows):
+    spec = trained_run.spec
+    names = [c.name for c in serving_columns(spec)]
+    rows = [{n: r[n] for n in names} for r in eval_rows[:15]]
+    expected = direct_predict_raw(saved_model, spec, rows)
+    by_row = client.predict(instances=rows, signature_name="predict_raw")["predictions"]
+    by_column = client.predict(inputs={n: [r[n] for r in rows] for n in names}, signature_name="predict_raw")["outputs"]
+    for name in OUTPUTS + ["gate_weights"]:
+        np.testing.assert_allclose([r[name] for r in by_row], expected[name], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(by_column[name], expected[name], rtol=1e-5, err_msg=name)
+
+
+# -- rank ------------------------------------------------------------------------------------------
+
+
+def test_rank_over_http_equals_the_saved_model(client, saved_model, trained_run, eval_rows):
+    spec = trained_run.spec
+    rows = one_request(eval_rows, spec.ranking.group_by)
+    request = rank_request(spec, rows)
+    assert request["context"], "a request's candidates share their user features"
+    ranked = client.rank(request["context"], request["candidates"])
+    expected = direct_predict_raw(saved_model, spec, rows)
+    order = sorted(range(len(rows)), key=lambda i: (-expected["score"][i], i))
+    assert [r["index"] for r in ranked] == order
+    for name in OUTPUTS:
+        np.testing.assert_allclose([r[name] for r in ranked], expected[name][order], rtol=1e-5, err_msg=name)
+    assert client.rank(request["context"], request["candidates"], top_k=3) == ranked[:3]
+    assert client.rank(request["context"], request["candidates"], top_k=10**12) == ranked
+
+
+def test_rank_fills_optional_features_with_the_spec_default(client, trained_run, eval_rows):
+    optional = [c for c in serving_columns(trained_run.spec) if not c.required]
+    if not optional:
+        pytest.skip("the spec has no optional serving feature")
+    column = optional[0]
+    rows = [dict(r) for r in eval_rows[:5]]
+    names = [c.name for c in serving_columns(trained_run.spec)]
+    with_default = [{n: r[n] for n in names if n != column.name} for r in rows]
+    explicit = [{**c, column.name: column.default} for c in with_default]
+    assert client.rank({}, with_default) == client.rank({}, explicit)
+
+
+def test_rank_errors_name_the_problem(server, trained_run, eval_rows):
+    columns = serving_columns(trained_run.spec)
+    names = [c.name for c in columns]
+    candidate = {n: eval_rows[0][n] for n in names}
+    required = next(c for c in columns if c.required)
+    wrong = {"string": 123, "int": "seven", "timestamp": 1.5, "float": "cheap"}
+    path = "/v1/models/clicklog:rank"
+    cases = [
+        ({"context": {}, "candidates": [{k: v for k, v in candidate.items() if k != required.name}]},
+         f"candidates[0]: missing feature '{required.name}'"),
+        ({"candidates": [candidate, {**candidate, required.name: wrong[required.dtype]}]},
+         f"candidates[1].{required.name}"),
+        ({"context": {"no_such_feature": 1}, "candidates": [candidate]}, "unknown feature(s) ['no_such_feature']"),
+        ({"context": {}, "candidates": []}, "'candidates' is empty"),
+        ({"context": {}}, "missing 'candidates'"),
+        ({"candidates": [candidate], "top_k": 0}, "'top_k' must be a positive integer"),
+        ({"candidates": [candidate], "top_k": "3"}, "'top_k' must be a positive integer"),
+        ({"candidates": "abc"}, "'candidates' must be a list"),
+        ({"candidates": [candidate], "context": [1]}, "'context' must be an object"),
+    ]
+    for body, message in cases:
+        status, response = post(server.url, path, body)
+        assert status == 400, (body, response)
+        assert message in response["error"], (message, response)
+    status, response = post(server.url, path, {"candidates": [candidate] * 1001})
+    assert status == 413 and "limit of 1000" in response["error"]
+
+
+def test_client_mistakes_get_4xx_json_errors(server):
+    url = server.url
+    cases = [
+        ("POST", "/v1/models/clicklog:predict", b"{not json", 400, "invalid JSON"),
+        ("POST", "/v1/models/clicklog:predict", b"[1, 2]", 400, "must be a JSON object"),
+        ("POST", "/v1/models/clicklog:predict", b'{"instances": [NaN]}', 400, "invalid JSON"),
+        ("POST", "/v1/models/clicklog:predict", b'{"instances": [{"b64": "%%%"}]}', 400, "invalid base64"),
+        ("POST", "/v1/models/clicklog:predict", b'{"instances": [{"b64": "aGVsbG8="}]}', 400, "model rejected"),
+        ("POST", "/v1/models/clicklog:predict", b'{"instances": [1]}', 400, "expected a string"),
+        ("POST", "/v1/models/clicklog:predict", b'{"instances": []}', 400, "'instances' is empty"),
+        ("POST", "/v1/models/clicklog:predict", b'{"instances": ["a"], "inputs": ["a"]}', 400, "exactly one"),
+        ("POST", "/v1/models/clicklog:predict", b'{"signature_name": "nope", "instances": ["a"]}', 400,
+         "unknown signature_name 'nope'"),
+        ("POST", "/v1/models/clicklog:predict", b'{"signature_name": "predict_raw", "instances": [{"x": 1}]}', 400,
+         "missing input(s)"),
+        ("POST", "/v1/models/other:predict", b"{}", 404, "unknown model 'other'"),
+        ("POST", "/v1/models/clicklog/versions/7:predict", b'{"instances": ["a"]}', 404, "version 7"),
+        ("GET", "/v1/models/clicklog/versions/7", None, 404, "version 7"),
+        ("GET", "/v1/models/clicklog/versions/x1/metadata", None, 400, "non-negative integer"),
+        ("GET", "/v1/models/clicklog/labels/stable", None, 404, "labels are not supported"),
+        ("POST", "/v1/models/clicklog:classify", b"{}", 404, "unsupported method 'classify'"),
+        ("GET", "/v1/models/clicklog:predict", None, 405, "use POST"),
+        ("DELETE", "/v1/models/clicklog", None, 405, "use GET"),
+        ("GET", "/v2/anything", None, 404, "no such endpoint"),
+    ]
+    for method, path, body, expected_status, message in cases:
+        status, response = http_call(url, method, path, body)
+        assert status == expected_status, (path, body, response)
+        assert message in response["error"], (message, response)
+    status, response = http_call(url, "POST", "/v1/models/clicklog:predict", b"x" * (MAX_BODY + 1))
+    assert status == 413 and "larger than the limit" in response["error"]
+    assert http_call(url, "GET", "/healthz")[0] == 200
+
+
+def test_serve_runs_in_the_foreground_until_sigterm(model_base):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = f"from serving.server import serve; serve({model_base!r}, port={port}, poll_seconds=0)"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
+    try:
+        banner = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in banner and "'clicklog'" in banner
+        assert Client(f"http://127.0.0.1:{port}", "clicklog").ready()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_server_without_versions_is_live_but_not_ready(tmp_path):
+    with make_server(str(tmp_path), "clicklog", poll_seconds=0) as empty:
+        assert http_call(empty.url, "GET", "/healthz")[0] == 200
+        status, body = http_call(empty.url, "GET", "/readyz")
+        assert status == 503 and "no version" in body["error"]
+        assert post(empty.url, "/v1/models/clicklog:rank", {"candidates": [{}]})[0] == 503
+    with pytest.raises(FileNotFoundError, match="no SavedModel versions"):
+        resolve_model_dir(str(tmp_path), None)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+    | st.sampled_from([10**400, -(2**64), 1e308, 2**63, {"b64": "AA=="}, {"b64": 5}]),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_malformed_requests_never_get_a_5xx(server, trained_run, eval_rows, data):
+    names = [c.name for c in serving_columns(trained_run.spec)]
+    candidate = {n: eval_rows[0][n] for n in names}
+    valid = {
+        ":rank": {"context": {}, "candidates": [candidate], "top_k": 1},
+        ":predict": {"signature_name": "predict_raw", "instances": [candidate]},
+    }
+    action = data.draw(st.sampled_from([":rank", ":predict", "/metadata", ""]))
+    prefix = data.draw(st.sampled_from(["/v1/models/clicklog", "/v1/models/clicklog/versions/1",
+                                        "/v1/models/clicklog/versions/99", "/v1/models/x"]))
+    path = data.draw(st.one_of(
+        st.just(prefix + action),
+        st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=30).map(lambda t: "/" + t),
+    ))
+    body = valid.get(action, {})
+    mutation = data.draw(st.sampled_from(["json", "field", "feature", "bytes", "top_k"]))
+    if mutation == "json":
+        raw = json.dumps(data.draw(_json)).encode()
+    elif mutation == "field":
+        key = data.draw(st.sampled_from(["context", "candidates", "instances", "inputs", "signature_name", "zz"]))
+        raw = json.dumps({**body, key: data.draw(_json)}).encode()
+    elif mutation == "feature":
+        feature = data.draw(st.sampled_from(names + ["unknown"]))
+        changed = dict(candidate)
+        if data.draw(st.booleans()):
+            changed.pop(feature, None)
+        else:
+            changed[feature] = data.draw(_json)
+        key = "candidates" if action == ":rank" else "instances"
+        raw = json.dumps({**body, key: [changed]}).encode()
+    elif mutation == "top_k":
+        top_k = data.draw(st.integers(min_value=-(2**70), max_value=2**70) | _json)
+        raw = json.dumps({**valid[":rank"], "top_k": top_k}).encode()
+    else:
+        raw = data.draw(st.binary(max_size=64))
+    method = data.draw(st.sampled_from(["POST", "POST", "GET", "PUT"]))
+    status, response = http_call(server.url, method, path, raw)
+    assert status < 500 or status == 503, (method, path, raw, response)
+    if status >= 400:
+        assert isinstance(response.get("error"), str) and response["error"]
+
+
+def test_server_survives_the_fuzzing(server):
+    assert http_call(server.url, "GET", "/healthz")[0] == 200
+    assert http_call(server.url, "GET", "/readyz")[0] == 200
+
+
+# -- batching --------------------------------------------------------------------------------------
+
+
+def test_concurrent_ranks_are_batched_and_each_gets_its_own_answer(server, client, trained_run, eval_rows):
+    spec = trained_run.spec
+    names = [c.name for c in serving_columns(spec)]
+    requests = [[{n: r[n] for n in names} for r in eval_rows[i * 10:(i + 1) * 10]] for i in range(16)]
+    alone = [client.rank({}, candidates) for candidates in requests]
+    batcher = server.registry.get().signatures["predict_raw"].batcher
+    assert batcher is not None
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        together = list(pool.map(lambda candidates: client.rank({}, candidates), requests))
+    for one, other in zip(alone, together):
+        assert [r["index"] for r in one] == [r["index"] for r in other]
+        np.testing.assert_allclose([r["score"] for r in one], [r["score"] for r in other], rtol=1e-5)
+
+
+def test_batcher_merges_waiting_requests_and_isolates_a_failing_one():
+    def run(inputs):
+        time.sleep(0.05)
+        if (inputs["x"] < 0).any():
+            raise ValueError("negative input")
+        return {"y": inputs["x"] * 2}
+
+    batcher = Batcher(run, max_size=100, timeout_ms=20)
+    try:
+        values = [np.arange(i, i + 3) for i in range(8)] + [np.array([-1])]
+        with concurrent.futures.ThreadPoolExecutor(9) as pool:
+            futures = [pool.submit(batcher.submit, {"x": v}) for v in values]
+            results = [f.exception() or f.result() for f in futures]
+    finally:
+        batcher.close()
+    for value, result in zip(values[:-1], results[:-1]):
+        np.testing.assert_array_equal(result["y"], value * 2)
+    assert isinstance(results[-1], ValueError)
+    assert batcher.calls < 9
+
+
+def test_a_lone_request_runs_in_its_own_thread_without_waiting():
+    threads = []
+
+    def run(inputs):
+        threads.append(threading.current_thread())
+        return {"y": inputs["x"] + 1}
+
+    batcher = Batcher(run, max_size=100, timeout_ms=5000, in_flight=lambda: 1)
+    try:
+        started = time.monotonic()
+        np.testing.assert_array_equal(batcher.submit({"x": np.array([1, 2])})["y"], [2, 3])
+        assert time.monotonic() - started < 1.0 and threads == [threading.current_thread()]
+    finally:
+        batcher.close()
+
+
+# -- versions: hot reload, broken versions, warmup -------------------------------------------------
+
+
+def test_warmup_file_decodes_as_prediction_logs(tmp_path, eval_examples):
+    path = write_warmup_requests(str(tmp_path), eval_examples[:4], "clicklog")
+    assert path == os.path.join(str(tmp_path), "assets.extra", WARMUP_FILE)
+    records = [r.numpy() for r in tf.data.TFRecordDataset([path])]
+    assert len(records) == 2
+    for record, size in zip(records, (4, 1)):
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        assert request.model_spec.name == "clicklog"
+        assert request.model_spec.signature_name == "serving_default"
+        assert list(tf.make_ndarray(request.inputs["examples"])) == eval_examples[:size]
+    with pytest.raises(ValueError, match="at least one"):
+        write_warmup_requests(str(tmp_path), [], "clicklog")
+
+
+def test_new_versions_are_picked_up_and_broken_ones_do_not_take_the_model_down(trained_run, tmp_path, eval_rows,
+                                                                             eval_examples):
+    base = tmp_path / "export"
+    shutil.copytree(trained_run.export_path, base / "clicklog" / "1")
+    names = [c.name for c in serving_columns(trained_run.spec)]
+    candidates = [{n: r[n] for n in names} for r in eval_rows[:5]]
+    with make_server(str(base), "clicklog", poll_seconds=0.2) as running:
+        client = Client(running.url, "clicklog")
+        before = client.rank({}, candidates)
+
+        path = export_saved_model(trained_run.spec, trained_run.result.models.serving, str(base),
+                                  warmup_examples=eval_examples[:8])
+        assert path.endswith("/clicklog/2")
+        assert os.path.exists(os.path.join(path, "assets.extra", WARMUP_FILE))
+        wait_for(lambda: running.registry.versions() == [1, 2])
+        status, body = post(running.url, "/v1/models/clicklog:rank", {"candidates": candidates})
+        assert status == 200 and body["model_spec"]["version"] == "2"
+        assert client.rank({}, candidates, version=1) == before
+
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+        broken.rename(base / "clicklog" / "3")
+        wait_for(lambda: running.registry.status(3) is not None and running.registry.status(3).state == "END")
+        state = client.status(version=3)["model_version_status"][0]
+        assert state["state"] == "END" and state["status"]["error_code"] != "OK"
+        assert "spec.json" in state["status"]["error_message"]
+        assert running.registry.versions() == [1, 2]
+        status, body = post(running.url, "/v1/models/clicklog:rank", {"candidates": candidates})
+        assert status == 200 and body["model_spec"]["version"] == "2"
+        with pytest.raises(ServingError) as error:
+            client.rank({}, candidates, version=3)
+        assert error.value.status == 404 and "failed to load" in error.value.message
+        assert http_call(running.url, "GET", "/readyz")[0] == 200

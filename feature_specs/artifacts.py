@@ -15,6 +15,7 @@ Layout of ``<workdir>``::
     artifacts/statistics.json          numeric statistics and quantile boundaries (train split)
     artifacts/vocabularies/<f>.txt     one value per line, most frequent first (train split)
     rejected/rejected-*.jsonl          {"source", "row", "reason", "field"} per rejected row
+    rejected/orphan_events-*.jsonl     label join: events without an impression, or that do not parse
     report.json                        row counts per stage and reject reason
     model/                             Keras model, spec.json trained with, checkpoints, logs, plots
     metrics.json                       eval metrics per task
@@ -81,6 +82,15 @@ class Workdir:
     @property
     def rejected_pattern(self) -> str:
         return self.rejected_prefix + "-*.jsonl"
+
+    @property
+    def orphan_events_prefix(self) -> str:
+        """Events of a label join that match no impression (or do not parse), as JSON lines."""
+        return join(self.root, "rejected", "orphan_events")
+
+    @property
+    def orphan_events_pattern(self) -> str:
+        return self.orphan_events_prefix + "-*.jsonl"
 
     @property
     def counts_prefix(self) -> str:

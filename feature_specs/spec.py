@@ -241,6 +241,48 @@ class PipelineConfig:
     max_reject_rate: float = 0.05
 
 
+EVENT_AGGREGATES = ("flag", "count", "sum", "max")
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """One event log joined to the impressions by impression id (the spec's ``sources.events``).
+
+    Args:
+        name: str. The source's name; its input is given per run (``--events NAME=PATTERN``).
+        label: str. The declared column this source's events derive.
+        aggregate: str. How the events of one impression inside the attribution window become
+            the label: ``flag`` (1 if any, else 0), ``count``, ``sum`` or ``max`` of ``value``
+            (0 when there is none).
+        value: str or None. The event field summed or maximized (``sum``, ``max``).
+        timestamp: str. The event's time field (seconds since the epoch). Defaults to ``timestamp``.
+    """
+
+    name: str
+    label: str
+    aggregate: str = "flag"
+    value: str | None = None
+    timestamp: str = "timestamp"
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Labels joined from event logs (the spec's ``sources:`` section).
+
+    Args:
+        impression_id: str. The declared column that keys impressions; events carry it too.
+        timestamp: str. The declared impression time column (seconds since the epoch).
+        attribution_window_seconds: int. An event counts for an impression when it happens at or
+            after the impression and at most this many seconds later.
+        events: the event sources, each deriving one label column.
+    """
+
+    impression_id: str
+    timestamp: str
+    attribution_window_seconds: int = 3600
+    events: tuple[EventSource, ...] = ()
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """A validated feature spec. Build it with :func:`load_spec` or :func:`spec_from_dict`."""
@@ -255,6 +297,7 @@ class FeatureSpec:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     description: str = ""
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    sources: Sources | None = None
 
     @property
     def all_columns(self) -> tuple[Column, ...]:
@@ -543,6 +586,44 @@ def _read_pipeline(node: _Node) -> PipelineConfig:
     return config
 
 
+def _read_sources(node: _Node, column_types: Mapping[str, str]) -> Sources:
+    impression_id = node.get("impression_id", str)
+    if impression_id not in column_types:
+        raise node.error("impression_id", f"column {impression_id!r} is not declared")
+    timestamp = node.get("timestamp", str)
+    if column_types.get(timestamp) not in ("timestamp", "int"):
+        raise node.error("timestamp", f"{timestamp!r} must be a declared timestamp or int column")
+    window = node.positive_int("attribution_window_seconds", 3600)
+    events, labels = [], {}
+    event_nodes = node.items("events")
+    if not event_nodes:
+        raise node.error("events", "name at least one event source")
+    for event_node in event_nodes:
+        name = event_node.get("name", str)
+        if not name.isidentifier():
+            raise event_node.error("name", f"must be an identifier, got {name!r}")
+        if name in {e.name for e in events}:
+            raise event_node.error("name", f"duplicate event source {name!r}")
+        label = event_node.get("label", str)
+        if column_types.get(label) not in ("int", "float"):
+            raise event_node.error("label", f"label column {label!r} must be a declared int or float column")
+        if label in labels:
+            raise event_node.error("label", f"{label!r} is already derived by source {labels[label]!r}")
+        labels[label] = name
+        aggregate = event_node.choice("aggregate", EVENT_AGGREGATES, "flag")
+        value = event_node.get("value", str, None)
+        if aggregate in ("sum", "max") and value is None:
+            raise event_node.error("value", f"aggregate {aggregate} needs the event field to {aggregate}")
+        if aggregate in ("flag", "count") and value is not None:
+            raise event_node.error("value", f"aggregate {aggregate} takes no value field")
+        events.append(EventSource(name=name, label=label, aggregate=aggregate, value=value,
+                                  timestamp=event_node.get("timestamp", str, "timestamp")))
+        event_node.finish()
+    node.finish()
+    return Sources(impression_id=impression_id, timestamp=timestamp, attribution_window_seconds=window,
+                   events=tuple(events))
+
+
 def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     """Validates plain data (parsed YAML or spec.json) and returns a :class:`FeatureSpec`.
 
@@ -629,10 +710,12 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
         raise training_node.error("learning_rate", f"must be > 0, got {training.learning_rate}")
     training_node.finish()
     pipeline = _read_pipeline(root.child("pipeline", required=False))
+    sources = _read_sources(root.child("sources"), column_types) if root.data.get("sources") is not None else None
+    root.used.add("sources")
     root.finish()
     return FeatureSpec(name=name, description=description, features=features, columns=columns,
                        tasks=tasks, ranking=ranking, split=split, model=model, training=training,
-                       pipeline=pipeline)
+                       pipeline=pipeline, sources=sources)
 
 
 def load_spec(path: str) -> FeatureSpec:

@@ -21,6 +21,7 @@ import sys
 import time
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
+INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord")  # pipelines.options.INPUT_FORMATS, without importing Beam
 GENERATOR_MANIFEST = "_generator.json"
 
 log = logging.getLogger("mmoe")
@@ -85,8 +86,11 @@ def _add_preprocess_args(parser: argparse.ArgumentParser, required_input: bool) 
         help="raw log file pattern, e.g. 'logs/2026-11-*.parquet' or 'gs://bucket/logs/*.csv'"
         + ("" if required_input else " (default: generate a synthetic clicklog into <workdir>/raw)"),
     )
-    group.add_argument("--input-format", choices=("csv", "parquet"), default=None, help="default: from the file extension")
+    group.add_argument("--input-format", choices=INPUT_FORMATS, default=None, help="default: from the file extension")
     parser.epilog = (
+        "Pipeline flags: --max_reject_rate R (fail above this share of rejected rows; default from the spec, 5%%), "
+        "--reuse_artifacts DIR (the vocabularies and statistics of an earlier run), --events NAME=PATTERN "
+        "(event logs joined into labels, see the spec's sources:). "
         "Unrecognized --flags are passed to Beam as PipelineOptions, e.g. --runner=DataflowRunner "
         "--project=P --region=R --temp_location=gs://B/tmp, or --direct_num_workers=2 "
         "--direct_running_mode=multi_processing for the local multi-process runner."
@@ -211,13 +215,14 @@ def _generate(args, out_dir: str) -> str:
 
 
 def _clear_stage_outputs(workdir) -> None:
-    """Removes what preprocess/train wrote before, so no stale shard mixes into a new run."""
+    """Removes what training wrote before (the pipeline replaces its own outputs itself), so no
+    model or metrics of an earlier run sit beside new data."""
     import tensorflow as tf
 
-    for path in (workdir.data_dir, workdir.artifacts_dir, workdir.rejected_prefix.rsplit("/", 1)[0], workdir.model_dir):
+    for path in (workdir.model_dir,):
         if tf.io.gfile.exists(path):
             tf.io.gfile.rmtree(path)
-    for path in (workdir.report_json, workdir.metrics_json):
+    for path in (workdir.metrics_json,):
         if tf.io.gfile.exists(path):
             tf.io.gfile.remove(path)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-INPUT_FORMATS = ("csv", "parquet")
+INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz", ".snappy")
 
 
@@ -30,7 +30,22 @@ class PreprocessOptions(PipelineOptions):
         parser.add_argument(
             "--input_format", default=None, choices=INPUT_FORMATS,
             help="Format of the input files. Defaults to the pattern's extension "
-                 "(.csv, .csv.gz, ... -> csv; .parquet, .pq -> parquet).")
+                 "(.csv, .csv.gz, ... -> csv; .parquet, .pq -> parquet; .jsonl, .ndjson, .json -> "
+                 "jsonl; .tfrecord, .tfrecords, .tfrecord.gz -> tfrecord of tf.train.Example).")
+        parser.add_argument(
+            "--events", action="append", default=None, metavar="NAME=PATTERN",
+            help="Input of one event source of the spec's sources: section (label join), e.g. "
+                 "--events clicks='logs/clicks-*.jsonl' --events dwell='logs/dwell-*.jsonl'. "
+                 "Format from the extension.")
+        parser.add_argument(
+            "--max_reject_rate", type=float, default=None,
+            help="Fail the run (after writing report.json) when more than this share of input rows "
+                 "is rejected. Overrides the spec's pipeline.max_reject_rate (default 0.05).")
+        parser.add_argument(
+            "--reuse_artifacts", default=None,
+            help="Workdir (or its artifacts/ directory) of an earlier run: reuse its vocabularies and "
+                 "statistics instead of analyzing this run's train split, e.g. for daily runs that "
+                 "must match the served model. Values outside them are counted per feature.")
         parser.add_argument(
             "--workdir", default=None,
             help="Output directory or URI: data/{train,eval}-*.tfrecord.gz, artifacts/, rejected/ "
@@ -38,7 +53,7 @@ class PreprocessOptions(PipelineOptions):
 
 
 def infer_input_format(pattern: str) -> str:
-    """Guesses ``csv`` or ``parquet`` from a file pattern's extension.
+    """Guesses the input format from a file pattern's extension.
 
     Args:
         pattern: str. The input file pattern.
@@ -55,6 +70,27 @@ def infer_input_format(pattern: str) -> str:
         return "csv"
     if name.endswith((".parquet", ".pq")):
         return "parquet"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if name.endswith((".tfrecord", ".tfrecords")):
+        return "tfrecord"
     raise ValueError(
         f"cannot tell the format of input {pattern!r} from its extension; "
         f"pass --input_format ({' or '.join(INPUT_FORMATS)})")
+
+
+def parse_event_inputs(values) -> dict[str, str]:
+    """``["clicks=logs/c-*.jsonl", ...]`` -> ``{"clicks": "logs/c-*.jsonl"}``.
+
+    Raises:
+        ValueError: an item without ``=`` or a name given twice.
+    """
+    inputs: dict[str, str] = {}
+    for item in values or ():
+        name, sep, pattern = item.partition("=")
+        if not sep or not name or not pattern:
+            raise ValueError(f"--events expects NAME=PATTERN, got {item!r}")
+        if name in inputs:
+            raise ValueError(f"--events names source {name!r} twice")
+        inputs[name] = pattern
+    return inputs

@@ -1,18 +1,23 @@
-"""Reading raw logs (CSV or Parquet) into :class:`~pipelines.records.RawRecord` elements.
+"""Reading raw logs (CSV, Parquet, JSONL, TFRecord of tf.Example) into RawRecord elements.
 
-Files are streamed by Beam's sources, never loaded whole. A CSV line that cannot be parsed is not
-dropped: it becomes a record without values, which validation rejects as ``unparseable_line``.
+Files are streamed by Beam's sources, never loaded whole. A CSV or JSONL line or a serialized
+Example that cannot be parsed is not dropped: it becomes a record without values, which validation
+rejects as ``unparseable_line``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 from typing import Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam import coders
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquet
+from apache_beam.io.tfrecordio import ReadAllFromTFRecord
 from apache_beam.metrics import Metrics
 
 from pipelines.options import INPUT_FORMATS
@@ -93,12 +98,83 @@ class _ParseCsvLines(beam.DoFn):
         yield parse_csv_line(source, line, self._headers[source])
 
 
+def parse_json_line(source: str, line: bytes | str) -> RawRecord:
+    """Parses one JSONL line, which must hold a JSON object ``{column: value}``.
+
+    ``NaN``/``Infinity`` literals are read as floats so that validation rejects them as
+    ``not_finite`` rather than as unparseable.
+
+    Returns:
+        A record with ``values``, or with ``values=None`` and ``error`` saying why.
+    """
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = line.decode("utf-8", errors="backslashreplace")
+            return RawRecord(source, text, None, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    try:
+        values = json.loads(line)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return RawRecord(source, line, None, f"line is not valid JSON ({exc})")
+    if not isinstance(values, dict):
+        return RawRecord(source, line, None, f"line holds a JSON {type(values).__name__}, not an object")
+    return RawRecord(source, line, values)
+
+
+def _feature_value(feature):
+    """One tf.train.Feature as a Python value: None when empty, the value when single, else a list."""
+    kind = feature.WhichOneof("kind")
+    values = list(getattr(feature, kind).value) if kind else []
+    if kind == "float_list":
+        # float32 -> the shortest decimal that round-trips in float32 (0.1, not 0.100000001),
+        # as a CSV of the same data would hold it.
+        values = [float(str(np.float32(v))) if math.isfinite(v) else v for v in values]
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def parse_example(source: str, serialized: bytes) -> RawRecord:
+    """Parses one serialized tf.train.Example into ``{feature name: value}``.
+
+    bytes features stay bytes (validation decodes UTF-8), a feature with several values becomes a
+    list (rejected as ``wrong_type`` for the spec's scalar columns), an empty one is missing.
+    """
+    from tensorflow.core.example import example_pb2  # protobuf only; no TensorFlow runtime needed
+    from google.protobuf.message import DecodeError
+
+    example = example_pb2.Example()
+    try:
+        example.ParseFromString(serialized)
+    except DecodeError as exc:
+        return RawRecord(source, serialized, None, f"record is not a serialized tf.train.Example ({exc})")
+    values = {name: _feature_value(feature) for name, feature in example.features.feature.items()}
+    return RawRecord(source, values, values)
+
+
+class _ParseJsonLines(beam.DoFn):
+    """Parses ``(file, line)`` pairs of JSONL files, skipping blank lines."""
+
+    def __init__(self):
+        self._blank = Metrics.counter("pipelines.read", "blank_lines_skipped")
+
+    def process(self, element):
+        source, line = element
+        if not line.strip():
+            self._blank.inc()
+            return
+        yield parse_json_line(source, line)
+
+
 class ReadRecords(beam.PTransform):
     """Reads every file matching a pattern into :class:`RawRecord` elements.
 
     Args:
         pattern: str. File pattern, local or any Beam filesystem URI.
-        input_format: str. ``csv`` (first line of each file is its header) or ``parquet``.
+        input_format: str. ``csv`` (first line of each file is its header), ``parquet``, ``jsonl``
+            (one JSON object per line) or ``tfrecord`` (serialized tf.train.Example records;
+            compression from the extension).
     """
 
     def __init__(self, pattern: str, input_format: str):
@@ -115,6 +191,19 @@ class ReadRecords(beam.PTransform):
                 | "ReadLines" >> beam.io.ReadFromTextWithFilename(
                     self._pattern, skip_header_lines=1, coder=coders.BytesCoder())
                 | "ParseCsv" >> beam.ParDo(_ParseCsvLines())
+            )
+        if self._format == "jsonl":
+            return (
+                pbegin
+                | "ReadLines" >> beam.io.ReadFromTextWithFilename(self._pattern, coder=coders.BytesCoder())
+                | "ParseJson" >> beam.ParDo(_ParseJsonLines())
+            )
+        if self._format == "tfrecord":
+            return (
+                pbegin
+                | "Pattern" >> beam.Create([self._pattern])
+                | "ReadTFRecord" >> ReadAllFromTFRecord(with_filename=True)
+                | "ParseExamples" >> beam.MapTuple(parse_example)
             )
         return (
             pbegin

@@ -16,11 +16,12 @@ from typing import Any, Mapping, NamedTuple
 
 # Reject reasons, in the order the checks run.
 UNPARSEABLE_LINE = "unparseable_line"
+UNKNOWN_COLUMN = "unknown_column"  # only with the spec's ``pipeline.unknown_columns: reject``
 MISSING = "missing"
 WRONG_TYPE = "wrong_type"
 NOT_FINITE = "not_finite"
 OUT_OF_RANGE = "out_of_range"
-REASONS = (UNPARSEABLE_LINE, MISSING, WRONG_TYPE, NOT_FINITE, OUT_OF_RANGE)
+REASONS = (UNPARSEABLE_LINE, UNKNOWN_COLUMN, MISSING, WRONG_TYPE, NOT_FINITE, OUT_OF_RANGE)
 
 
 class RawRecord(NamedTuple):
@@ -28,7 +29,8 @@ class RawRecord(NamedTuple):
 
     Args:
         source: str. The file the row was read from.
-        row: the row exactly as read: the line (str) for CSV, the column -> value dict for Parquet.
+        row: the row exactly as read: the line (str) for CSV and JSONL, the column -> value dict
+            for Parquet and tf.Example (the serialized bytes where an Example does not parse).
         values: column name -> raw value, or None when the row could not be parsed.
         error: str. Why the row could not be parsed (only where ``values`` is None).
     """

@@ -21,10 +21,14 @@ class ReconciliationError(RuntimeError):
     """Input rows do not equal written plus rejected rows: some rows were lost or duplicated."""
 
 
+class RejectRateError(RuntimeError):
+    """More input rows were rejected than the run allows (``max_reject_rate``)."""
+
+
 def counts_from_parts(parts):
     """Folds tagged ``(kind, key, count)`` parts into the counts document."""
     counts = {"input_rows": 0, "written": {"train": 0, "eval": 0}, "rejected_by_reason": {},
-              "rejected_by_field": {}}
+              "rejected_by_field": {}, "quality": None}
     for kind, key, count in parts:
         if kind == "input_rows":
             counts["input_rows"] = count
@@ -34,13 +38,17 @@ def counts_from_parts(parts):
             counts["rejected_by_reason"][key] = count
         elif kind == "by_field":
             counts["rejected_by_field"][key] = count
+        elif kind == "extra":
+            counts[key] = count
     return counts
 
 
 class CountRows(beam.PTransform):
     """Counts input, rejected (per reason and per field) and written rows with Beam combiners.
 
-    Applied to a dict of PCollections with keys ``input``, ``rejected``, ``train`` and ``eval``.
+    Applied to a dict of PCollections with keys ``input``, ``rejected``, ``train`` and ``eval``;
+    any other key names a single-element PCollection (e.g. ``quality``, ``join``) that is put into
+    the counts document under that key unchanged.
 
     Returns (from ``expand``):
         A single counts dict (see :func:`counts_from_parts`).
@@ -67,6 +75,8 @@ class CountRows(beam.PTransform):
             | "CountFields" >> beam.combiners.Count.PerElement()
             | "TagFields" >> beam.MapTuple(lambda field, n: ("by_field", field, n)),
         )
+        for key in sorted(set(pcolls) - {"input", "rejected", "train", "eval"}):
+            parts += (pcolls[key] | f"Tag[{key}]" >> beam.Map(lambda value, key: ("extra", key, value), key),)
         return (
             parts
             | "Parts" >> beam.Flatten()
@@ -76,10 +86,12 @@ class CountRows(beam.PTransform):
 
 
 def counts_json(counts: Mapping[str, Any]) -> str:
-    return json.dumps(counts, indent=2, sort_keys=True)
+    # Not sorted: the data-quality summary lists columns in the spec's order.
+    return json.dumps(counts, indent=2)
 
 
-def build_report(counts: Mapping[str, Any], spec_name: str, input_pattern: str, seconds: float) -> dict:
+def build_report(counts: Mapping[str, Any], spec_name: str, input_pattern: str, seconds: float,
+                 max_reject_rate: float = 1.0, mode: str = "analyze") -> dict:
     """Assembles ``report.json`` from the pipeline's counts.
 
     Args:
@@ -87,17 +99,23 @@ def build_report(counts: Mapping[str, Any], spec_name: str, input_pattern: str, 
         spec_name: str. The spec's name.
         input_pattern: str. The input file pattern.
         seconds: float. Wall time of the run.
+        max_reject_rate: float. The run's threshold, recorded with the verdict.
+        mode: str. ``analyze`` or ``reuse`` (artifacts taken from an earlier run).
 
     Returns:
         ``{"input_rows", "written": {"train", "eval", "total"}, "rejected": {"total",
-        "by_reason", "by_field"}, "reject_rate", "reconciled", "spec", "input", "seconds"}``.
-        ``by_reason`` lists every reason, zeros included.
+        "by_reason", "by_field"}, "reject_rate", "max_reject_rate", "reject_rate_ok",
+        "reconciled", "mode", "data_quality", "join", "spec", "input", "seconds"}`` (``join``: the
+        label join's counts, None without a ``sources:`` section). ``by_reason`` lists
+        every reason, zeros included; ``data_quality`` is the profile summary (per column
+        missing rate, distinct values, min/max; unknown columns; values outside reused artifacts).
     """
     input_rows = int(counts["input_rows"])
     train, eval_ = int(counts["written"]["train"]), int(counts["written"]["eval"])
     by_reason = {reason: 0 for reason in REASONS}
     by_reason.update({k: int(v) for k, v in counts["rejected_by_reason"].items()})
     rejected = sum(by_reason.values())
+    reject_rate = rejected / input_rows if input_rows else 0.0
     return {
         "input_rows": input_rows,
         "written": {"train": train, "eval": eval_, "total": train + eval_},
@@ -106,8 +124,13 @@ def build_report(counts: Mapping[str, Any], spec_name: str, input_pattern: str, 
             "by_reason": by_reason,
             "by_field": dict(sorted((k, int(v)) for k, v in counts["rejected_by_field"].items())),
         },
-        "reject_rate": rejected / input_rows if input_rows else 0.0,
+        "reject_rate": reject_rate,
+        "max_reject_rate": max_reject_rate,
+        "reject_rate_ok": reject_rate <= max_reject_rate,
         "reconciled": input_rows == train + eval_ + rejected,
+        "mode": mode,
+        "data_quality": counts.get("quality"),
+        "join": counts.get("join"),
         "spec": spec_name,
         "input": input_pattern,
         "seconds": round(seconds, 3),
@@ -122,8 +145,23 @@ def check_reconciled(report: Mapping[str, Any]) -> None:
             f"{report['written']['total']} written + {report['rejected']['total']} rejected")
 
 
+def check_reject_rate(report: Mapping[str, Any]) -> None:
+    """Raises :class:`RejectRateError` when the reject rate is above the run's threshold."""
+    if report["reject_rate_ok"]:
+        return
+    reasons = sorted(((n, r) for r, n in report["rejected"]["by_reason"].items() if n), reverse=True)
+    fields = sorted(((n, f) for f, n in report["rejected"]["by_field"].items()), reverse=True)
+    raise RejectRateError(
+        f"{report['rejected']['total']:,} of {report['input_rows']:,} input rows "
+        f"({report['reject_rate']:.2%}) were rejected, more than max_reject_rate "
+        f"{report['max_reject_rate']:.2%} (the spec's pipeline.max_reject_rate or --max_reject_rate). "
+        f"Top reasons: {', '.join(f'{r} {n:,}' for n, r in reasons[:3])}"
+        + (f"; top fields: {', '.join(f'{f} {n:,}' for n, f in fields[:3])}" if fields else "")
+        + ". See report.json and the rows under rejected/.")
+
+
 def format_table(report: Mapping[str, Any]) -> str:
-    """A short human-readable table of a report's counts."""
+    """A short human-readable table of a report's counts, then the data-quality table."""
     lines = [("input rows", report["input_rows"]),
              ("written train", report["written"]["train"]),
              ("written eval", report["written"]["eval"]),
@@ -132,6 +170,43 @@ def format_table(report: Mapping[str, Any]) -> str:
     lines += [(f"  field {field}", n) for field, n in report["rejected"]["by_field"].items()]
     width = max(len(label) for label, _ in lines)
     rows = [f"{label:<{width}}  {value:>10,}" for label, value in lines]
-    rows.append(f"{'reject rate':<{width}}  {report['reject_rate']:>10.2%}")
+    rate = f"{report['reject_rate']:.2%}"
+    if "max_reject_rate" in report:
+        rate += f" (max {report['max_reject_rate']:.2%}{'' if report['reject_rate_ok'] else ': FAIL'})"
+    rows.append(f"{'reject rate':<{width}}  {rate:>10}")
     rows.append(f"{'reconciled':<{width}}  {'yes' if report['reconciled'] else 'NO':>10}")
+    quality = report.get("data_quality")
+    if quality:
+        rows += ["", quality_table(quality)]
     return "\n".join(rows)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.4g}"
+    return f"{int(value):,}" if abs(value) < 1e15 else f"{value:.4g}"
+
+
+def quality_table(quality: Mapping[str, Any]) -> str:
+    """The data-quality summary as a table: column, missing %, distinct, min, max, outside."""
+    outside = quality.get("outside_artifacts", {})
+    header = ("column", "missing", "distinct", "min", "max")
+    if outside:
+        header += ("outside artifacts",)
+    table = [header]
+    for name, entry in quality["columns"].items():
+        distinct = entry.get("distinct")
+        distinct = "" if distinct is None else f"{'' if entry['distinct_exact'] else '~'}{distinct:,}"
+        line = (name, f"{entry['missing_rate']:.2%}", distinct, _number(entry.get("min")),
+                _number(entry.get("max")))
+        if outside:
+            line += (f"{outside.get(name, 0):,}" if name in outside else "",)
+        table.append(line)
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+            for line in table]
+    for name, n in quality.get("unknown_columns", {}).items():
+        text.append(f"unknown column {name!r} in {n:,} row(s)")
+    return "\n".join(text)

@@ -8,6 +8,13 @@ Command line (any other flag is a Beam pipeline option, e.g. ``--runner``,
 Python::
 
     report = preprocess("feature_specs/clicklog.yaml", "logs/*.parquet", "runs/1")
+    # a daily run that must match the served model: the artifacts of runs/1, not new ones
+    report = preprocess("feature_specs/clicklog.yaml", "logs/day2/*.parquet", "runs/2",
+                        reuse_artifacts="runs/1")
+
+The run fails with :class:`~pipelines.report.RejectRateError` (after writing report.json) when
+more rows are rejected than ``max_reject_rate`` allows (the spec's ``pipeline.max_reject_rate``,
+default 5%, or ``--max_reject_rate``).
 
 Without ``--runner`` the pipeline runs in-process on the FnApiRunner, the DirectRunner's batch
 engine. (The DirectRunner itself first tries to download and start the Prism runner, which needs
@@ -17,25 +24,28 @@ network access, and ignores ``direct_num_workers``.)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from feature_specs.artifacts import Workdir
-from feature_specs.spec import FeatureSpec, load_spec
+from feature_specs.artifacts import Statistics, Workdir
+from feature_specs.spec import FeatureSpec, load_spec, spec_from_dict
 from pipelines.analyze import AnalyzeTrain
 from pipelines.files import delete_matching, matching_files, read_text, write_text
-from pipelines.options import PreprocessOptions, infer_input_format
+from pipelines.join import JoinLabels
+from pipelines.options import PreprocessOptions, infer_input_format, parse_event_inputs
+from pipelines.quality import MergeProfiles
 from pipelines.read import ReadRecords, check_header, read_csv_header
-from pipelines.report import (COUNTS_SUFFIX, CountRows, build_report, check_reconciled, counts_json,
-                              format_table)
+from pipelines.report import (COUNTS_SUFFIX, CountRows, build_report, check_reconciled, check_reject_rate,
+                              counts_json, format_table)
 from pipelines.split import SplitRows
-from pipelines.validate import ValidateRows
+from pipelines.validate import ValidateRows, reference_checks
 from pipelines.write import WriteExamples, WriteFiles, WriteRejected, vocabulary_text
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -51,7 +61,7 @@ def counts_path(workdir: Workdir) -> str:
 def output_patterns(workdir: Workdir) -> list[str]:
     """Every file a run writes, as patterns (cleared first, so no stale shard survives a rerun)."""
     return [workdir.split_pattern("train"), workdir.split_pattern("eval"), workdir.rejected_pattern,
-            counts_path(workdir), workdir.vocabulary_file("*"), workdir.statistics_json,
+            workdir.orphan_events_pattern, counts_path(workdir), workdir.vocabulary_file("*"), workdir.statistics_json,
             workdir.spec_json, workdir.report_json]
 
 
@@ -61,32 +71,112 @@ def _vocabulary_file(item, workdir):
     return workdir.vocabulary_file(name), vocabulary_text(values)
 
 
+@dataclasses.dataclass(frozen=True)
+class ReusedArtifacts:
+    """The artifacts of an earlier run, read whole (they are small) before this run writes.
+
+    Args:
+        statistics_json: str. The text of its ``statistics.json``, copied unchanged.
+        vocabularies: feature -> the text of its vocabulary file, copied unchanged.
+    """
+
+    statistics_json: str
+    vocabularies: Mapping[str, str]
+
+    def vocabulary_values(self) -> dict[str, list[str]]:
+        return {name: text.split("\n")[:-1] if text else [] for name, text in self.vocabularies.items()}
+
+    def statistics(self) -> Statistics:
+        return Statistics.from_json(self.statistics_json)
+
+
+def _analyzed(spec: FeatureSpec) -> list[dict]:
+    return [dataclasses.asdict(f) for f in spec.features]
+
+
+def load_reused_artifacts(path: str, spec: FeatureSpec) -> ReusedArtifacts:
+    """Reads an earlier run's artifacts and checks they were made for the same features.
+
+    Args:
+        path: str. The earlier run's workdir, or its ``artifacts/`` directory.
+        spec: FeatureSpec. This run's spec.
+
+    Raises:
+        FileNotFoundError: an artifact file is missing.
+        ValueError: the earlier run's spec declares different features or transforms.
+    """
+    root = path.rstrip("/")
+    earlier = Workdir(root[: -len("/artifacts")] if root.endswith("/artifacts") else root)
+    for needed in (earlier.spec_json, earlier.statistics_json):
+        if not matching_files(needed):
+            raise FileNotFoundError(f"--reuse_artifacts {path!r}: {needed} is missing")
+    earlier_spec = spec_from_dict(json.loads(read_text(earlier.spec_json)), source=earlier.spec_json)
+    if _analyzed(earlier_spec) != _analyzed(spec):
+        changed = sorted({f["name"] for f in _analyzed(earlier_spec)} ^ {f["name"] for f in _analyzed(spec)}
+                         | {a["name"] for a, b in zip(_analyzed(earlier_spec), _analyzed(spec)) if a != b})
+        raise ValueError(
+            f"--reuse_artifacts {path!r}: its spec's features differ from this spec's "
+            f"({', '.join(changed) or 'order'}); artifacts can only be reused for the same features")
+    vocabularies = {}
+    for feature in spec.features:
+        if feature.transform == "vocabulary":
+            vocabularies[feature.name] = read_text(earlier.vocabulary_file(feature.name))
+    return ReusedArtifacts(read_text(earlier.statistics_json), vocabularies)
+
+
 def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: str, input_format: str,
-                   workdir: Workdir) -> None:
+                   workdir: Workdir, reused: ReusedArtifacts | None = None,
+                   event_inputs: Mapping[str, tuple[str, str]] | None = None) -> None:
     """Adds every step of the preprocessing to ``pipeline``.
 
     Args:
         pipeline: beam.Pipeline. The pipeline to add steps to.
         spec: FeatureSpec. Columns, checks, transforms and split.
         input_pattern: str. Raw input file pattern.
-        input_format: str. ``csv`` or ``parquet``.
+        input_format: str. ``csv``, ``parquet``, ``jsonl`` or ``tfrecord``.
         workdir: Workdir. Output layout.
+        reused: the artifacts of an earlier run to write instead of analyzing the train split
+            (reuse mode); values outside them are counted per feature. None: analyze.
+        event_inputs: source name -> ``(pattern, format)`` of each event source of
+            ``spec.sources`` (label join); None when the spec has no ``sources:``.
     """
+    reference = (reference_checks(spec, reused.vocabulary_values(), reused.statistics())
+                 if reused is not None else None)
     records = pipeline | "Read" >> ReadRecords(input_pattern, input_format)
-    validated = records | "Validate" >> ValidateRows(spec)
+    extra_counts = {}
+    to_validate = records
+    if spec.sources is not None:
+        events = {name: pipeline | f"ReadEvents[{name}]" >> ReadRecords(pattern, fmt)
+                  for name, (pattern, fmt) in event_inputs.items()}
+        to_validate, orphans, join_stats = {"impressions": records, **events} | "JoinLabels" >> JoinLabels(spec.sources)
+        orphans | "WriteOrphans" >> beam.io.WriteToText(workdir.orphan_events_prefix, file_name_suffix=".jsonl")
+        extra_counts["join"] = join_stats
+    validated = to_validate | "Validate" >> ValidateRows(spec, reference)
     train, eval_ = validated.valid | "Split" >> SplitRows(spec.split)
-    vocabularies, statistics = train | "Analyze" >> AnalyzeTrain(spec)
+    names = [c.name for c in spec.all_columns]
+    quality = (validated.profile
+               | "MergeProfiles" >> beam.CombineGlobally(MergeProfiles())
+               | "Summary" >> beam.Map(lambda profile, names: profile.summary(names), names))
 
     train | "WriteTrain" >> WriteExamples(workdir.split_prefix("train"), spec.all_columns)
     eval_ | "WriteEval" >> WriteExamples(workdir.split_prefix("eval"), spec.all_columns)
     validated.rejected | "WriteRejected" >> WriteRejected(workdir.rejected_prefix)
-    counts = ({"input": records, "rejected": validated.rejected, "train": train, "eval": eval_}
+    counts = ({"input": records, "rejected": validated.rejected, "train": train, "eval": eval_,
+               "quality": quality, **extra_counts}
               | "Count" >> CountRows())
 
-    files = (
-        vocabularies | "VocabularyFiles" >> beam.Map(_vocabulary_file, workdir),
-        statistics | "StatisticsFile" >> beam.Map(lambda stats, path: (path, stats.to_json()),
-                                                  workdir.statistics_json),
+    if reused is None:
+        vocabularies, statistics = train | "Analyze" >> AnalyzeTrain(spec)
+        analysis = (
+            vocabularies | "VocabularyFiles" >> beam.Map(_vocabulary_file, workdir),
+            statistics | "StatisticsFile" >> beam.Map(lambda stats, path: (path, stats.to_json()),
+                                                      workdir.statistics_json),
+        )
+    else:
+        copies = [(workdir.vocabulary_file(name), text) for name, text in sorted(reused.vocabularies.items())]
+        copies.append((workdir.statistics_json, reused.statistics_json))
+        analysis = (pipeline | "ReusedArtifacts" >> beam.Create(copies),)
+    files = analysis + (
         counts | "CountsFile" >> beam.Map(lambda c, path: (path, counts_json(c)), counts_path(workdir)),
         pipeline | "SpecFile" >> beam.Create([(workdir.spec_json, spec.to_json())]),
     )
@@ -114,58 +204,108 @@ def pipeline_options(beam_args: Sequence[str] = ()) -> PipelineOptions:
     return options
 
 
+def _event_inputs(spec: FeatureSpec, patterns: Mapping[str, str]) -> dict[str, tuple[str, str]] | None:
+    """Checks that every event source of the spec has an input and nothing else does."""
+    names = [e.name for e in spec.sources.events] if spec.sources else []
+    unknown = sorted(set(patterns) - set(names))
+    if unknown:
+        raise ValueError(f"--events names source(s) {', '.join(unknown)} that the spec's sources: section "
+                         f"does not declare ({', '.join(names) or 'none'})")
+    if spec.sources is None:
+        return None
+    missing = [name for name in names if name not in patterns]
+    if missing:
+        raise ValueError(f"the spec joins labels from event source(s) {', '.join(missing)}: "
+                         f"pass --events {missing[0]}=PATTERN")
+    inputs = {}
+    for name in names:
+        if not matching_files(patterns[name]):
+            raise FileNotFoundError(f"no file matches {patterns[name]!r} (event source {name!r})")
+        inputs[name] = (patterns[name], infer_input_format(patterns[name]))
+    return inputs
+
+
 def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | str,
-               input_format: str | None = None, beam_args: Sequence[str] = ()) -> dict:
+               input_format: str | None = None, beam_args: Sequence[str] = (),
+               max_reject_rate: float | None = None, reuse_artifacts: str | None = None,
+               event_inputs: Mapping[str, str] | None = None) -> dict:
     """Runs the preprocessing pipeline and writes ``report.json``.
 
     Args:
         spec: FeatureSpec, or str path of a spec YAML/JSON file.
         input_pattern: str. Raw input file pattern (local or any Beam filesystem URI).
         workdir: Workdir or str. Output root; earlier outputs of this pipeline there are replaced.
-        input_format: str. ``csv`` or ``parquet``; inferred from the pattern's extension if None.
+        input_format: str. ``csv``, ``parquet``, ``jsonl`` or ``tfrecord``; inferred from the
+            pattern's extension if None.
         beam_args: standard Beam pipeline flags, e.g. ``["--direct_num_workers=4",
             "--direct_running_mode=multi_processing"]`` or ``["--runner=DataflowRunner", ...]``.
+            ``--max_reject_rate`` and ``--reuse_artifacts`` are read from them too (so
+            ``mmoe preprocess`` passes them through), unless given as arguments.
+        max_reject_rate: float. Fail above this reject rate; defaults to the spec's
+            ``pipeline.max_reject_rate``.
+        reuse_artifacts: str. An earlier run's workdir (or artifacts dir) whose vocabularies and
+            statistics this run writes instead of analyzing its own train split.
+        event_inputs: event source name -> file pattern, one per source of the spec's
+            ``sources:`` section (label join); ``--events NAME=PATTERN`` among ``beam_args``.
 
     Returns:
         The report dict (see :func:`pipelines.report.build_report`).
 
     Raises:
-        FileNotFoundError: no file matches ``input_pattern``.
-        ValueError: unknown input format, or a CSV header without the spec's required columns.
+        FileNotFoundError: no file matches ``input_pattern``, or reused artifacts are missing.
+        ValueError: unknown input format, a CSV header without the spec's required columns, or
+            reused artifacts made for other features.
         pipelines.report.ReconciliationError: input rows != written + rejected (report.json is
             still written, with ``"reconciled": false``).
+        pipelines.report.RejectRateError: the reject rate is above ``max_reject_rate``
+            (report.json is still written, with ``"reject_rate_ok": false``).
     """
     start = time.monotonic()
     spec = load_spec(spec) if isinstance(spec, str) else spec
     workdir = Workdir(workdir) if isinstance(workdir, str) else workdir
+    options = pipeline_options(beam_args)
+    flags = options.view_as(PreprocessOptions)
+    if max_reject_rate is None:
+        max_reject_rate = flags.max_reject_rate
+    if max_reject_rate is None:
+        max_reject_rate = spec.pipeline.max_reject_rate
+    if not 0.0 <= max_reject_rate <= 1.0:
+        raise ValueError(f"max_reject_rate must be in [0, 1], got {max_reject_rate}")
+    reuse_artifacts = reuse_artifacts or flags.reuse_artifacts
     input_format = input_format or infer_input_format(input_pattern)
     files = matching_files(input_pattern)
     if not files:
         raise FileNotFoundError(f"no input file matches {input_pattern!r}")
     logger.info("preprocess: spec %r, %d %s file(s) matching %s -> %s",
                 spec.name, len(files), input_format, input_pattern, workdir.root)
+    derived = {e.label for e in spec.sources.events} if spec.sources else set()
     if input_format == "csv":
-        required = [c.name for c in spec.all_columns if c.required]
+        required = [c.name for c in spec.all_columns if c.required and c.name not in derived]
         check_header(read_csv_header(files[0]), required, files[0])
+    events = _event_inputs(spec, event_inputs if event_inputs is not None else parse_event_inputs(flags.events))
+    reused = load_reused_artifacts(reuse_artifacts, spec) if reuse_artifacts else None
+    if reused is not None:
+        logger.info("preprocess: reusing the artifacts of %s", reuse_artifacts)
 
     stale = delete_matching(output_patterns(workdir))
     if stale:
         logger.info("preprocess: removed %d output file(s) of an earlier run", len(stale))
 
-    options = pipeline_options(beam_args)
     logger.info("preprocess: pipeline starting on %s", options.view_as(StandardOptions).runner)
     pipeline_start = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, spec, input_pattern, input_format, workdir)
+        build_pipeline(pipeline, spec, input_pattern, input_format, workdir, reused, events)
     logger.info("preprocess: pipeline finished in %.1f s", time.monotonic() - pipeline_start)
     _log_counters(pipeline.result)
 
     counts = json.loads(read_text(counts_path(workdir)))
-    report = build_report(counts, spec.name, input_pattern, time.monotonic() - start)
+    report = build_report(counts, spec.name, input_pattern, time.monotonic() - start,
+                          max_reject_rate=max_reject_rate, mode="reuse" if reused else "analyze")
     write_text(workdir.report_json, json.dumps(report, indent=2) + "\n")
     logger.info("preprocess: wrote %s", workdir.report_json)
     print(format_table(report))
     check_reconciled(report)
+    check_reject_rate(report)
     return report
 
 
@@ -182,4 +322,6 @@ def run(argv: Sequence[str] | None = None) -> dict:
     missing = [f"--{name}" for name in ("spec", "input", "workdir") if not getattr(args, name)]
     if missing:
         parser.error(f"missing required argument(s): {', '.join(missing)}")
-    return preprocess(args.spec, args.input, args.workdir, args.input_format, beam_args)
+    return preprocess(args.spec, args.input, args.workdir, args.input_format, beam_args,
+                      max_reject_rate=args.max_reject_rate, reuse_artifacts=args.reuse_artifacts,
+                      event_inputs=parse_event_inputs(args.events))

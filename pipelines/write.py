@@ -5,6 +5,7 @@ Every path goes through Beam's sinks or ``FileSystems``, so the workdir may be a
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Mapping, Sequence
 
 import apache_beam as beam
@@ -18,39 +19,62 @@ TFRECORD_SUFFIX = ".tfrecord.gz"
 REJECTED_SUFFIX = ".jsonl"
 
 
-def example_from_row(row: Mapping[str, Any], columns: Sequence[Column]) -> bytes:
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint; negative int64 values as their 64-bit two's complement."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature_key(name: str) -> bytes:
+    return _field(1, name.encode("utf-8"))
+
+
+def example_from_row(row: Mapping[str, Any], columns: Sequence[Column],
+                     keys: Sequence[bytes] | None = None) -> bytes:
     """Serializes a validated row as a tf.train.Example holding every column.
 
-    string -> bytes_list (UTF-8), int and timestamp -> int64_list, float -> float_list.
+    string -> bytes_list (UTF-8), int and timestamp -> int64_list, float -> float_list (float32).
+    The protobuf wire format is written directly (``Example{features{feature: map<string,
+    Feature>}}``), so the pipeline's workers never import TensorFlow: that saves seconds of
+    start-up and hundreds of MB per worker process. Tests parse the bytes with TensorFlow.
 
     Args:
         row: ``{column: typed value}`` from validation.
         columns: the spec's ``all_columns``.
+        keys: the encoded map keys of ``columns`` (``_feature_key``), precomputed by callers that
+            encode many rows.
     """
-    import tensorflow as tf  # imported where used, so building a pipeline does not load TensorFlow
-
-    example = tf.train.Example()
-    features = example.features.feature
-    for column in columns:
+    keys = keys or [_feature_key(c.name) for c in columns]
+    entries = []
+    for column, key in zip(columns, keys):
         value = row[column.name]
         if column.dtype == "string":
-            features[column.name].bytes_list.value.append(value.encode("utf-8"))
+            feature = _field(1, _field(1, value.encode("utf-8")))  # Feature.bytes_list.value
         elif column.dtype == "float":
-            features[column.name].float_list.value.append(value)
+            feature = _field(2, _field(1, struct.pack("<f", value)))  # Feature.float_list.value, packed
         else:
-            features[column.name].int64_list.value.append(value)
-    return example.SerializeToString()
+            feature = _field(3, _field(1, _varint(value)))  # Feature.int64_list.value, packed
+        entries.append(_field(1, key + _field(2, feature)))  # Features.feature map entry
+    return _field(1, b"".join(entries))  # Example.features
 
 
 class _EncodeExample(beam.DoFn):
     def __init__(self, columns: Sequence[Column]):
         self._columns = tuple(columns)
-
-    def setup(self):
-        import tensorflow  # noqa: F401  (load once per worker, not in the first bundle's timing)
+        self._keys = tuple(_feature_key(c.name) for c in self._columns)
 
     def process(self, row):
-        yield example_from_row(row, self._columns)
+        yield example_from_row(row, self._columns, self._keys)
 
 
 class WriteExamples(beam.PTransform):

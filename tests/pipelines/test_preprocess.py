@@ -95,7 +95,7 @@ def csv_run(tmp_path_factory, clicklog_spec):
     lines = [HEADER] + GOOD_LINES[:6] + list(BAD_LINES) + [""] + GOOD_LINES[6:]
     (root / "log.csv").write_text("\n".join(lines) + "\n")
     workdir = Workdir(str(root / "work"))
-    report = preprocess(clicklog_spec, str(root / "*.csv"), workdir.root)
+    report = preprocess(clicklog_spec, str(root / "*.csv"), workdir.root, max_reject_rate=1.0)
     return report, workdir
 
 
@@ -106,7 +106,7 @@ def test_report_counts_reconcile(csv_run):
     assert report["rejected"]["total"] == len(BAD_LINES)
     assert report["input_rows"] == report["written"]["total"] + report["rejected"]["total"]
     assert report["reconciled"] is True
-    assert report["rejected"]["by_reason"] == {"unparseable_line": 1, "missing": 1, "wrong_type": 2,
+    assert report["rejected"]["by_reason"] == {"unparseable_line": 1, "unknown_column": 0, "missing": 1, "wrong_type": 2,
                                                "not_finite": 1, "out_of_range": 1}
     assert report["rejected"]["by_field"] == {"user_id": 1, "hour": 1, "user_age": 1, "item_price": 1, "clicked": 1}
     assert json.loads(read_text(workdir.report_json)) == report
@@ -168,7 +168,7 @@ def test_parquet_input_gives_the_same_rows(tmp_path, clicklog_spec):
     frame.loc[4, "user_age"] = None  # optional: default 35 (as in the CSV)
     frame.to_parquet(tmp_path / "log.parquet", index=False)
     workdir = Workdir(str(tmp_path / "work"))
-    report = preprocess(clicklog_spec, str(tmp_path / "*.parquet"), workdir)
+    report = preprocess(clicklog_spec, str(tmp_path / "*.parquet"), workdir, max_reject_rate=0.25)
     assert (report["input_rows"], report["written"]["total"], report["rejected"]["total"]) == (14, 11, 3)
     rejected = read_rejected(workdir)
     assert sorted(r["reason"] for r in rejected) == ["missing", "not_finite", "out_of_range"]
@@ -197,7 +197,8 @@ def test_cli_rerun_replaces_outputs_and_is_deterministic(tmp_path, clicklog_spec
     (tmp_path / "a.csv").write_text("\n".join([HEADER] + GOOD_LINES[:5]) + "\n")
     (tmp_path / "b.csv").write_text("\n".join([HEADER] + GOOD_LINES[5:] + list(BAD_LINES)[:2]) + "\n")
     workdir = Workdir(str(tmp_path / "work"))
-    argv = ["--spec", bundled_spec_path("clicklog"), "--input", str(tmp_path / "*.csv"), "--workdir", workdir.root]
+    argv = ["--spec", bundled_spec_path("clicklog"), "--input", str(tmp_path / "*.csv"), "--workdir", workdir.root,
+            "--max_reject_rate=0.2"]
     first = run(argv)
     before = {split: canonical(read_examples(workdir, split, clicklog_spec)) for split in ("train", "eval")}
     vocab = read_text(workdir.vocabulary_file("item_id"))

@@ -9,7 +9,8 @@ import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.records import Rejection
-from pipelines.report import CountRows, ReconciliationError, build_report, check_reconciled, format_table
+from pipelines.report import (CountRows, ReconciliationError, RejectRateError, build_report, check_reconciled,
+                              check_reject_rate, format_table)
 from pipelines.write import WriteExamples, example_from_row, vocabulary_text
 
 ROW = {"user": "ü1", "hour": 7, "age": 41, "price": 9.5, "pop": 0.25, "query": "shoes",
@@ -24,6 +25,25 @@ def test_example_holds_every_column_with_its_type(tiny_spec):
     assert features["ts"].int64_list.value == [1700000000]
     assert features["hour"].int64_list.value == [7]
     assert features["dwell"].float_list.value == [12.5]
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"user": "", "query": "x" * 300}, {"ts": -(2**63), "hour": -1}, {"ts": 2**63 - 1, "age": 0},
+    {"price": 3.4028234663852886e38, "pop": -0.1, "dwell": 1e-45},
+])
+def test_hand_written_wire_format_equals_tensorflows(tiny_spec, changes):
+    row = {**ROW, **changes}
+    expected = tf.train.Example()
+    for column in tiny_spec.all_columns:
+        feature = expected.features.feature[column.name]
+        value = row[column.name]
+        if column.dtype == "string":
+            feature.bytes_list.value.append(value.encode("utf-8"))
+        elif column.dtype == "float":
+            feature.float_list.value.append(value)
+        else:
+            feature.int64_list.value.append(value)
+    assert tf.train.Example.FromString(example_from_row(row, tiny_spec.all_columns)) == expected
 
 
 def test_rejection_json_is_always_valid_json():
@@ -53,15 +73,15 @@ def test_tfrecords_read_back_in_tensorflow(tiny_spec, test_pipeline, tmp_path):
 
 def counts(input_rows, train, eval_, by_reason, by_field=None):
     return {"input_rows": input_rows, "written": {"train": train, "eval": eval_},
-            "rejected_by_reason": by_reason, "rejected_by_field": by_field or {}}
+            "rejected_by_reason": by_reason, "rejected_by_field": by_field or {}, "quality": None}
 
 
 def test_build_report_reconciles():
     report = build_report(counts(10, 6, 2, {"missing": 1, "wrong_type": 1}, {"user": 2}), "tiny", "in/*.csv", 1.23456)
     assert report["written"] == {"train": 6, "eval": 2, "total": 8}
     assert report["rejected"]["total"] == 2
-    assert report["rejected"]["by_reason"] == {"unparseable_line": 0, "missing": 1, "wrong_type": 1,
-                                               "not_finite": 0, "out_of_range": 0}
+    assert report["rejected"]["by_reason"] == {"unparseable_line": 0, "unknown_column": 0, "missing": 1,
+                                               "wrong_type": 1, "not_finite": 0, "out_of_range": 0}
     assert report["rejected"]["by_field"] == {"user": 2}
     assert report["reject_rate"] == 0.2 and report["reconciled"] is True
     assert (report["spec"], report["input"], report["seconds"]) == ("tiny", "in/*.csv", 1.235)
@@ -88,3 +108,16 @@ def test_count_rows_transform(test_pipeline):
                   "eval": p | "Eval" >> beam.Create([])} | CountRows()
         assert_that(result, equal_to([counts(7, 3, 0, {"missing": 2, "unparseable_line": 1},
                                              {"user": 1, "hour": 1})]))
+
+
+def test_reject_rate_above_the_threshold_raises_a_clear_error():
+    report = build_report(counts(10, 6, 2, {"missing": 1, "wrong_type": 1}, {"user": 2}), "tiny", "in", 0.0,
+                          max_reject_rate=0.15)
+    assert report["max_reject_rate"] == 0.15 and report["reject_rate_ok"] is False
+    assert "FAIL" in format_table(report)
+    with pytest.raises(RejectRateError, match=r"2 of 10 input rows \(20.00%\).*max_reject_rate 15.00%"
+                                              r".*missing 1.*user 2.*report.json"):
+        check_reject_rate(report)
+    ok = build_report(counts(10, 6, 2, {"missing": 2}), "tiny", "in", 0.0, max_reject_rate=0.2)
+    assert ok["reject_rate_ok"] is True  # at the threshold is allowed
+    check_reject_rate(ok)

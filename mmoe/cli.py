@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from feature_specs.spec import ARCHITECTURES  # PyYAML only: keeps --help instant
+
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
 INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord")  # pipelines.options.INPUT_FORMATS, without importing Beam
 GENERATOR_MANIFEST = "_generator.json"
@@ -74,7 +76,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=None, help="batch size (default: the spec's training.batch_size)")
     group.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     group.add_argument(
-        "--model", default=None, choices=("mmoe", "omoe", "shared_bottom", "single_task", "cgc", "ple"),
+        "--model", default=None, choices=ARCHITECTURES,
         help="architecture (default: the spec's model.architecture)",
     )
 

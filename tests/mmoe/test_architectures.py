@@ -61,3 +61,9 @@ def test_single_task_networks_share_no_weights(trained_run):
     assert any(n.startswith("click_user_id_embedding") for n in names)
     assert any(n.startswith("engagement_user_id_embedding") for n in names)
     assert not any(n.startswith("user_id_embedding") for n in names)
+
+
+def test_registry_matches_the_spec_choices():
+    from feature_specs.spec import ARCHITECTURES
+
+    assert set(BACKBONES) == set(ARCHITECTURES)

@@ -49,6 +49,17 @@ def read_csv_header(path: str) -> list[str]:
     return names
 
 
+def _decode_line(source: str, line: bytes | str) -> str | RawRecord:
+    """The line as text, or a rejected record when its bytes are not valid UTF-8."""
+    if not isinstance(line, bytes):
+        return line
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = line.decode("utf-8", errors="backslashreplace")
+        return RawRecord(source, text, None, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+
+
 def parse_csv_line(source: str, line: bytes | str, header: Sequence[str]) -> RawRecord:
     """Splits one CSV line into named values.
 
@@ -61,12 +72,9 @@ def parse_csv_line(source: str, line: bytes | str, header: Sequence[str]) -> Raw
         A record with ``values`` set, or with ``values=None`` and ``error`` saying why the line does
         not parse (invalid UTF-8, broken quoting, wrong number of fields).
     """
-    if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            text = line.decode("utf-8", errors="backslashreplace")
-            return RawRecord(source, text, None, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    line = _decode_line(source, line)
+    if isinstance(line, RawRecord):
+        return line
     try:
         fields = next(csv.reader([line], strict=True), [])
     except csv.Error as exc:
@@ -107,12 +115,9 @@ def parse_json_line(source: str, line: bytes | str) -> RawRecord:
     Returns:
         A record with ``values``, or with ``values=None`` and ``error`` saying why.
     """
-    if isinstance(line, bytes):
-        try:
-            line = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            text = line.decode("utf-8", errors="backslashreplace")
-            return RawRecord(source, text, None, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    line = _decode_line(source, line)
+    if isinstance(line, RawRecord):
+        return line
     try:
         values = json.loads(line)
     except (json.JSONDecodeError, RecursionError) as exc:

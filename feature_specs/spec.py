@@ -193,6 +193,8 @@ class ModelConfig:
             (``E * sum_e mean_batch(g_e)^2``, 1 when balanced); 0 disables it.
         bias_tower_units: list of int. Hidden widths of the shallow bias tower.
         dropout: float. Dropout in towers.
+        fused_experts: bool. Run all experts as one stacked contraction (default) instead of a
+            loop of per-expert Dense layers; same function, different speed.
     """
 
     architecture: str = "mmoe"
@@ -209,17 +211,61 @@ class ModelConfig:
     load_balance_weight: float = 0.0
     bias_tower_units: tuple[int, ...] = ()
     dropout: float = 0.0
+    fused_experts: bool = True
+
+
+LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Which eval metric picks the best epoch, and when training stops (``training.early_stopping``).
+
+    Args:
+        metric: str. ``val_loss`` (the weighted total), ``val_<task>_loss`` or, for binary
+            tasks, ``val_<task>_auc``. Defaults to ``val_loss``.
+        patience: int. Stop after this many epochs without improvement; 0 never stops early
+            (the best epoch is still the one kept). Defaults to 0.
+        min_delta: float. Smallest change that counts as an improvement. Defaults to 0.
+    """
+
+    metric: str = "val_loss"
+    patience: int = 0
+    min_delta: float = 0.0
+
+    @property
+    def mode(self) -> str:
+        """``max`` for AUC, ``min`` for losses."""
+        return "max" if self.metric.endswith("_auc") else "min"
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Training loop settings (batch size, epochs, learning rate, shuffle buffer, seed)."""
+    """Training loop settings.
+
+    Args:
+        batch_size: int. Global batch size (split across replicas when distributed).
+        epochs: int. Passes over the train split.
+        learning_rate: float. Adam's learning rate.
+        shuffle_buffer: int. Examples in the shuffle buffer.
+        seed: int. Seeds initialization, shuffling and dropout.
+        loss_weighting: str. ``fixed`` (each task's ``weight``) or ``uncertainty`` (Kendall et
+            al., CVPR 2018: a learned log-variance per task, scaled by the task's ``weight``).
+        checkpoint_every_steps: int. Save a checkpoint every this many steps (and at every
+            epoch end) so a killed run resumes where it stopped; 0 = epoch ends only.
+        jit_compile: bool. Compile the train step with XLA.
+        early_stopping: EarlyStopping. The metric that picks the kept model, and patience.
+    """
 
     batch_size: int = 512
     epochs: int = 3
     learning_rate: float = 0.002
     shuffle_buffer: int = 10000
     seed: int = 42
+    loss_weighting: str = "fixed"
+    checkpoint_every_steps: int = 200
+    jit_compile: bool = False
+    early_stopping: EarlyStopping = EarlyStopping()
 
 
 UNKNOWN_COLUMN_POLICIES = ("ignore", "reject")
@@ -556,6 +602,7 @@ def _read_model(node: _Node) -> ModelConfig:
         load_balance_weight=node.get("load_balance_weight", float, defaults.load_balance_weight),
         bias_tower_units=node.int_list("bias_tower_units", defaults.bias_tower_units),
         dropout=node.get("dropout", float, defaults.dropout),
+        fused_experts=node.get("fused_experts", bool, defaults.fused_experts),
     )
     if not model.expert_units:
         raise node.error("expert_units", "experts need at least one layer")
@@ -572,6 +619,49 @@ def _read_model(node: _Node) -> ModelConfig:
         raise node.error("load_balance_weight", f"must be >= 0, got {model.load_balance_weight}")
     node.finish()
     return model
+
+
+def _early_stopping_metrics(tasks) -> list[str]:
+    names = ["val_loss"]
+    for task in tasks:
+        names.append(f"val_{task.name}_loss")
+        if task.kind == "binary":
+            names.append(f"val_{task.name}_auc")
+    return names
+
+
+def _read_early_stopping(node: _Node, tasks) -> EarlyStopping:
+    defaults = EarlyStopping()
+    config = EarlyStopping(
+        metric=node.choice("metric", tuple(_early_stopping_metrics(tasks)), defaults.metric),
+        patience=node.positive_int("patience", defaults.patience, minimum=0),
+        min_delta=node.get("min_delta", float, defaults.min_delta),
+    )
+    if config.min_delta < 0:
+        raise node.error("min_delta", f"must be >= 0, got {config.min_delta}")
+    node.finish()
+    return config
+
+
+def _read_training(node: _Node, tasks) -> TrainingConfig:
+    defaults = TrainingConfig()
+    training = TrainingConfig(
+        batch_size=node.positive_int("batch_size", defaults.batch_size),
+        epochs=node.positive_int("epochs", defaults.epochs),
+        learning_rate=node.get("learning_rate", float, defaults.learning_rate),
+        shuffle_buffer=node.positive_int("shuffle_buffer", defaults.shuffle_buffer),
+        seed=node.get("seed", int, defaults.seed),
+        loss_weighting=node.choice("loss_weighting", LOSS_WEIGHTINGS, defaults.loss_weighting),
+        checkpoint_every_steps=node.positive_int(
+            "checkpoint_every_steps", defaults.checkpoint_every_steps, minimum=0
+        ),
+        jit_compile=node.get("jit_compile", bool, defaults.jit_compile),
+        early_stopping=_read_early_stopping(node.child("early_stopping", required=False), tasks),
+    )
+    if training.learning_rate <= 0:
+        raise node.error("learning_rate", f"must be > 0, got {training.learning_rate}")
+    node.finish()
+    return training
 
 
 def _read_pipeline(node: _Node) -> PipelineConfig:
@@ -698,17 +788,7 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
 
     model = _read_model(root.child("model", required=False))
 
-    training_node = root.child("training", required=False)
-    training = TrainingConfig(
-        batch_size=training_node.positive_int("batch_size", 512),
-        epochs=training_node.positive_int("epochs", 3),
-        learning_rate=training_node.get("learning_rate", float, 0.002),
-        shuffle_buffer=training_node.positive_int("shuffle_buffer", 10000),
-        seed=training_node.get("seed", int, 42),
-    )
-    if training.learning_rate <= 0:
-        raise training_node.error("learning_rate", f"must be > 0, got {training.learning_rate}")
-    training_node.finish()
+    training = _read_training(root.child("training", required=False), tasks)
     pipeline = _read_pipeline(root.child("pipeline", required=False))
     sources = _read_sources(root.child("sources"), column_types) if root.data.get("sources") is not None else None
     root.used.add("sources")

@@ -29,7 +29,7 @@ class GateUsageLogger(keras.callbacks.Callback):
         self.history: list[dict] = []
 
     def on_epoch_end(self, epoch, logs=None):
-        weights = np.asarray(self.serving_model.predict_on_batch(self.features)[GATE_WEIGHTS])
+        weights = np.asarray(self.serving_model(self.features, training=False)[GATE_WEIGHTS])
         stats = gate_statistics(weights, self.task_names)
         self.history.append(stats)
         if logs is not None:

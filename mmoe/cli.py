@@ -81,6 +81,18 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_resume_and_cluster_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="start from scratch even if <workdir>/model/checkpoints holds an interrupted run (default: resume it)",
+    )
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="train with tf.distribute.MultiWorkerMirroredStrategy; the cluster and this worker's "
+        "role come from the TF_CONFIG environment variable. Start one process per worker.",
+    )
+
+
 def _add_preprocess_args(parser: argparse.ArgumentParser, required_input: bool) -> None:
     group = parser.add_argument_group("preprocessing (Beam)")
     group.add_argument(
@@ -136,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec(train, default_from_workdir=True)
     _add_workdir(train)
     _add_train_args(train)
+    _add_resume_and_cluster_args(train)
 
     evaluate = commands.add_parser("evaluate", help="recompute metrics.json from the trained model")
     _add_spec(evaluate, default_from_workdir=True)
@@ -239,9 +252,21 @@ def _preprocess(spec, args, input_pattern: str, beam_args: list[str]) -> dict:
     return preprocess(spec, input_pattern, args.workdir, input_format=args.input_format, beam_args=beam_args)
 
 
+def _strategy(args):
+    """MultiWorkerMirroredStrategy when --distributed (created before any other TF op), else None."""
+    if not getattr(args, "distributed", False):
+        return None
+    if not os.environ.get("TF_CONFIG"):
+        raise SystemExit("mmoe: --distributed needs TF_CONFIG (the cluster and this worker's task) in the environment")
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
 def _train(spec, args):
     import dataclasses
 
+    strategy = _strategy(args)
     from feature_specs.artifacts import Workdir
     from mmoe.train import train
 
@@ -249,7 +274,7 @@ def _train(spec, args):
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, architecture=args.model))
     print(f"[train] {spec.model.architecture}, tasks {', '.join(spec.task_names)}", flush=True)
     return train(spec, Workdir(args.workdir), epochs=args.epochs, batch_size=args.batch_size,
-                 verbose=2 if args.quiet else "auto")
+                 verbose=1 if args.quiet else 2, strategy=strategy, resume=not getattr(args, "fresh", False))
 
 
 WARMUP_EXAMPLES = 8
@@ -341,6 +366,9 @@ def cmd_train(args, beam_args: list[str]) -> int:
     from feature_specs.artifacts import Workdir
 
     result = _train(_workdir_spec(args), args)
+    if not result.metrics:  # a non-chief worker of a distributed run: the chief writes the model
+        print("[train] worker finished; the chief writes the model and metrics")
+        return 0
     print(f"\nEval metrics ({Workdir(args.workdir).metrics_json}):\n{format_metrics(result.metrics)}")
     return 0
 

@@ -1,7 +1,11 @@
 """Input encoder: Keras preprocessing layers built from the spec and the pipeline's artifacts.
 
 Each raw feature becomes a dense block inside the model, so the exported SavedModel takes raw
-values and carries its vocabularies (as assets) and statistics (as constants):
+values and carries its vocabularies (as assets) and statistics (as constants). Every transform
+has two halves: :func:`preprocess_feature` (lookup, hashing, bucketizing, normalizing: no
+trainable weights, and not XLA-compilable) and :func:`embed_feature` (the embedding table).
+Training runs the first half in tf.data and the second in the compiled train step; the serving
+model chains both.
 
 ============  =====================================================  ===========================
 transform     layers                                                  output
@@ -36,69 +40,108 @@ def load_statistics(workdir: Workdir) -> Statistics:
         return Statistics.from_json(handle.read())
 
 
-def _embed(feature: Feature, indices, input_dim: int, prefix: str):
-    x = keras.layers.Embedding(input_dim, feature.embedding_dim, name=f"{prefix}{feature.name}_embedding")(indices)
-    return keras.layers.Reshape((feature.embedding_dim,), name=f"{prefix}{feature.name}_flat")(x)
-
-
-def _normalization(feature: Feature, statistics: Statistics, prefix: str) -> keras.layers.Normalization:
+def _normalization(feature: Feature, statistics: Statistics) -> keras.layers.Normalization:
     stats = statistics.numeric.get(feature.name)
     if stats is None:
         raise KeyError(f"statistics.json has no numeric statistics for feature {feature.name!r}")
     return keras.layers.Normalization(
-        mean=stats.mean, variance=max(stats.variance, 1e-12), name=f"{prefix}{feature.name}_normalize"
+        mean=stats.mean, variance=max(stats.variance, 1e-12), name=f"{feature.name}_normalize"
     )
 
 
-def encode_feature(feature: Feature, raw, workdir: Workdir, statistics: Statistics, prefix: str = ""):
-    """Applies ``feature``'s transform to its raw input of shape ``(batch, 1)``.
-
-    Layer names start with ``prefix``, so independent encoders (single-task models) can coexist.
-
-    Returns:
-        A float tensor of shape ``(batch, embedding_dim)`` for categorical transforms or
-        ``(batch, 1)`` for numeric ones.
-    """
-    name, transform = f"{prefix}{feature.name}", feature.transform
-    if transform == "vocabulary":
+def embedding_input_dim(feature: Feature, statistics: Statistics) -> int:
+    """Rows of ``feature``'s embedding table: vocabulary + OOV, hash bins or quantile buckets."""
+    if feature.transform == "vocabulary":
         size = statistics.vocabulary_sizes.get(feature.name, 0)
         if size == 0:
             raise ValueError(
-                f"feature {name!r}: its vocabulary is empty (no value reached min_count "
+                f"feature {feature.name!r}: its vocabulary is empty (no value reached min_count "
                 f"{feature.min_count} in the train split)"
             )
+        return size + feature.num_oov
+    if feature.transform == "hashing":
+        return feature.num_bins
+    if feature.transform == "quantile":
+        boundaries = statistics.quantiles.get(feature.name)
+        if boundaries is None:
+            raise KeyError(f"statistics.json has no quantile boundaries for feature {feature.name!r}")
+        return len(boundaries) + 1
+    raise ValueError(f"feature {feature.name!r}: transform {feature.transform!r} has no embedding")
+
+
+def preprocess_feature(feature: Feature, raw, workdir: Workdir, statistics: Statistics):
+    """The stateless, non-trainable half of ``feature``'s transform, on its raw ``(batch, 1)`` input.
+
+    Lookups, hashing and bucketizing (which XLA cannot compile) live here, so training can run
+    them in the tf.data pipeline and the trainable half in a jit-compiled step.
+
+    Returns:
+        ``(batch, 1)`` integer indices for categorical transforms (int64 for vocabulary and
+        hashing, int32 for quantile) or ``(batch, 1)`` float32 normalized values for numeric ones (zscore, log1p).
+    """
+    name, transform = feature.name, feature.transform
+    if transform == "vocabulary":
+        embedding_input_dim(feature, statistics)  # fails early, naming the feature, on an empty vocabulary
         lookup_cls = keras.layers.StringLookup if feature.dtype == "string" else keras.layers.IntegerLookup
-        lookup = lookup_cls(
-            vocabulary=workdir.vocabulary_file(feature.name),
+        return lookup_cls(
+            vocabulary=workdir.vocabulary_file(name),
             num_oov_indices=feature.num_oov,
             mask_token=None,
             name=f"{name}_lookup",
-        )
-        return _embed(feature, lookup(raw), size + feature.num_oov, prefix)
+        )(raw)
     if transform == "hashing":
-        hashed = keras.layers.Hashing(num_bins=feature.num_bins, name=f"{name}_hash")(raw)
-        return _embed(feature, hashed, feature.num_bins, prefix)
+        return keras.layers.Hashing(num_bins=feature.num_bins, name=f"{name}_hash")(raw)
     if transform == "quantile":
-        boundaries = statistics.quantiles.get(feature.name)
-        if boundaries is None:
-            raise KeyError(f"statistics.json has no quantile boundaries for feature {name!r}")
-        buckets = keras.layers.Discretization(
-            bin_boundaries=list(boundaries), output_mode="int", name=f"{name}_bucketize"
+        embedding_input_dim(feature, statistics)
+        return keras.layers.Discretization(
+            bin_boundaries=list(statistics.quantiles[name]), output_mode="int", name=f"{name}_bucketize"
         )(CastToFloat(name=f"{name}_float")(raw))
-        return _embed(feature, buckets, len(boundaries) + 1, prefix)
     if transform == "zscore":
-        return _normalization(feature, statistics, prefix)(CastToFloat(name=f"{name}_float")(raw))
+        return _normalization(feature, statistics)(CastToFloat(name=f"{name}_float")(raw))
     if transform == "log1p":
-        return _normalization(feature, statistics, prefix)(Log1p(name=f"{name}_log1p")(raw))
+        return _normalization(feature, statistics)(Log1p(name=f"{name}_log1p")(raw))
     raise ValueError(f"feature {name!r}: unknown transform {transform!r}")
 
 
-def encode_features(
-    features: Sequence[Feature], inputs: Mapping[str, keras.KerasTensor], workdir: Workdir, statistics: Statistics,
+def preprocessed_dtype(feature: Feature) -> str:
+    """dtype of :func:`preprocess_feature`'s output for ``feature`` (Discretization gives int32)."""
+    if feature.transform == "quantile":
+        return "int32"
+    return "int64" if feature.is_categorical else "float32"
+
+
+def preprocessed_inputs(features: Sequence[Feature]) -> dict[str, keras.KerasTensor]:
+    """Keras inputs for preprocessed features: ``(batch, 1)`` each, named like the feature."""
+    return {f.name: keras.Input(shape=(1,), dtype=preprocessed_dtype(f), name=f.name) for f in features}
+
+
+def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix: str = ""):
+    """The trainable half: indices -> ``(batch, embedding_dim)``; numeric values pass through.
+
+    Layer names start with ``prefix``, so independent towers (single-task models) can each have
+    their own embeddings.
+    """
+    if not feature.is_categorical:
+        return preprocessed
+    x = keras.layers.Embedding(
+        embedding_input_dim(feature, statistics), feature.embedding_dim, name=f"{prefix}{feature.name}_embedding"
+    )(preprocessed)
+    return keras.layers.Reshape((feature.embedding_dim,), name=f"{prefix}{feature.name}_flat")(x)
+
+
+def preprocess_features(
+    features: Sequence[Feature], raw_inputs: Mapping[str, keras.KerasTensor], workdir: Workdir, statistics: Statistics
+) -> dict[str, keras.KerasTensor]:
+    """:func:`preprocess_feature` for each of ``features``: name -> ``(batch, 1)`` tensor."""
+    return {f.name: preprocess_feature(f, raw_inputs[f.name], workdir, statistics) for f in features}
+
+
+def embed_features(
+    features: Sequence[Feature], preprocessed: Mapping[str, keras.KerasTensor], statistics: Statistics,
     name: str, prefix: str = "",
 ):
-    """Encodes and concatenates ``features`` into one tensor of shape ``(batch, total_width)``."""
-    blocks = [encode_feature(f, inputs[f.name], workdir, statistics, prefix) for f in features]
+    """Embeds and concatenates ``features`` into one tensor of shape ``(batch, total_width)``."""
+    blocks = [embed_feature(f, preprocessed[f.name], statistics, prefix) for f in features]
     if len(blocks) == 1:
         return blocks[0]
     return keras.layers.Concatenate(name=f"{prefix}{name}")(blocks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import FeatureSpec
@@ -20,9 +21,12 @@ def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batc
         (``click_probability``, ``engagement``, ...), ``score``; and ``gate_weights`` ``(n, T, E)``.
     """
     feature_names = [f.name for f in spec.model_features]
+    # A plain compiled call rather than predict_on_batch, which would run under the strategy the
+    # model was built in (collectives with workers that may have finished already).
+    predict = tf.function(lambda features: serving_model(features, training=False))
     parts: dict[str, list] = {}
     for batch in raw_batches(files, spec, batch_size):
-        outputs = serving_model.predict_on_batch({name: batch[name] for name in feature_names})
+        outputs = {k: v.numpy() for k, v in predict({name: batch[name] for name in feature_names}).items()}
         predictions = task_predictions(spec, outputs)
         predictions[SCORE] = ranking_score(spec, predictions)
         if GATE_WEIGHTS in outputs:

@@ -16,12 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import tensorflow as tf
 
 from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec import FeatureSpec
 from feature_specs.tensors import KERAS_DTYPES, keras_inputs
 from mmoe.architectures import build_backbone
-from mmoe.encoder import encode_features, load_statistics
+from mmoe.encoder import (
+    embed_features,
+    load_statistics,
+    preprocess_features,
+    preprocessed_dtype,
+    preprocessed_inputs,
+)
 from mmoe.layers import MLP, FixedValue
 
 GATE_WEIGHTS = "gate_weights"
@@ -29,10 +36,55 @@ GATE_WEIGHTS = "gate_weights"
 
 @dataclass
 class RankingModels:
-    """The training model and the serving model; they share all weights."""
+    """The ranking models. All share their weights.
+
+    Attributes:
+        train: raw model and bias features -> training outputs (``preprocess`` then ``core``).
+        serving: raw model features -> serving outputs.
+        preprocess: raw model and bias features -> preprocessed ``(batch, 1)`` tensors (int64
+            indices or float32 normalized values); no trainable weights. Training maps it over
+            the tf.data pipeline.
+        core: preprocessed features -> training outputs; every trainable weight lives here.
+    """
 
     train: keras.Model
     serving: keras.Model
+    preprocess: keras.Model
+    core: keras.Model
+
+
+def _fixed_bias_inputs(spec: FeatureSpec, bias_preprocess: keras.Model, reference) -> dict:
+    """The bias features' serving values, preprocessed once, as batch-sized constant tensors."""
+    raw = {f.name: tf.constant([[f.serving_value]], dtype=KERAS_DTYPES[f.dtype]) for f in spec.bias_features}
+    values = bias_preprocess(raw)
+    return {
+        f.name: FixedValue(
+            values[f.name].numpy().item(), preprocessed_dtype(f), name=f"{f.name}_at_serving"
+        )(reference)
+        for f in spec.bias_features
+    }
+
+
+def _task_heads(spec: FeatureSpec, mixtures: dict, bias_logit, serving_bias_logit) -> tuple[dict, dict]:
+    train_outputs, serving_outputs = {}, {}
+    config = spec.model
+    for task in spec.tasks:
+        head = MLP(
+            list(config.tower_units) + [1], output_activation=None, dropout=config.dropout, name=f"tower_{task.name}"
+        )(mixtures[task.name])
+        if task.kind != "binary":
+            train_outputs[task.name] = serving_outputs[task.name] = head
+            continue
+        train_outputs[task.name] = (
+            keras.layers.Add(name=f"{task.name}_logit_with_bias")([head, bias_logit]) if bias_logit is not None else head
+        )
+        serving_logit = (
+            keras.layers.Add(name=f"{task.name}_logit_at_serving")([head, serving_bias_logit])
+            if serving_bias_logit is not None
+            else head
+        )
+        serving_outputs[task.name] = keras.layers.Activation("sigmoid", name=f"{task.name}_probability")(serving_logit)
+    return train_outputs, serving_outputs
 
 
 def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | None = None) -> RankingModels:
@@ -44,53 +96,35 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
         statistics: optional pre-loaded statistics; read from ``workdir`` when omitted.
     """
     statistics = statistics or load_statistics(workdir)
-    config = spec.model
-    inputs = keras_inputs(spec.model_features)
-    bias_inputs = keras_inputs(spec.bias_features)
+    features, bias_features = spec.model_features, spec.bias_features
+    raw, raw_bias = keras_inputs(features), keras_inputs(bias_features)
+    preprocessed = preprocess_features(features, raw, workdir, statistics)
+    preprocessed_bias = preprocess_features(bias_features, raw_bias, workdir, statistics)
+    preprocess = keras.Model({**raw, **raw_bias}, {**preprocessed, **preprocessed_bias}, name="preprocess")
+    feature_preprocess = keras.Model(raw, preprocessed, name="preprocess_features")
 
+    inputs, bias_inputs = preprocessed_inputs(features), preprocessed_inputs(bias_features)
     mixtures, gate_weights = build_backbone(
-        spec, lambda prefix: encode_features(spec.model_features, inputs, workdir, statistics, "features", prefix)
+        spec, lambda prefix: embed_features(features, inputs, statistics, "features", prefix)
     )
-
     bias_logit = serving_bias_logit = None
-    if spec.bias_features and any(t.kind == "binary" for t in spec.tasks):
-        encoded_bias = encode_features(spec.bias_features, bias_inputs, workdir, statistics, name="bias_features")
-        logit = MLP(list(config.bias_tower_units) + [1], output_activation=None, name="bias_tower")(encoded_bias)
+    if bias_features and any(t.kind == "binary" for t in spec.tasks):
+        embedded_bias = embed_features(bias_features, bias_inputs, statistics, name="bias_features")
+        logit = MLP(list(spec.model.bias_tower_units) + [1], output_activation=None, name="bias_tower")(embedded_bias)
         bias_model = keras.Model(bias_inputs, logit, name="bias")
         bias_logit = bias_model(bias_inputs)
-        reference = next(iter(inputs.values()))
-        fixed = {
-            f.name: FixedValue(f.serving_value, KERAS_DTYPES[f.dtype], name=f"{f.name}_at_serving")(reference)
-            for f in spec.bias_features
-        }
-        serving_bias_logit = bias_model(fixed)
-
-    train_outputs, serving_outputs = {}, {}
-    for task in spec.tasks:
-        head = MLP(
-            list(config.tower_units) + [1], output_activation=None, dropout=config.dropout, name=f"tower_{task.name}"
-        )(mixtures[task.name])
-        if task.kind == "binary":
-            train_outputs[task.name] = (
-                keras.layers.Add(name=f"{task.name}_logit_with_bias")([head, bias_logit])
-                if bias_logit is not None
-                else head
-            )
-            serving_logit = (
-                keras.layers.Add(name=f"{task.name}_logit_at_serving")([head, serving_bias_logit])
-                if serving_bias_logit is not None
-                else head
-            )
-            serving_outputs[task.name] = keras.layers.Activation("sigmoid", name=f"{task.name}_probability")(serving_logit)
-        else:
-            train_outputs[task.name] = head
-            serving_outputs[task.name] = head
+        bias_preprocess = keras.Model(raw_bias, preprocessed_bias, name="preprocess_bias")
+        serving_bias_logit = bias_model(_fixed_bias_inputs(spec, bias_preprocess, next(iter(inputs.values()))))
+    train_outputs, serving_outputs = _task_heads(spec, mixtures, bias_logit, serving_bias_logit)
     if gate_weights is not None:
         serving_outputs[GATE_WEIGHTS] = gate_weights
 
-    train_model = keras.Model({**inputs, **bias_inputs}, train_outputs, name=f"{spec.name}_train")
-    serving_model = keras.Model(inputs, serving_outputs, name=f"{spec.name}_serving")
-    return RankingModels(train=train_model, serving=serving_model)
+    core = keras.Model({**inputs, **bias_inputs}, train_outputs, name=f"{spec.name}_core")
+    core_serving = keras.Model(inputs, serving_outputs, name=f"{spec.name}_core_serving")
+    all_raw = {**raw, **raw_bias}
+    train = keras.Model(all_raw, core(preprocess(all_raw)), name=f"{spec.name}_train")
+    serving = keras.Model(raw, core_serving(feature_preprocess(raw)), name=f"{spec.name}_serving")
+    return RankingModels(train=train, serving=serving, preprocess=preprocess, core=core)
 
 
 def task_losses(spec: FeatureSpec) -> tuple[dict, dict]:

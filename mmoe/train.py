@@ -1,10 +1,9 @@
-"""Training: tf.data from the pipeline's TFRecords -> compiled MMoE -> model, history, metrics."""
+"""Training: the pipeline's TFRecords -> :class:`mmoe.loop.Trainer` -> model, history, plots, metrics."""
 
 from __future__ import annotations
 
 import json
 import logging
-import warnings
 from dataclasses import dataclass, replace
 
 import keras
@@ -15,15 +14,12 @@ from feature_specs.spec import FeatureSpec
 from mmoe.callbacks import GateUsageLogger
 from mmoe.data import training_dataset
 from mmoe.evaluate import evaluate
+from mmoe.loop import Trainer
 from mmoe.model import GATE_WEIGHTS, RankingModels, build_models, task_losses
 from mmoe.plots import plot_gate_heatmap, plot_gate_usage, plot_learning_curves
 
 log = logging.getLogger(__name__)
 
-# tf.data input is shuffled by the pipeline and its length is unknown until the first epoch ends:
-# Keras' warnings about both are expected here, not problems.
-warnings.filterwarnings("ignore", message="`shuffle=True` was passed", category=UserWarning)
-warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
 
 
 @dataclass
@@ -44,7 +40,11 @@ def write_json(path: str, data) -> None:
 
 
 def compile_model(spec: FeatureSpec, models: RankingModels) -> None:
-    """Compiles the training model with the spec's losses, loss weights and learning rate."""
+    """Compiles ``models.train`` for Keras ``fit`` (fixed loss weights, Keras' own loss averaging).
+
+    The project trains with :class:`mmoe.loop.Trainer`; this is for scripts that want ``fit``'s
+    callbacks on one process, such as ``benchmarks/census_income.py``.
+    """
     losses, weights = task_losses(spec)
     models.train.compile(
         optimizer=keras.optimizers.Adam(learning_rate=spec.training.learning_rate),
@@ -58,54 +58,57 @@ def train(
     workdir: Workdir,
     epochs: int | None = None,
     batch_size: int | None = None,
-    verbose: int | str = "auto",
+    verbose: int = 2,
+    strategy: tf.distribute.Strategy | None = None,
+    resume: bool = True,
 ) -> TrainResult:
     """Trains on ``data/train``, validates on ``data/eval`` each epoch, evaluates, saves.
 
     Writes ``model/model.keras`` (the training model), ``model/serving.weights.h5``,
     ``model/spec.json`` (the spec trained with, read by evaluate and export),
-    ``model/history.json``, TensorBoard logs under ``model/logs``, plots under ``model/plots``
-    and ``metrics.json``.
+    ``model/history.json``, ``model/best.weights.h5``, TensorBoard logs under ``model/logs``,
+    plots under ``model/plots`` and ``metrics.json``. A run killed midway leaves checkpoints in
+    ``model/checkpoints``; the next call resumes from them (unless ``resume`` is False). A
+    finished run removes them.
 
     Args:
         spec: FeatureSpec. Usually the ``artifacts/spec.json`` the data was made with.
         workdir: Workdir holding ``data/`` and ``artifacts/``.
         epochs: overrides ``spec.training.epochs``.
         batch_size: overrides ``spec.training.batch_size``.
-        verbose: Keras ``fit`` verbosity (progress bar per epoch by default).
+        verbose: 2: a progress bar per epoch; 1: one line per epoch; 0: silent.
+        strategy: a tf.distribute strategy (e.g. MultiWorkerMirroredStrategy); only the chief
+            writes the model, metrics and plots.
+        resume: continue from ``model/checkpoints`` when there are any.
     """
     settings = replace(
         spec.training,
         epochs=epochs or spec.training.epochs,
         batch_size=batch_size or spec.training.batch_size,
     )
+    spec = replace(spec, training=settings)
     keras.utils.set_random_seed(settings.seed)
-    models = build_models(spec, workdir)
-    compile_model(spec, models)
-    train_data = training_dataset(spec, workdir, "train", settings.batch_size, shuffle=True, seed=settings.seed)
-    eval_data = training_dataset(spec, workdir, "eval", settings.batch_size, shuffle=False)
-    tf.io.gfile.makedirs(workdir.plots_dir)
-    callbacks = [
-        keras.callbacks.TensorBoard(log_dir=workdir.logs_dir, write_graph=False),
-        keras.callbacks.ModelCheckpoint(
-            join(workdir.model_dir, "checkpoints", "epoch-{epoch:03d}.weights.h5"), save_weights_only=True
-        ),
-    ]
-    gate_logger = None
+    trainer = Trainer(spec, workdir, strategy=strategy)
+    if not resume:
+        trainer.clear_checkpoints()
+    models = trainer.models
+    callbacks, gate_logger = [], None
     if GATE_WEIGHTS in models.serving.output:
-        features, _, _ = next(iter(eval_data))
+        features, _, _ = next(iter(training_dataset(spec, workdir, "eval", settings.batch_size, shuffle=False)))
         fixed = {f.name: features[f.name] for f in spec.model_features}
         gate_logger = GateUsageLogger(models.serving, fixed, spec.task_names)
-        callbacks.insert(0, gate_logger)
+        callbacks.append(gate_logger)
     log.info("training %s for %d epochs, batch %d", spec.name, settings.epochs, settings.batch_size)
-    fitted = models.train.fit(
-        train_data, validation_data=eval_data, epochs=settings.epochs, callbacks=callbacks, verbose=verbose
-    )
-    history = {k: [float(v) for v in values] for k, values in fitted.history.items()}
-    if gate_logger is not None:
+    history = trainer.fit(settings.epochs, callbacks=callbacks, verbose=verbose)
+    if not trainer.is_chief:
+        models.serving.save_weights(join(trainer.output_dir, "serving.weights.h5"))
+        trainer.clear_checkpoints()
+        return TrainResult(spec=spec, models=models, history=history, metrics={})
+
+    tf.io.gfile.makedirs(workdir.plots_dir)
+    if gate_logger is not None and gate_logger.history:  # empty when resumed after the last epoch
         write_json(join(workdir.model_dir, "gate_usage.json"), gate_logger.history)
         plot_gate_usage(gate_logger.history, join(workdir.plots_dir, "gate_usage.png"))
-
     models.train.save(workdir.keras_model)
     with tf.io.gfile.GFile(workdir.trained_spec_json, "w") as handle:
         handle.write(spec.to_json())
@@ -114,11 +117,18 @@ def train(
     plot_learning_curves(history, join(workdir.plots_dir, "learning_curves.png"))
 
     metrics = evaluate(spec, workdir, models.serving)
-    metrics["training"] = {"epochs": settings.epochs, "batch_size": settings.batch_size,
-                           "final_train_loss": history["loss"][-1], "final_eval_loss": history["val_loss"][-1]}
+    best_epoch = int(trainer.best_epoch)
+    metrics["training"] = {
+        "epochs": len(history["loss"]), "batch_size": settings.batch_size,
+        "final_train_loss": history["loss"][-1], "final_eval_loss": history["val_loss"][-1],
+        "best_epoch": best_epoch + 1, "early_stopping_metric": settings.early_stopping.metric,
+        "best_value": history[settings.early_stopping.metric][best_epoch],
+        "loss_weighting": settings.loss_weighting,
+    }
     write_json(workdir.metrics_json, metrics)
     if "gates" in metrics:
         plot_gate_heatmap(metrics["gates"], join(workdir.plots_dir, "gates.png"))
+    trainer.clear_checkpoints()
     return TrainResult(spec=spec, models=models, history=history, metrics=metrics)
 
 

@@ -41,15 +41,15 @@ class FixedValue(keras.layers.Layer):
 
     Args:
         value: str, int or float. The fixed value.
-        dtype_name: str. ``"string"``, ``"int64"`` or ``"float32"``.
+        dtype_name: str. ``"string"``, ``"int64"``, ``"int32"`` or ``"float32"``.
 
     Input shape: ``(batch_size, ...)`` (any reference input). Output shape: ``(batch_size, 1)``.
     """
 
     def __init__(self, value, dtype_name: str, **kwargs):
         super().__init__(**kwargs)
-        if dtype_name not in ("string", "int64", "float32"):
-            raise ValueError(f"`dtype_name` must be string, int64 or float32, got {dtype_name!r}")
+        if dtype_name not in ("string", "int64", "int32", "float32"):
+            raise ValueError(f"`dtype_name` must be string, int64, int32 or float32, got {dtype_name!r}")
         self.value = value
         self.dtype_name = dtype_name
 

@@ -1,0 +1,86 @@
+"""The custom training loop: masked losses, uncertainty weighting, eval AUC, early stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from feature_specs.artifacts import Workdir
+from feature_specs.spec import EarlyStopping
+from mmoe.loop import Trainer, histogram_auc, per_example_loss
+from mmoe.metrics import exact_auc
+
+
+def _trainer(trained_run, tmp_path, **training):
+    spec = trained_run.spec
+    spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, **training))
+    return Trainer(spec, trained_run.workdir, batch_size=256, checkpoint_dir=str(tmp_path / "checkpoints"))
+
+
+def test_histogram_auc_matches_the_exact_auc():
+    rng = np.random.default_rng(0)
+    labels = rng.random(5000) < 0.3
+    scores = 1 / (1 + np.exp(-(labels * 1.2 + rng.normal(size=5000))))
+    bins = np.clip((scores * 2000).astype(int), 0, 1999)
+    positives = np.bincount(bins[labels], minlength=2000)
+    negatives = np.bincount(bins[~labels], minlength=2000)
+    assert histogram_auc(positives, negatives) == pytest.approx(exact_auc(labels, scores), abs=1e-3)
+    assert np.isnan(histogram_auc(positives, np.zeros(2000)))
+
+
+def test_masked_task_loss_is_the_mean_over_observed_rows(trained_run, tmp_path):
+    trainer = _trainer(trained_run, tmp_path)
+    features, labels, weights = batch = next(iter(trainer.dataset("train")))
+    outputs = trainer.models.core(features, training=False)
+    mask = weights["engagement"].numpy()
+    assert 0 < mask.sum() < len(mask), "the batch has clicked and unclicked rows"
+    squared = per_example_loss("mse", labels["engagement"], outputs["engagement"]).numpy()
+    click = per_example_loss("binary_crossentropy", labels["click"], outputs["click"]).numpy()
+
+    logs = trainer.train_step(batch)
+    assert logs["engagement_loss"] == pytest.approx((squared * mask).sum() / mask.sum(), rel=1e-4)
+    assert logs["click_loss"] == pytest.approx(click.mean(), rel=1e-4)
+    assert logs["loss"] == pytest.approx(logs["click_loss"] + logs["engagement_loss"], rel=1e-4)
+    assert int(trainer.step) == 1
+
+
+def test_uncertainty_weighting_learns_one_log_variance_per_task(trained_run, tmp_path):
+    trainer = _trainer(trained_run, tmp_path, loss_weighting="uncertainty")
+    assert set(trainer.log_variances) == {"click", "engagement"}
+    assert len(trainer.variables) == len(trainer.models.core.trainable_variables) + 2
+    batches = iter(trainer.dataset("train"))
+    before = {task: float(v.numpy()) for task, v in trainer.log_variances.items()}
+    logs = trainer.train_step(next(batches))
+    # Kendall et al.: exp(-s) L + s/2 (binary), exp(-s) L / 2 + s/2 (regression); s = 0 at the start
+    expected = logs["click_loss"] * np.exp(-before["click"]) + 0.5 * logs["engagement_loss"] * np.exp(
+        -before["engagement"]
+    )
+    assert logs["loss"] == pytest.approx(expected, rel=1e-4)
+    for batch in [next(batches) for _ in range(3)]:
+        trainer.train_step(batch)
+    assert all(float(v.numpy()) != before[task] for task, v in trainer.log_variances.items())
+
+
+def test_eval_metrics_name_each_task(trained_run, tmp_path):
+    logs = _trainer(trained_run, tmp_path).evaluate()
+    assert set(logs) == {"val_click_loss", "val_click_auc", "val_engagement_loss", "val_loss"}
+    assert 0.0 <= logs["val_click_auc"] <= 1.0
+    assert logs["val_loss"] == pytest.approx(logs["val_click_loss"] + logs["val_engagement_loss"])
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(trained_run, tmp_path):
+    trainer = _trainer(trained_run, tmp_path, early_stopping=EarlyStopping(metric="val_click_auc", patience=2))
+    trainer.workdir = Workdir(str(tmp_path / "run"))  # the best weights go here, not into the session run
+    stops = [trainer._end_epoch(epoch, {"val_click_auc": auc}) for epoch, auc in enumerate([0.60, 0.70, 0.65, 0.69])]
+    assert stops == [False, False, False, True]
+    assert int(trainer.best_epoch) == 1 and float(trainer.best_value.numpy()) == pytest.approx(0.70)
+    assert os.path.exists(trainer.best_weights_path)
+
+
+def test_early_stopping_metric_direction():
+    assert EarlyStopping(metric="val_click_auc").mode == "max"
+    assert EarlyStopping(metric="val_loss").mode == "min"
+    assert per_example_loss("huber", np.zeros((2, 1), "float32"), np.ones((2, 1), "float32")).shape == (2,)

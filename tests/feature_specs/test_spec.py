@@ -28,8 +28,24 @@ def test_to_dict_round_trips_even_a_task_named_dtype(clicklog_dict):
     data = copy.deepcopy(clicklog_dict)
     data["tasks"][0]["name"] = "dtype"
     data["ranking"]["weights"] = {"dtype": 1.0, "engagement": 1.0}
+    data["training"]["early_stopping"]["metric"] = "val_dtype_auc"
     spec = spec_from_dict(data)
     assert spec_from_dict(spec.to_dict()) == spec
+
+
+def test_training_section_names_loss_weighting_checkpoints_and_early_stopping(clicklog_dict):
+    data = copy.deepcopy(clicklog_dict)
+    data["training"].update(loss_weighting="uncertainty", checkpoint_every_steps=0, jit_compile=True)
+    training = spec_from_dict(data).training
+    assert (training.loss_weighting, training.checkpoint_every_steps, training.jit_compile) == ("uncertainty", 0, True)
+    assert training.early_stopping.metric == "val_click_auc" and training.early_stopping.mode == "max"
+    data["training"]["early_stopping"] = {"metric": "val_engagement_auc"}
+    assert "training.early_stopping.metric: unknown value 'val_engagement_auc'" in _error(data)
+    data["training"]["early_stopping"] = {"metric": "val_loss", "patience": -1}
+    assert "training.early_stopping.patience" in _error(data)
+    data["training"]["early_stopping"] = {}
+    data["training"]["loss_weighting"] = "gradnorm"
+    assert "training.loss_weighting: unknown value 'gradnorm'" in _error(data)
 
 
 def test_to_dict_round_trips(clicklog_dict):

@@ -43,7 +43,10 @@ def test_masked_task_loss_is_the_mean_over_observed_rows(trained_run, tmp_path):
     logs = trainer.train_step(batch)
     assert logs["engagement_loss"] == pytest.approx((squared * mask).sum() / mask.sum(), rel=1e-4)
     assert logs["click_loss"] == pytest.approx(click.mean(), rel=1e-4)
-    assert logs["loss"] == pytest.approx(logs["click_loss"] + logs["engagement_loss"], rel=1e-4)
+    weight = {task.name: task.weight for task in trainer.spec.tasks}
+    assert logs["loss"] == pytest.approx(
+        weight["click"] * logs["click_loss"] + weight["engagement"] * logs["engagement_loss"], rel=1e-4
+    )
     assert int(trainer.step) == 1
 
 
@@ -55,9 +58,10 @@ def test_uncertainty_weighting_learns_one_log_variance_per_task(trained_run, tmp
     before = {task: float(v.numpy()) for task, v in trainer.log_variances.items()}
     logs = trainer.train_step(next(batches))
     # Kendall et al.: exp(-s) L + s/2 (binary), exp(-s) L / 2 + s/2 (regression); s = 0 at the start
-    expected = logs["click_loss"] * np.exp(-before["click"]) + 0.5 * logs["engagement_loss"] * np.exp(
-        -before["engagement"]
-    )
+    weight = {task.name: task.weight for task in trainer.spec.tasks}
+    expected = weight["click"] * logs["click_loss"] * np.exp(-before["click"]) + weight[
+        "engagement"
+    ] * 0.5 * logs["engagement_loss"] * np.exp(-before["engagement"])
     assert logs["loss"] == pytest.approx(expected, rel=1e-4)
     for batch in [next(batches) for _ in range(3)]:
         trainer.train_step(batch)
@@ -65,10 +69,14 @@ def test_uncertainty_weighting_learns_one_log_variance_per_task(trained_run, tmp
 
 
 def test_eval_metrics_name_each_task(trained_run, tmp_path):
-    logs = _trainer(trained_run, tmp_path).evaluate()
+    trainer = _trainer(trained_run, tmp_path)
+    logs = trainer.evaluate()
     assert set(logs) == {"val_click_loss", "val_click_auc", "val_engagement_loss", "val_loss"}
     assert 0.0 <= logs["val_click_auc"] <= 1.0
-    assert logs["val_loss"] == pytest.approx(logs["val_click_loss"] + logs["val_engagement_loss"])
+    weight = {task.name: task.weight for task in trainer.spec.tasks}
+    assert logs["val_loss"] == pytest.approx(
+        weight["click"] * logs["val_click_loss"] + weight["engagement"] * logs["val_engagement_loss"]
+    )
 
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(trained_run, tmp_path):

@@ -41,9 +41,16 @@ def join(root: str, *parts: str) -> str:
 
 @dataclass(frozen=True)
 class Workdir:
-    """Paths of one run's files under ``root`` (a local directory or a filesystem URI)."""
+    """Paths of one run's files under ``root`` (a local directory or a filesystem URI).
+
+    Args:
+        root: str. The run directory.
+        model_root: str or None. Where training writes (``model/`` by default); baselines
+            trained beside the main model use their own, reading the same data and artifacts.
+    """
 
     root: str
+    model_root: str | None = None
 
     @property
     def raw_dir(self) -> str:
@@ -103,7 +110,7 @@ class Workdir:
 
     @property
     def model_dir(self) -> str:
-        return join(self.root, "model")
+        return self.model_root or join(self.root, "model")
 
     @property
     def keras_model(self) -> str:

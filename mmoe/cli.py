@@ -25,6 +25,7 @@ from feature_specs.spec import ARCHITECTURES  # PyYAML only: keeps --help instan
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
 INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord")  # pipelines.options.INPUT_FORMATS, without importing Beam
 GENERATOR_MANIFEST = "_generator.json"
+BASELINES = ("single_task", "shared_bottom")  # mmoe.baselines.DEFAULT_BASELINES, without importing TF
 
 log = logging.getLogger("mmoe")
 
@@ -78,6 +79,11 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--model", default=None, choices=ARCHITECTURES,
         help="architecture (default: the spec's model.architecture)",
+    )
+    group.add_argument(
+        "--baselines", action="store_true",
+        help="also train single_task and shared_bottom on the same data; their metrics go beside the "
+        "model's in metrics.json and model/report.html",
     )
 
 
@@ -274,7 +280,8 @@ def _train(spec, args):
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, architecture=args.model))
     print(f"[train] {spec.model.architecture}, tasks {', '.join(spec.task_names)}", flush=True)
     return train(spec, Workdir(args.workdir), epochs=args.epochs, batch_size=args.batch_size,
-                 verbose=1 if args.quiet else 2, strategy=strategy, resume=not getattr(args, "fresh", False))
+                 verbose=1 if args.quiet else 2, strategy=strategy, resume=not getattr(args, "fresh", False),
+                 baselines=BASELINES if args.baselines else ())
 
 
 WARMUP_EXAMPLES = 8
@@ -304,10 +311,12 @@ def format_metrics(metrics: dict) -> str:
     """The metrics a person checks first, one line per task."""
     lines = []
     for task, values in metrics.items():
-        if task in ("gates", "training"):
+        if task in ("gates", "training", "baselines"):
             continue
         shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         lines.append(f"  {task:<11} {shown}")
+    for name, baseline in metrics.get("baselines", {}).items():
+        lines.append(f"\n  baseline {name}:\n" + format_metrics(baseline))
     return "\n".join(lines)
 
 
@@ -320,6 +329,7 @@ def _print_summary(workdir, export_path: str | None) -> None:
         ("row counts", workdir.report_json),
         ("Keras model, checkpoints, logs", workdir.model_dir),
         ("plots", workdir.plots_dir),
+        ("report", f"{workdir.model_dir}/report.html"),
         ("metrics", workdir.metrics_json),
     ]
     if export_path:

@@ -8,7 +8,13 @@ import tensorflow as tf
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import FeatureSpec
 from mmoe.data import raw_batches, split_files
-from mmoe.metrics import binary_metrics, gate_statistics, ndcg_at_k, regression_metrics
+from mmoe.metrics import (
+    binary_metrics,
+    gate_statistics,
+    keras_rs_ranking_metrics,
+    ndcg_at_k,
+    regression_metrics,
+)
 from mmoe.model import GATE_WEIGHTS
 from serving.score import SCORE, output_name, ranking_score, task_predictions
 
@@ -54,9 +60,11 @@ def compute_metrics(spec: FeatureSpec, collected: dict, ndcg_k: int = 10) -> dic
         binary_tasks = [t for t in spec.tasks if t.kind == "binary"]
         relevance_task = binary_tasks[0] if binary_tasks else spec.tasks[0]
         groups = collected[spec.ranking.group_by]
+        relevance = collected[relevance_task.label]
         metrics["ranking"] = {
             "relevance": relevance_task.label,
-            **ndcg_at_k(groups, collected[SCORE], collected[relevance_task.label], k=ndcg_k),
+            **ndcg_at_k(groups, collected[SCORE], relevance, k=ndcg_k),
+            **keras_rs_ranking_metrics(groups, collected[SCORE], relevance, k=ndcg_k),
         }
     if GATE_WEIGHTS in collected:
         metrics["gates"] = gate_statistics(collected[GATE_WEIGHTS], spec.task_names)

@@ -97,6 +97,45 @@ def ndcg_at_k(groups: np.ndarray, scores: np.ndarray, relevance: np.ndarray, k: 
     return {f"ndcg@{k}": value, "groups": int(judged.sum()), "groups_total": num_groups}
 
 
+def padded_lists(groups: np.ndarray, *columns: np.ndarray, pad: float = -1.0) -> list[np.ndarray]:
+    """Groups rows into one padded list per group: ``(num_groups, longest_group)`` per column.
+
+    Rows keep their input order within a group; padding holds ``pad`` (keras-rs ignores label -1).
+
+    Args:
+        groups: ``(n,)`` group ids. columns: ``(n,)`` each.
+    """
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    positions = _positions_within_groups(codes[order])
+    num_groups = int(codes.max()) + 1 if codes.size else 0
+    width = int(positions.max()) + 1 if positions.size else 0
+    padded = []
+    for column in columns:
+        table = np.full((num_groups, width), pad, dtype=np.float32)
+        table[codes[order], positions] = np.asarray(column, dtype=np.float32).ravel()[order]
+        padded.append(table)
+    return padded
+
+
+def keras_rs_ranking_metrics(groups: np.ndarray, scores: np.ndarray, relevance: np.ndarray, k: int = 10) -> dict:
+    """NDCG@k and MRR from ``keras_rs.metrics`` over the groups with at least one relevant item.
+
+    Args:
+        groups: ``(n,)`` request ids. scores: ``(n,)``. relevance: ``(n,)`` >= 0 (e.g. clicks).
+    """
+    import keras_rs
+
+    labels, predictions = padded_lists(groups, relevance, scores)
+    judged = (labels > 0).any(axis=1)
+    labels, predictions = labels[judged], predictions[judged]
+    results = {}
+    for name, metric in ((f"keras_rs_ndcg@{k}", keras_rs.metrics.NDCG(k=k)), ("mrr", keras_rs.metrics.MeanReciprocalRank())):
+        metric.update_state(labels, predictions)
+        results[name] = float(metric.result())
+    return results
+
+
 def gate_statistics(gate_weights: np.ndarray, task_names) -> dict:
     """Mean weight per expert and mean entropy (nats) of each task's gate.
 

@@ -11,12 +11,14 @@ import tensorflow as tf
 
 from feature_specs.artifacts import Workdir, join
 from feature_specs.spec import FeatureSpec
+from mmoe.baselines import train_baselines
 from mmoe.callbacks import GateUsageLogger
 from mmoe.data import training_dataset
 from mmoe.evaluate import evaluate
 from mmoe.loop import Trainer
 from mmoe.model import GATE_WEIGHTS, RankingModels, build_models, task_losses
 from mmoe.plots import plot_gate_heatmap, plot_gate_usage, plot_learning_curves
+from mmoe.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,14 @@ def train(
     verbose: int = 2,
     strategy: tf.distribute.Strategy | None = None,
     resume: bool = True,
+    baselines: tuple[str, ...] = (),
 ) -> TrainResult:
     """Trains on ``data/train``, validates on ``data/eval`` each epoch, evaluates, saves.
 
     Writes ``model/model.keras`` (the training model), ``model/serving.weights.h5``,
     ``model/spec.json`` (the spec trained with, read by evaluate and export),
     ``model/history.json``, ``model/best.weights.h5``, TensorBoard logs under ``model/logs``,
-    plots under ``model/plots`` and ``metrics.json``. A run killed midway leaves checkpoints in
+    plots under ``model/plots``, ``model/report.html`` and ``metrics.json``. A run killed midway leaves checkpoints in
     ``model/checkpoints``; the next call resumes from them (unless ``resume`` is False). A
     finished run removes them.
 
@@ -80,6 +83,8 @@ def train(
         strategy: a tf.distribute strategy (e.g. MultiWorkerMirroredStrategy); only the chief
             writes the model, metrics and plots.
         resume: continue from ``model/checkpoints`` when there are any.
+        baselines: architectures (e.g. ``single_task``, ``shared_bottom``) to train afterwards on
+            the same data; their eval metrics go into ``metrics.json["baselines"]`` and the report.
     """
     settings = replace(
         spec.training,
@@ -125,10 +130,13 @@ def train(
         "best_value": history[settings.early_stopping.metric][best_epoch],
         "loss_weighting": settings.loss_weighting,
     }
-    write_json(workdir.metrics_json, metrics)
     if "gates" in metrics:
         plot_gate_heatmap(metrics["gates"], join(workdir.plots_dir, "gates.png"))
     trainer.clear_checkpoints()
+    if baselines:
+        metrics["baselines"] = train_baselines(spec, workdir, baselines, verbose=min(verbose, 1))
+    write_json(workdir.metrics_json, metrics)
+    log.info("report: %s", write_report(spec, workdir, history, metrics))
     return TrainResult(spec=spec, models=models, history=history, metrics=metrics)
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import EarlyStopping
+from mmoe.baselines import train_baseline
 from mmoe.loop import Trainer, histogram_auc, per_example_loss
+from mmoe.report import metric_table
 from mmoe.metrics import exact_auc
 
 
@@ -92,3 +94,25 @@ def test_early_stopping_metric_direction():
     assert EarlyStopping(metric="val_click_auc").mode == "max"
     assert EarlyStopping(metric="val_loss").mode == "min"
     assert per_example_loss("huber", np.zeros((2, 1), "float32"), np.ones((2, 1), "float32")).shape == (2,)
+
+
+def test_a_baseline_trains_on_the_same_data_and_lands_in_the_report_table(trained_run, tmp_path):
+    spec = dataclasses.replace(trained_run.spec, training=dataclasses.replace(trained_run.spec.training, epochs=1))
+    workdir = dataclasses.replace(trained_run.workdir, model_root=str(tmp_path / "model"))
+    metrics = train_baseline(spec, workdir, "shared_bottom", verbose=0)
+    assert metrics["click"]["examples"] == trained_run.report["written"]["eval"]
+    assert 0.0 <= metrics["click"]["auc"] <= 1.0 and "mrr" in metrics["ranking"]
+    assert os.path.exists(tmp_path / "model" / "baselines" / "shared_bottom" / "best.weights.h5")
+
+    table = metric_table(spec, {"mmoe (this run)": trained_run.result.metrics, "shared_bottom": metrics})
+    assert "<th>click AUC</th>" in table and "<th>engagement RMSE (seconds)</th>" in table and "<th>MRR</th>" in table
+    assert f"<td>{metrics['click']['auc']:.4f}</td>" in table
+    assert f"<td>{trained_run.result.metrics['ranking']['ndcg@10']:.4f}</td>" in table
+
+
+def test_the_run_report_embeds_plots_metrics_and_configuration(trained_run):
+    with open(os.path.join(trained_run.workdir.model_dir, "report.html")) as handle:
+        page = handle.read()
+    assert page.count("data:image/png;base64,") == 3
+    assert "Eval metrics" in page and "val_click_auc" in page and "&quot;architecture&quot;: &quot;mmoe&quot;" in page
+    assert f"Kept epoch {trained_run.result.metrics['training']['best_epoch']} of 2" in page

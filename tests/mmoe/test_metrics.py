@@ -5,7 +5,16 @@ import itertools
 import numpy as np
 import pytest
 
-from mmoe.metrics import binary_metrics, exact_auc, gate_statistics, log_loss, ndcg_at_k, regression_metrics
+from mmoe.metrics import (
+    binary_metrics,
+    exact_auc,
+    gate_statistics,
+    keras_rs_ranking_metrics,
+    log_loss,
+    ndcg_at_k,
+    padded_lists,
+    regression_metrics,
+)
 
 
 def _pairwise_auc(labels, scores):
@@ -60,3 +69,25 @@ def test_gate_statistics():
     assert stats["click"]["mean_weights"] == [1.0, 0.0]
     assert stats["click"]["mean_entropy"] == pytest.approx(0.0, abs=1e-9)
     assert stats["engagement"]["mean_entropy"] == pytest.approx(np.log(2))
+
+
+def test_keras_rs_ranking_metrics_agree_with_the_numpy_ndcg_and_a_hand_mrr():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(40), rng.integers(2, 12, size=40))
+    scores = rng.random(groups.size)
+    relevance = (rng.random(groups.size) < 0.2).astype(float)
+    from_keras_rs = keras_rs_ranking_metrics(groups, scores, relevance, k=10)
+    assert from_keras_rs["keras_rs_ndcg@10"] == pytest.approx(ndcg_at_k(groups, scores, relevance)["ndcg@10"], abs=1e-5)
+    reciprocal_ranks = []
+    for group in np.unique(groups):
+        rows = groups == group
+        if relevance[rows].any():
+            ranked = relevance[rows][np.argsort(-scores[rows])]
+            reciprocal_ranks.append(1.0 / (np.argmax(ranked > 0) + 1))
+    assert from_keras_rs["mrr"] == pytest.approx(np.mean(reciprocal_ranks), abs=1e-5)
+
+
+def test_padded_lists_keep_each_group_in_input_order():
+    labels, scores = padded_lists(np.array(["b", "a", "b"]), np.array([1, 0, 0]), np.array([0.1, 0.2, 0.3]))
+    np.testing.assert_array_equal(labels, [[0, -1], [1, 0]])
+    np.testing.assert_allclose(scores, [[0.2, -1], [0.1, 0.3]])

@@ -1,0 +1,121 @@
+"""The run report: one self-contained HTML page a person reads after training.
+
+Learning curves per task, the gate heatmap and gate usage over training, the eval metric table
+(the model beside its baselines when they were trained), the best epoch, and the configuration.
+Plots are embedded as data URIs, so the file can be mailed or attached to a ticket as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+
+import tensorflow as tf
+
+from feature_specs.artifacts import Workdir, join
+from feature_specs.spec import FeatureSpec
+
+PLOTS = (
+    ("learning_curves.png", "Learning curves (train and eval loss per task)"),
+    ("gates.png", "Gate weights on the eval split (task × expert)"),
+    ("gate_usage.png", "Gate usage over training"),
+)
+# (column heading, metric section, key); the section is the task's name or "ranking"
+BINARY_COLUMNS = (("AUC", "auc"), ("log loss", "log_loss"), ("calibration", "calibration"))
+REGRESSION_COLUMNS = (("RMSE", "rmse"), ("MAE", "mae"))
+RANKING_COLUMNS = (("NDCG@10", "ndcg@10"), ("MRR", "mrr"))
+
+
+def report_path(workdir: Workdir) -> str:
+    return join(workdir.model_dir, "report.html")
+
+
+def _metric(values: dict, prefix: str) -> str:
+    for key, value in values.items():
+        if key == prefix or key.startswith(prefix + "_"):
+            return f"{value:.4f}" if isinstance(value, float) else html.escape(str(value))
+    return "–"
+
+
+def metric_columns(spec: FeatureSpec) -> list[tuple[str, str, str]]:
+    """``(heading, section, key prefix)`` for every column of the metric table."""
+    columns = []
+    for task in spec.tasks:
+        chosen = BINARY_COLUMNS if task.kind == "binary" else REGRESSION_COLUMNS
+        for heading, key in chosen:
+            unit = f" ({task.unit})" if task.unit and task.kind != "binary" else ""
+            columns.append((f"{task.name} {heading}{unit}", task.name, key))
+    if spec.ranking.group_by:
+        columns += [(heading, "ranking", key) for heading, key in RANKING_COLUMNS]
+    return columns
+
+
+def metric_table(spec: FeatureSpec, rows: dict[str, dict]) -> str:
+    """An HTML table: one row per model (``{name: metrics.json dict}``), one column per metric."""
+    columns = metric_columns(spec)
+    head = "".join(f"<th>{html.escape(heading)}</th>" for heading, _, _ in columns)
+    body = []
+    for name, metrics in rows.items():
+        cells = "".join(f"<td>{_metric(metrics.get(section, {}), key)}</td>" for _, section, key in columns)
+        body.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    return f"<table><tr><th>model</th>{head}</tr>{''.join(body)}</table>"
+
+
+def history_table(history: dict[str, list[float]]) -> str:
+    """Per-epoch values of every logged metric."""
+    names = sorted(history)
+    epochs = max((len(v) for v in history.values()), default=0)
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    rows = []
+    for epoch in range(epochs):
+        cells = "".join(
+            f"<td>{history[n][epoch]:.4f}</td>" if epoch < len(history[n]) else "<td>–</td>" for n in names
+        )
+        rows.append(f"<tr><th>{epoch + 1}</th>{cells}</tr>")
+    return f"<table><tr><th>epoch</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _image(path: str, caption: str) -> str:
+    if not tf.io.gfile.exists(path):
+        return ""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        data = base64.b64encode(handle.read()).decode("ascii")
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child{text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}"""
+
+
+def write_report(spec: FeatureSpec, workdir: Workdir, history: dict, metrics: dict) -> str:
+    """Writes ``model/report.html``; returns its path.
+
+    Args:
+        spec: the spec trained with. history: metric -> per-epoch values. metrics: the run's
+            ``metrics.json`` dict, with ``baselines`` (architecture -> metrics) when trained.
+    """
+    rows = {f"{spec.model.architecture} (this run)": metrics, **metrics.get("baselines", {})}
+    training = metrics.get("training", {})
+    best = (
+        f"<p>Kept epoch {training['best_epoch']} of {training['epochs']}, the best by "
+        f"<code>{html.escape(training['early_stopping_metric'])}</code> ({training['best_value']:.4f}).</p>"
+        if "best_epoch" in training and "early_stopping_metric" in training else ""
+    )
+    figures = "".join(_image(join(workdir.plots_dir, name), caption) for name, caption in PLOTS)
+    config = json.dumps({"model": spec.to_dict()["model"], "training": spec.to_dict()["training"],
+                         "tasks": spec.to_dict()["tasks"], "ranking": spec.to_dict()["ranking"]}, indent=2)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(spec.name)}: training report</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(spec.name)}: training report</h1>
+<h2>Eval metrics</h2>{metric_table(spec, rows)}{best}
+<h2>Plots</h2>{figures}
+<h2>History</h2>{history_table(history)}
+<h2>Configuration</h2><pre>{html.escape(config)}</pre>
+</body></html>
+"""
+    path = report_path(workdir)
+    with tf.io.gfile.GFile(path, "w") as handle:
+        handle.write(page)
+    return path

@@ -9,8 +9,11 @@ OMoE degrades, both beat shared-bottom on average; shared-bottom varies most bet
     .venv/bin/python benchmarks/synthetic_correlation.py            # 10 repeats, ~15 min on 2 idle cores
     .venv/bin/python benchmarks/synthetic_correlation.py --repeats 2 --epochs 5   # a quick look
 
-Writes benchmarks/results/synthetic_correlation.{json,md,png}; the JSON is
-``{"<model>": {"<correlation>": [final eval loss per repeat]}}``.
+    .venv/bin/python benchmarks/synthetic_correlation.py --alpha-scale 0.1 --name synthetic_correlation_smooth
+
+Writes benchmarks/results/<name>.{json,md,png} (default name synthetic_correlation); the JSON is
+``{"<model>": {"<correlation>": [final eval loss per repeat]}}``, with ``linear_regression`` (least
+squares on x, the floor of learning only the linear parts) as one more model.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from mmoe.layers import MLP, MMoE, OMoE  # noqa: E402
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TASKS = ("y1", "y2")
 MODELS = ("mmoe", "omoe", "shared_bottom")
+LINEAR = "linear_regression"  # the floor of learning only w_kᵀx
 
 
 def build(model_name: str, dim: int, experts: int, expert_units: int, tower_units: int, bottom_units: int):
@@ -58,6 +62,18 @@ def run_once(model_name: str, data, seed: int, args) -> float:
     return float(np.mean([np.mean((predictions[t][:, 0] - y) ** 2) for t, y in zip(TASKS, (ye1, ye2))]))
 
 
+def linear_regression_loss(data) -> float:
+    """Eval MSE of least squares on the raw inputs: the floor any model reaches by learning only
+    the tasks' linear parts ``w_kᵀx`` and none of the sines."""
+    (x, y1, y2), (xe, ye1, ye2) = data
+    design, design_eval = np.c_[x, np.ones(len(x))], np.c_[xe, np.ones(len(xe))]
+    losses = []
+    for y, ye in ((y1, ye1), (y2, ye2)):
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        losses.append(np.mean((design_eval @ coef - ye) ** 2))
+    return float(np.mean(losses))
+
+
 def parameter_counts(args, dim: int) -> dict:
     return {m: int(build(m, dim, args.experts, args.expert_units, args.tower_units, args.bottom_units).count_params())
             for m in MODELS}
@@ -65,22 +81,24 @@ def parameter_counts(args, dim: int) -> dict:
 
 def write_outputs(results: dict, args, counts: dict, seconds: float) -> None:
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "synthetic_correlation.json"), "w") as handle:
+    with open(os.path.join(RESULTS, f"{args.name}.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     correlations = [str(p) for p in args.correlations]
     lines = [
         "# Synthetic task correlation (Ma et al. 2018, section 3.2)", "",
         f"Final eval loss (mean MSE of the two tasks), mean ± std over {args.repeats} repeats, each with fresh "
         f"data and initialization; {args.train_rows} train / {args.eval_rows} eval rows, {args.epochs} epochs, "
-        f"batch {args.batch_size}, Adam {args.learning_rate}. Data: m=10 sines, c=1, α_i=i, β_i=(i−1)², σ=0.01 (Google Research's generator's values).",
+        f"batch {args.batch_size}, Adam {args.learning_rate}. Data: m=10 sines, c=1, α_i={args.alpha_scale:g}·i, "
+        "β_i=(i−1)², σ=0.01 (α_i=i, β_i=(i−1)² are Google Research's generator's values).",
+        "`linear_regression` is least squares on x: the loss of a model that learns the linear parts and none of the sines.",
         f"Parameters: {', '.join(f'{m} {counts[m]:,}' for m in MODELS)}. Took {seconds:.0f} s.", "",
         "| model | " + " | ".join(f"p={p}" for p in correlations) + " |",
         "|---|" + "---|" * len(correlations),
     ]
-    for model in MODELS:
+    for model in (*MODELS, LINEAR):
         cells = [f"{np.mean(results[model][p]):.3f} ± {np.std(results[model][p]):.3f}" for p in correlations]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    with open(os.path.join(RESULTS, "synthetic_correlation.md"), "w") as handle:
+    with open(os.path.join(RESULTS, f"{args.name}.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
 
     import matplotlib
@@ -94,13 +112,14 @@ def write_outputs(results: dict, args, counts: dict, seconds: float) -> None:
         losses = [results[model][p] for p in correlations]
         axis.errorbar(xs + offset, [np.mean(v) for v in losses], yerr=[np.std(v) for v in losses],
                       marker="o", capsize=3, label=model)
+    axis.plot(xs, [np.mean(results[LINEAR][p]) for p in correlations], "k--", label="linear regression")
     axis.set_xlabel("task correlation p")
     axis.set_ylabel("final eval loss (MSE)")
     axis.invert_xaxis()
     axis.grid(alpha=0.3)
     axis.legend()
-    axis.set_title(f"Synthetic correlation, {args.repeats} repeats (mean ± std)")
-    figure.savefig(os.path.join(RESULTS, "synthetic_correlation.png"), dpi=110, bbox_inches="tight")
+    axis.set_title(f"Synthetic correlation, α_i={args.alpha_scale:g}·i, {args.repeats} repeats (mean ± std)")
+    figure.savefig(os.path.join(RESULTS, f"{args.name}.png"), dpi=110, bbox_inches="tight")
 
 
 def main(argv=None) -> dict:
@@ -117,12 +136,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--tower-units", type=int, default=8)
     parser.add_argument("--bottom-units", type=int, default=113)
     parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False, help="XLA-compile training")
+    parser.add_argument("--alpha-scale", type=float, default=1.0,
+                        help="α_i = scale·i; the paper's generator uses 1, smaller makes the sines learnable")
+    parser.add_argument("--name", default="synthetic_correlation", help="output file stem in benchmarks/results/")
     args = parser.parse_args(argv)
 
-    config = CorrelationDataConfig()
+    config = CorrelationDataConfig(alpha_scale=args.alpha_scale)
     counts = parameter_counts(args, config.dim)
     print(f"parameters: {counts}", flush=True)
-    results = {m: {str(p): [] for p in args.correlations} for m in MODELS}
+    results = {m: {str(p): [] for p in args.correlations} for m in (*MODELS, LINEAR)}
     started = time.time()
     for repeat in range(args.repeats):
         for index, p in enumerate(args.correlations):
@@ -132,11 +154,12 @@ def main(argv=None) -> dict:
             data = ((x[:n], y1[:n], y2[:n]), (x[n:], y1[n:], y2[n:]))
             for model in MODELS:
                 results[model][str(p)].append(run_once(model, data, seed, args))
+            results[LINEAR][str(p)].append(linear_regression_loss(data))
             print(f"repeat {repeat + 1}/{args.repeats} p={p}: "
-                  + ", ".join(f"{m} {results[m][str(p)][-1]:.3f}" for m in MODELS)
+                  + ", ".join(f"{m} {results[m][str(p)][-1]:.3f}" for m in (*MODELS, LINEAR))
                   + f" ({time.time() - started:.0f}s)", flush=True)
     write_outputs(results, args, counts, time.time() - started)
-    print(open(os.path.join(RESULTS, "synthetic_correlation.md")).read())
+    print(open(os.path.join(RESULTS, f"{args.name}.md")).read())
     return results
 
 

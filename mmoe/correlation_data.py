@@ -26,9 +26,10 @@ class CorrelationDataConfig:
     num_sines: int = 10
     scale: float = 1.0
     noise_std: float = 0.01
+    alpha_scale: float = 1.0  # alpha_i = alpha_scale * i; below 1 the sines are slower, learnable
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "alpha_i": "i", "beta_i": "(i-1)**2"}
+        return {**asdict(self), "alpha_i": f"{self.alpha_scale:g} * i", "beta_i": "(i-1)**2"}
 
 
 def make_task_weights(correlation: float, rng: np.random.Generator, config: CorrelationDataConfig):
@@ -53,8 +54,8 @@ def make_correlated_tasks(
     rng = np.random.default_rng(seed)
     w1, w2 = make_task_weights(correlation, rng, config)
     x = rng.normal(size=(num_examples, config.dim))
-    alpha = np.arange(1, config.num_sines + 1, dtype=np.float64)
-    beta = (alpha - 1.0) ** 2
+    index = np.arange(1, config.num_sines + 1, dtype=np.float64)
+    alpha, beta = config.alpha_scale * index, (index - 1.0) ** 2
 
     def label(w):
         linear = x @ w  # (n,)

@@ -7,6 +7,7 @@
     mmoe evaluate   recompute metrics.json from the trained model
     mmoe export     write the SavedModel to <workdir>/export/<spec name>/<version>/
     mmoe serve      REST server: TF Serving's predict API plus :rank, batching, hot reload
+    mmoe spec       propose a spec for a new log (infer), check a spec and data against it (check)
 
 Nothing imports this module; it imports the stages lazily so `mmoe --help` is instant.
 """
@@ -21,6 +22,7 @@ import sys
 import time
 
 from feature_specs.spec import ARCHITECTURES  # PyYAML only: keeps --help instant
+from mmoe.spec_commands import add_spec_parser, cmd_spec  # argparse only
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
 INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord")  # pipelines.options.INPUT_FORMATS, without importing Beam
@@ -177,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="longest a request waits for others to batch with (default: 2)")
     serve.add_argument("--poll-seconds", type=float, default=2.0,
                        help="how often new versions are looked for; 0 disables hot reload (default: 2)")
+    add_spec_parser(commands)
     return parser
 
 
@@ -419,7 +422,7 @@ def cmd_serve(args, beam_args: list[str]) -> int:
 
 COMMANDS = {
     "run": cmd_run, "generate": cmd_generate, "preprocess": cmd_preprocess, "train": cmd_train,
-    "evaluate": cmd_evaluate, "export": cmd_export, "serve": cmd_serve,
+    "evaluate": cmd_evaluate, "export": cmd_export, "serve": cmd_serve, "spec": cmd_spec,
 }
 BEAM_COMMANDS = ("run", "preprocess")
 

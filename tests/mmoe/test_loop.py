@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -116,3 +117,19 @@ def test_the_run_report_embeds_plots_metrics_and_configuration(trained_run):
     assert page.count("data:image/png;base64,") == 3
     assert "Eval metrics" in page and "val_click_auc" in page and "&quot;architecture&quot;: &quot;mmoe&quot;" in page
     assert f"Kept epoch {trained_run.result.metrics['training']['best_epoch']} of 2" in page
+
+
+def test_an_xla_compiled_step_matches_the_plain_one(trained_run, tmp_path):
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(7)
+        trainer = Trainer(trained_run.spec, trained_run.workdir, jit_compile=jit, batch_size=128,
+                          checkpoint_dir=str(tmp_path / f"checkpoints-{jit}"))
+        batch = next(iter(trainer.dataset("eval")))
+        logs = trainer.train_step(batch)
+        results.append((logs, [v.numpy() for v in trainer.models.core.trainable_variables]))
+    (plain_logs, plain_weights), (jit_logs, jit_weights) = results
+    for key in plain_logs:
+        assert jit_logs[key] == pytest.approx(plain_logs[key], rel=1e-5), key
+    for plain, compiled in zip(plain_weights, jit_weights):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,236 @@
+"""Checks a spec, and a data set against it, before any pipeline starts (``mmoe spec check``).
+
+:func:`check_spec` loads the spec (the loader names the key path of the first problem) and, given
+data, reads a bounded sample of it and reports, naming each column: declared columns the file
+lacks, values that do not parse as the declared type, empty required values and values outside
+``min``/``max`` (each when more of the sampled rows fail than ``pipeline.max_reject_rate``, the
+share at which a run fails), binary labels that are not 0/1, and undeclared columns when
+``pipeline.unknown_columns`` is ``reject``. The value rules mirror ``pipelines/validate.py``;
+this module imports neither Beam nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from feature_specs.infer import SAMPLE_ROWS, InferError, Sample, read_sample
+from feature_specs.spec import Column, FeatureSpec, SpecError, load_spec
+
+_EXACT_FLOAT_INT = 2**53
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason the spec or the data would fail.
+
+    Args:
+        message: str. What is wrong, naming the key path or the column and the file.
+        column: str or None. The column concerned, when there is one.
+    """
+
+    message: str
+    column: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _as_int(value: Any) -> int | None:
+    """The value as the pipeline types an int column, or None when it would reject it."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) <= _EXACT_FLOAT_INT:
+        return int(value)
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    """The value as the pipeline types a float column, or None when it would reject it."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def typed(column: Column, value: Any) -> Any:
+    """A present raw value typed as ``column`` declares it (str, int or float); None when it does
+    not parse, as the pipeline would reject it as ``wrong_type`` or ``not_finite``."""
+    if column.dtype == "string":
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, bytes):
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        return None
+    if column.dtype == "timestamp" and isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        return math.floor(moment.timestamp())
+    return _as_float(value) if column.dtype == "float" else _as_int(value)
+
+
+@dataclass
+class _ColumnCounts:
+    """Sampled rows where a column fails each check, with one example value."""
+
+    missing: int = 0
+    wrong_type: int = 0
+    out_of_range: int = 0
+    example_type: Any = None
+    example_range: Any = None
+
+
+def _count_failures(column: Column, rows: Sequence[dict], failing_rows: set[int]) -> _ColumnCounts:
+    counts = _ColumnCounts()
+    for index, row in enumerate(rows):
+        raw = row.get(column.name)
+        if _is_missing(raw):
+            if column.required:
+                counts.missing += 1
+                failing_rows.add(index)
+            continue
+        value = typed(column, raw)
+        if value is None:
+            counts.wrong_type += 1
+            counts.example_type = raw if counts.example_type is None else counts.example_type
+            failing_rows.add(index)
+        elif column.dtype != "string" and ((column.min is not None and value < column.min)
+                                          or (column.max is not None and value > column.max)):
+            counts.out_of_range += 1
+            counts.example_range = value if counts.example_range is None else counts.example_range
+            failing_rows.add(index)
+    return counts
+
+
+def _describe(column: Column, key: str, counts: _ColumnCounts, rows: int, limit: float, where: str) -> list[Problem]:
+    """Problems of one column whose failures exceed ``limit`` (a share of the sampled rows)."""
+    problems = []
+    label = f"{key} {column.name} ({column.dtype})"
+    if counts.wrong_type > limit * rows:
+        problems.append(Problem(
+            f"{label}: {counts.wrong_type} of {rows} sampled rows of {where} hold a value that is not {column.dtype} "
+            f"(e.g. {counts.example_type!r}); is the column mistyped in the spec?", column.name))
+    if counts.missing > limit * rows:
+        problems.append(Problem(
+            f"{label}: {counts.missing} of {rows} sampled rows of {where} have no value but the column is required "
+            "(declare required: false with a default, or fix the data)", column.name))
+    if counts.out_of_range > limit * rows:
+        bounds = f"[{'' if column.min is None else f'{column.min:g}'}, {'' if column.max is None else f'{column.max:g}'}]"
+        problems.append(Problem(
+            f"{label}: {counts.out_of_range} of {rows} sampled rows of {where} are outside {bounds} "
+            f"(e.g. {counts.example_range!r})", column.name))
+    return problems
+
+
+def _shown(names: Sequence[str], most: int = 40) -> str:
+    """Column names, comma-separated, the first ``most`` of them."""
+    shown = ", ".join(names[:most])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def _column_keys(spec: FeatureSpec) -> list[tuple[str, Column]]:
+    """(key path, column) of every declared column: ``features[i]`` then ``columns[j]``."""
+    return ([(f"features[{i}]", f) for i, f in enumerate(spec.features)]
+            + [(f"columns[{i}]", c) for i, c in enumerate(spec.columns)])
+
+
+def _label_problems(spec: FeatureSpec, sample: Sample, where: str) -> list[Problem]:
+    problems = []
+    for i, task in enumerate(spec.tasks):
+        if task.kind != "binary" or task.label not in sample.columns:
+            continue
+        column = spec.column(task.label)
+        others = sorted({v for v in (typed(column, r.get(task.label)) for r in sample.rows
+                                     if not _is_missing(r.get(task.label))) if v is not None and v not in (0, 1)})
+        if others:
+            shown = ", ".join(f"{v:g}" for v in others[:5])
+            problems.append(Problem(
+                f"tasks[{i}] {task.name}: the binary label {task.label!r} must be 0/1 but {where} holds {shown}",
+                task.label))
+    return problems
+
+
+def check_data(spec: FeatureSpec, sample: Sample) -> list[Problem]:
+    """Problems of a data sample against a loaded spec (see the module docstring)."""
+    where = sample.files[0] if len(sample.files) == 1 else f"{sample.path} ({len(sample.files)} files)"
+    limit = spec.pipeline.max_reject_rate
+    rows = len(sample.rows)
+    problems, failing_rows = [], set()
+    listed = False
+    for key, column in _column_keys(spec):
+        if column.name not in sample.columns:
+            if column.required:
+                close = difflib.get_close_matches(column.name, sample.columns, n=1)
+                message = f"{key} {column.name} ({column.dtype}): missing from {where}"
+                message += f" (did you mean {close[0]!r}?)" if close else ""
+                if not listed:
+                    message += "; its columns are: " + _shown(sample.columns)
+                    listed = True
+                problems.append(Problem(message, column.name))
+            continue
+        counts = _count_failures(column, sample.rows, failing_rows)
+        problems += _describe(column, key, counts, rows, limit, where)
+    if len(failing_rows) > limit * rows and not problems:
+        problems.append(Problem(
+            f"{len(failing_rows)} of {rows} sampled rows of {where} would be rejected ({len(failing_rows) / rows:.1%}), "
+            f"more than pipeline.max_reject_rate {limit:g}: the run would fail"))
+    problems += _label_problems(spec, sample, where)
+    if spec.pipeline.unknown_columns == "reject":
+        declared = {c.name for c in spec.all_columns}
+        unknown = [c for c in sample.columns if c not in declared]
+        if unknown:
+            problems.append(Problem(
+                f"pipeline.unknown_columns is reject, and {where} has undeclared column(s) {', '.join(unknown)}: "
+                "every row would be rejected", unknown[0]))
+    return problems
+
+
+def check_spec(spec_path: str, data_path: str | None = None, max_rows: int = SAMPLE_ROWS,
+               input_format: str | None = None) -> list[Problem]:
+    """Validates a spec file and, given data, a sample of the data against it.
+
+    Args:
+        spec_path: str. The spec YAML (or JSON).
+        data_path: str or None. A CSV/Parquet/JSONL file or glob to check against the spec.
+        max_rows: int. Rows of the data sampled at most.
+        input_format: str or None. ``csv``, ``parquet`` or ``jsonl``; default from the extension.
+
+    Returns:
+        list of Problem, empty when the spec loads and the sample fits it.
+    """
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        return [Problem(str(exc))]
+    if data_path is None:
+        return []
+    try:
+        sample = read_sample(data_path, max_rows, input_format)
+    except InferError as exc:
+        return [Problem(str(exc))]
+    return check_data(spec, sample)

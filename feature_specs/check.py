@@ -5,22 +5,20 @@ data, reads a bounded sample of it and reports, naming each column: declared col
 lacks, values that do not parse as the declared type, empty required values and values outside
 ``min``/``max`` (each when more of the sampled rows fail than ``pipeline.max_reject_rate``, the
 share at which a run fails), binary labels that are not 0/1, and undeclared columns when
-``pipeline.unknown_columns`` is ``reject``. The value rules mirror ``pipelines/validate.py``;
-this module imports neither Beam nor TensorFlow.
+``pipeline.unknown_columns`` is ``reject``. Values are typed by ``feature_specs.values``, the
+rules the pipeline's validation applies; this module imports neither Beam nor TensorFlow.
 """
 
 from __future__ import annotations
 
-import datetime
+import dataclasses
 import difflib
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from feature_specs.infer import SAMPLE_ROWS, InferError, Sample, read_sample
 from feature_specs.spec import Column, FeatureSpec, SpecError, load_spec
-
-_EXACT_FLOAT_INT = 2**53
+from feature_specs.values import InvalidValue, is_missing, typed_value
 
 
 @dataclass(frozen=True)
@@ -39,59 +37,14 @@ class Problem:
         return self.message
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _as_int(value: Any) -> int | None:
-    """The value as the pipeline types an int column, or None when it would reject it."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) <= _EXACT_FLOAT_INT:
-        return int(value)
-    return None
-
-
-def _as_float(value: Any) -> float | None:
-    """The value as the pipeline types a float column, or None when it would reject it."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def typed(column: Column, value: Any) -> Any:
-    """A present raw value typed as ``column`` declares it (str, int or float); None when it does
-    not parse, as the pipeline would reject it as ``wrong_type`` or ``not_finite``."""
-    if column.dtype == "string":
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, bytes):
-            try:
-                return value.decode("utf-8")
-            except UnicodeDecodeError:
-                return None
+    """A present raw value typed as ``column`` declares it (str, int or float), ignoring its range;
+    None when it does not parse, as the pipeline would reject it as ``wrong_type`` or ``not_finite``."""
+    unbounded = dataclasses.replace(column, min=None, max=None)
+    try:
+        return typed_value(unbounded, value)
+    except InvalidValue:  # wrong type, not finite, or outside int64/float32
         return None
-    if column.dtype == "timestamp" and isinstance(value, datetime.datetime):
-        moment = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-        return math.floor(moment.timestamp())
-    return _as_float(value) if column.dtype == "float" else _as_int(value)
 
 
 @dataclass
@@ -109,7 +62,7 @@ def _count_failures(column: Column, rows: Sequence[dict], failing_rows: set[int]
     counts = _ColumnCounts()
     for index, row in enumerate(rows):
         raw = row.get(column.name)
-        if _is_missing(raw):
+        if is_missing(raw):
             if column.required:
                 counts.missing += 1
                 failing_rows.add(index)
@@ -166,7 +119,7 @@ def _label_problems(spec: FeatureSpec, sample: Sample, where: str) -> list[Probl
             continue
         column = spec.column(task.label)
         others = sorted({v for v in (typed(column, r.get(task.label)) for r in sample.rows
-                                     if not _is_missing(r.get(task.label))) if v is not None and v not in (0, 1)})
+                                     if not is_missing(r.get(task.label))) if v is not None and v not in (0, 1)})
         if others:
             shown = ", ".join(f"{v:g}" for v in others[:5])
             problems.append(Problem(

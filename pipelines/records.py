@@ -14,13 +14,11 @@ import json
 import math
 from typing import Any, Mapping, NamedTuple
 
-# Reject reasons, in the order the checks run.
+from feature_specs.values import MISSING, NOT_FINITE, OUT_OF_RANGE, WRONG_TYPE
+
+# Reject reasons, in the order the checks run (the value reasons come from feature_specs.values).
 UNPARSEABLE_LINE = "unparseable_line"
 UNKNOWN_COLUMN = "unknown_column"  # only with the spec's ``pipeline.unknown_columns: reject``
-MISSING = "missing"
-WRONG_TYPE = "wrong_type"
-NOT_FINITE = "not_finite"
-OUT_OF_RANGE = "out_of_range"
 REASONS = (UNPARSEABLE_LINE, UNKNOWN_COLUMN, MISSING, WRONG_TYPE, NOT_FINITE, OUT_OF_RANGE)
 
 

@@ -16,8 +16,6 @@ values outside the reused artifacts), emitted once per bundle on the ``profile``
 
 from __future__ import annotations
 
-import datetime
-import math
 from typing import Any, Mapping, Sequence
 
 import apache_beam as beam
@@ -26,129 +24,14 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from feature_specs.spec import Column, FeatureSpec
+from feature_specs.values import InvalidValue, is_missing, typed_value
 from pipelines.quality import Profile
-from pipelines.records import (MISSING, NOT_FINITE, OUT_OF_RANGE, REASONS, UNKNOWN_COLUMN,
-                               UNPARSEABLE_LINE, WRONG_TYPE, RawRecord, Rejection)
+from pipelines.records import (MISSING, REASONS, UNKNOWN_COLUMN, UNPARSEABLE_LINE, RawRecord,
+                               Rejection)
 
 VALID = "valid"
 REJECTED = "rejected"
 PROFILE = "profile"
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_FLOAT32_MAX = 3.4028234663852886e38  # tf.Example stores floats as float32
-_EXACT_FLOAT_INT = 2**53  # integers above this are not exact in a float
-
-
-class _Invalid(Exception):
-    """A value that fails a check; carries the reject reason and a human message."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _to_int(name: str, value: Any, dtype: str) -> int:
-    if isinstance(value, bool):
-        raise _Invalid(WRONG_TYPE, f"{name}: expected an integer, got the boolean {value!r}")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, (float, str)):
-        number = _parse_int(name, value)
-    elif dtype == "timestamp" and isinstance(value, datetime.datetime):
-        # Parquet timestamps: seconds since the epoch; naive ones are taken as UTC.
-        moment = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-        number = math.floor(moment.timestamp())
-    else:
-        raise _Invalid(WRONG_TYPE, f"{name}: expected an integer, got {type(value).__name__} {value!r}")
-    if not _INT64_MIN <= number <= _INT64_MAX:
-        raise _Invalid(OUT_OF_RANGE, f"{name}={number} is outside the int64 range")
-    return number
-
-
-def _parse_int(name: str, value: float | str) -> int:
-    """Integers, also written as integral floats ("35.0", as pandas writes int columns with gaps)."""
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            pass
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise _Invalid(WRONG_TYPE, f"{name}: {value!r} is not an integer") from None
-    else:
-        number = value
-    if math.isfinite(number) and number.is_integer() and abs(number) <= _EXACT_FLOAT_INT:
-        return int(number)
-    raise _Invalid(WRONG_TYPE, f"{name}: {value!r} is not an integer")
-
-
-def _to_float(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise _Invalid(WRONG_TYPE, f"{name}: expected a number, got the boolean {value!r}")
-    if isinstance(value, (int, float)):
-        try:
-            number = float(value)
-        except OverflowError:
-            raise _Invalid(OUT_OF_RANGE, f"{name}={value} is outside the float32 range") from None
-    elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise _Invalid(WRONG_TYPE, f"{name}: {value!r} is not a number") from None
-    else:
-        raise _Invalid(WRONG_TYPE, f"{name}: expected a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(number):
-        raise _Invalid(NOT_FINITE, f"{name}: {value!r} is not a finite number")
-    if abs(number) > _FLOAT32_MAX:
-        raise _Invalid(OUT_OF_RANGE, f"{name}={value!r} is outside the float32 range")
-    return number
-
-
-def _to_str(name: str, value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # numeric ids read from Parquet: the same value a CSV would give
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _Invalid(WRONG_TYPE, f"{name}: {value!r} is not UTF-8 text") from None
-    raise _Invalid(WRONG_TYPE, f"{name}: expected a string, got {type(value).__name__} {value!r}")
-
-
-def typed_value(column: Column, value: Any, log1p: bool = False) -> Any:
-    """Converts one present raw value to its column's type and checks its range.
-
-    Args:
-        column: Column. The spec's column.
-        value: the raw value (CSV text or a Parquet value), not missing.
-        log1p: bool. The column goes through log1p downstream (a ``log1p`` feature or a label with
-            ``label_transform: log1p``), so it must be > -1.
-
-    Returns:
-        str for string columns, int for int and timestamp columns, float for float columns.
-
-    Raises:
-        _Invalid: with the reject reason and a message naming the column and the value.
-    """
-    name = column.name
-    if column.dtype == "string":
-        return _to_str(name, value)
-    typed = _to_float(name, value) if column.dtype == "float" else _to_int(name, value, column.dtype)
-    if column.min is not None and typed < column.min:
-        raise _Invalid(OUT_OF_RANGE, f"{name}={typed!r} is below the minimum {column.min:g}")
-    if column.max is not None and typed > column.max:
-        raise _Invalid(OUT_OF_RANGE, f"{name}={typed!r} is above the maximum {column.max:g}")
-    if log1p and typed <= -1:
-        raise _Invalid(OUT_OF_RANGE, f"{name}={typed!r} is not above -1, so log1p is undefined")
-    return typed
 
 
 def check_record(record: RawRecord, columns: Sequence[Column],
@@ -182,7 +65,7 @@ def check_record(record: RawRecord, columns: Sequence[Column],
     row = {}
     for column in columns:
         raw = values.get(column.name)
-        if _is_missing(raw):
+        if is_missing(raw):
             if column.required:
                 what = ("absent (no such column)" if column.name not in values
                         else "null" if raw is None else f"empty ({raw!r})")
@@ -192,7 +75,7 @@ def check_record(record: RawRecord, columns: Sequence[Column],
             continue
         try:
             row[column.name] = typed_value(column, raw, column.name in log1p_names)
-        except _Invalid as invalid:
+        except InvalidValue as invalid:
             return Rejection(record.source, record.row, invalid.reason, column.name, invalid.message)
     return row
 

@@ -254,6 +254,9 @@ class TrainingConfig:
         checkpoint_every_steps: int. Save a checkpoint every this many steps (and at every
             epoch end) so a killed run resumes where it stopped; 0 = epoch ends only.
         jit_compile: bool. Compile the train step with XLA.
+        cache: bool. Keep the preprocessed train batches in memory after the first epoch
+            (examples shuffled once, batch order reshuffled each epoch): faster when the train
+            split fits in memory.
         early_stopping: EarlyStopping. The metric that picks the kept model, and patience.
     """
 
@@ -265,6 +268,7 @@ class TrainingConfig:
     loss_weighting: str = "fixed"
     checkpoint_every_steps: int = 200
     jit_compile: bool = False
+    cache: bool = False
     early_stopping: EarlyStopping = EarlyStopping()
 
 
@@ -656,6 +660,7 @@ def _read_training(node: _Node, tasks) -> TrainingConfig:
             "checkpoint_every_steps", defaults.checkpoint_every_steps, minimum=0
         ),
         jit_compile=node.get("jit_compile", bool, defaults.jit_compile),
+        cache=node.get("cache", bool, defaults.cache),
         early_stopping=_read_early_stopping(node.child("early_stopping", required=False), tasks),
     )
     if training.learning_rate <= 0:

@@ -5,8 +5,9 @@ so training is a custom step run with ``strategy.run``; with no strategy it runs
 one, so single-process and multi-worker training share every line.
 
 * Input: the pipeline's TFRecord shards -> batch -> parse -> the model's preprocessing layers
-  (lookups, bucketizing, normalizing) in tf.data, in parallel and prefetched. The step sees only
-  integer indices and floats, so it can be XLA-compiled (``training.jit_compile``).
+  (lookups, bucketizing, normalizing) in tf.data, in parallel and prefetched, optionally cached in
+  memory after the first epoch (``training.cache``). The step sees only integer indices and
+  floats, so it can be XLA-compiled (``training.jit_compile``).
 * Losses: per task, averaged over the rows where the task's label is observed (its mask), across
   all replicas; combined with fixed weights or with uncertainty weighting (Kendall et al. 2018).
 * Checkpoints (``tf.train.CheckpointManager``) every ``training.checkpoint_every_steps`` steps and
@@ -38,6 +39,7 @@ from mmoe.model import RankingModels, build_models
 log = logging.getLogger(__name__)
 
 AUC_BINS = 2000  # histogram bins of the streaming eval AUC (exact to about 1e-3)
+CACHED_BATCH_SHUFFLE = 4096  # batches whose order a cached epoch shuffles
 _SUM = tf.distribute.ReduceOp.SUM
 
 
@@ -122,6 +124,7 @@ class Trainer:
         self.batch_size = batch_size or self.settings.batch_size
         self.is_chief, self.task_id = worker_role(self.strategy)
         self.checkpoint_dir = checkpoint_dir or join(self.output_dir, "checkpoints")
+        self._cached_train: tf.data.Dataset | None = None
         with self.strategy.scope():
             self.models: RankingModels = build_models(spec, workdir)
             self.optimizer = keras.optimizers.Adam(learning_rate=self.settings.learning_rate)
@@ -166,35 +169,48 @@ class Trainer:
     def history_path(self) -> str:
         return join(self.checkpoint_dir, "history.json")
 
-    def dataset(self, split: str, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
-        """Preprocessed ``(features, labels, sample_weights)`` batches of ``split``.
-
-        Train batches are shuffled with ``seed + epoch``, so epoch ``e`` sees the same order in
-        a resumed run; ``skip_batches`` drops the batches a resumed epoch has already trained on.
-        Features are ``(batch, 1)`` int indices / float values; labels ``(batch, 1)`` float32;
-        sample weights ``(batch,)`` float32 (the task's mask).
-        """
+    def _preprocessed_batches(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
+        """Records (shuffled with ``shuffle_seed`` unless None) -> batch -> parse -> preprocess."""
         records = tf.data.TFRecordDataset(
             split_files(self.workdir, split), compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE
         )
-        if split == "train" and self.settings.shuffle_buffer:
-            records = records.shuffle(
-                self.settings.shuffle_buffer, seed=self.settings.seed + epoch, reshuffle_each_iteration=False
-            )
+        if shuffle_seed is not None and self.settings.shuffle_buffer:
+            records = records.shuffle(self.settings.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
         preprocess = self.models.preprocess
 
         def to_model_inputs(parsed):
             features, labels, weights = split_batch(self.spec, parsed)
             return preprocess(features, training=False), labels, weights
 
-        batches = parse_batches(records, self.spec, self.batch_size)
+        return parse_batches(records, self.spec, self.batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _train_batches(self, epoch: int) -> tf.data.Dataset:
+        if not self.settings.cache:
+            return self._preprocessed_batches("train", self.settings.seed + epoch)
+        if self._cached_train is None:
+            # Examples are shuffled once, then whole preprocessed batches are cached in memory and
+            # their order is reshuffled each epoch: input costs nothing after the first epoch.
+            self._cached_train = self._preprocessed_batches("train", self.settings.seed).cache()
+        return self._cached_train.shuffle(CACHED_BATCH_SHUFFLE, seed=self.settings.seed + epoch,
+                                          reshuffle_each_iteration=False)
+
+    def dataset(self, split: str, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+        """Preprocessed ``(features, labels, sample_weights)`` batches of ``split``.
+
+        Train batches are shuffled with ``seed + epoch``, so epoch ``e`` sees the same order in
+        a resumed run; ``skip_batches`` drops the batches a resumed epoch has already trained on.
+        With ``training.cache`` the preprocessed train batches are kept in memory after the
+        first epoch (examples shuffled once, batch order reshuffled every epoch).
+        Features are ``(batch, 1)`` int indices / float values; labels ``(batch, 1)`` float32;
+        sample weights ``(batch,)`` float32 (the task's mask).
+        """
+        batches = self._train_batches(epoch) if split == "train" else self._preprocessed_batches(split, None)
         if skip_batches:
             batches = batches.skip(skip_batches)
-        dataset = batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
         options.deterministic = True
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return dataset.with_options(options)
+        return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     # ----------------------------------------------------------------------------------------
     # Steps

@@ -133,3 +133,17 @@ def test_an_xla_compiled_step_matches_the_plain_one(trained_run, tmp_path):
         assert jit_logs[key] == pytest.approx(plain_logs[key], rel=1e-5), key
     for plain, compiled in zip(plain_weights, jit_weights):
         np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_cached_input_keeps_the_batches_and_reshuffles_their_order(trained_run, tmp_path):
+    trainer = _trainer(trained_run, tmp_path, cache=True)
+
+    def first_column(epoch):
+        return [batch[0]["user_id"].numpy()[:, 0].tolist() for batch in trainer.dataset("train", epoch)]
+
+    epoch0, again, epoch1 = first_column(0), first_column(0), first_column(1)
+    assert epoch0 == again, "an epoch's order is a function of the seed and the epoch"
+    assert sorted(epoch0) == sorted(epoch1) and epoch0 != epoch1
+    assert trainer._cached_train is not None
+    resumed = [batch[0]["user_id"].numpy()[:, 0].tolist() for batch in trainer.dataset("train", 1, skip_batches=1)]
+    assert resumed == epoch1[1:], "a resumed epoch skips the batches already trained on"

@@ -1,17 +1,23 @@
 """Serving speed: rank latency over HTTP against the in-process call, and throughput under load.
 
 Needs an exported model: run ``mmoe run`` first (it writes ``runs/clicklog/export/clicklog/<v>``).
-The server runs in a separate process on a free loopback port (``serving.server.serve``); clients
-are threads of this process, each with its own keep-alive connection.
+Two servers (``serving.server.serve``, with and without batching) run in child processes on free
+loopback ports; clients are threads of this process, each with its own persistent keep-alive
+``http.client.HTTPConnection`` (as a real client keeps its connections open).
 
 Measures, for one rank request of ``--candidates`` candidates (default 100) whose features are
 made up from the spec stored in the SavedModel:
 
-* latency p50/p99 of the ``predict_raw`` call in process (the SavedModel loaded here) and of
-  ``POST :rank`` over HTTP by one client, with and without server batching;
+* latency p50/p99 of the ``predict_raw`` call in process (the SavedModel loaded here, called back
+  to back) and of ``POST :rank`` over HTTP by one client (request encoded once, response decoded),
+  with and without server batching;
 * throughput (requests/s) with 1, 8 and 32 concurrent clients, with and without batching.
 
-    .venv/bin/python benchmarks/serving.py                          # ~20 s
+The machine may be shared and noisy, so what is compared is measured side by side: the in-process
+and HTTP latencies alternate in blocks of ``BLOCK`` calls over the same time window, and so do the
+batching and non-batching servers' throughput windows. Ratios are taken within one run.
+
+    .venv/bin/python benchmarks/serving.py                          # ~20 s plus two server starts
     .venv/bin/python benchmarks/serving.py --model-base runs/clicklog/export --seconds 60
 
 Writes benchmarks/results/serving.json (and prints it).
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import http.client
 import json
 import os
@@ -36,6 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from feature_specs.tensors import TF_DTYPES, serving_columns  # noqa: E402
@@ -44,6 +52,8 @@ from serving.export import existing_versions  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 CONCURRENCY = (1, 8, 32)
+BLOCK = 20  # calls per alternating latency block
+ROUNDS = 3  # alternating throughput windows per server and concurrency
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -86,23 +96,53 @@ def percentiles(seconds: list[float]) -> dict:
             "requests": len(values)}
 
 
-def in_process_latency(model_dir: str, version: int, request: dict, spec, seconds: float) -> dict:
-    """The same predict_raw call the server makes, on the SavedModel loaded in this process."""
-    model = tf.saved_model.load(os.path.join(model_dir, str(version)))
-    function = model.signatures["predict_raw"]
-    rows = [{**request["context"], **c} for c in request["candidates"]]
-    columns = serving_columns(spec)
-    arrays = {c.name: np.array([r[c.name] for r in rows], dtype=TF_DTYPES[c.dtype].as_numpy_dtype
-                               if c.dtype != "string" else object) for c in columns}
-    for _ in range(5):
-        function(**{k: tf.constant(v) for k, v in arrays.items()})
-    timings, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        outputs = function(**{k: tf.constant(v) for k, v in arrays.items()})
+class InProcess:
+    """The same ``predict_raw`` call the server makes, on the SavedModel loaded in this process."""
+
+    def __init__(self, model_dir: str, version: int, request: dict, spec):
+        model = tf.saved_model.load(os.path.join(model_dir, str(version)))
+        self.function = model.signatures["predict_raw"]
+        rows = [{**request["context"], **c} for c in request["candidates"]]
+        self.arrays = {c.name: np.array([r[c.name] for r in rows], dtype=TF_DTYPES[c.dtype].as_numpy_dtype
+                                        if c.dtype != "string" else object) for c in serving_columns(spec)}
+        for _ in range(5):
+            self.call()
+
+    def call(self) -> None:
+        outputs = self.function(**{k: tf.constant(v) for k, v in self.arrays.items()})
         np.argsort(-outputs["score"].numpy())  # the server sorts too
+
+
+def timed_block(call, count: int) -> list[float]:
+    """Seconds of each of ``count`` back-to-back calls."""
+    timings = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
         timings.append(time.perf_counter() - start)
-    return percentiles(timings)
+    return timings
+
+
+def side_by_side_latency(in_process: InProcess, port: int, path: str, body: bytes, seconds: float) -> tuple[dict, dict]:
+    """(in-process, HTTP) latency percentiles, alternating blocks of ``BLOCK`` calls for ``seconds``."""
+    connection = Connection(port)
+    http_call = functools.partial(http_rank, connection, path, body)
+    for _ in range(5):
+        http_call()
+    local, remote, deadline = [], [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        local += timed_block(in_process.call, BLOCK)
+        remote += timed_block(http_call, BLOCK)
+    connection.close()
+    return percentiles(local), percentiles(remote)
+
+
+def http_rank(connection: "Connection", path: str, body: bytes) -> dict:
+    """One rank request, its JSON answer decoded as serving.client.Client does (orjson)."""
+    status, payload = connection.post(path, body)
+    if status != 200:
+        raise RuntimeError(f"rank failed: {status} {payload[:300]!r}")
+    return orjson.loads(payload)
 
 
 def free_port() -> int:
@@ -144,7 +184,7 @@ class ServerProcess:
 
 
 class Connection:
-    """One keep-alive HTTP connection."""
+    """One persistent keep-alive HTTP/1.1 connection (``http.client``), reused for every request."""
 
     def __init__(self, port: int):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -159,20 +199,8 @@ class Connection:
         response = self.connection.getresponse()
         return response.status, response.read()
 
-
-def http_latency(port: int, path: str, body: bytes, seconds: float) -> dict:
-    connection = Connection(port)
-    for _ in range(5):
-        connection.post(path, body)
-    timings, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        status, payload = connection.post(path, body)
-        json.loads(payload)
-        timings.append(time.perf_counter() - start)
-        if status != 200:
-            raise RuntimeError(f"rank failed: {status} {payload[:300]!r}")
-    return percentiles(timings)
+    def close(self) -> None:
+        self.connection.close()
 
 
 def throughput(port: int, path: str, body: bytes, clients: int, seconds: float) -> float:
@@ -205,6 +233,16 @@ def throughput(port: int, path: str, body: bytes, clients: int, seconds: float) 
     return round(total / elapsed, 1)
 
 
+def side_by_side_throughput(servers: dict[str, "ServerProcess"], path: str, body: bytes, seconds: float) -> dict:
+    """``{label: {clients: rps}}``, the servers' windows alternating, ``seconds`` per server and concurrency."""
+    done = {label: {c: 0.0 for c in CONCURRENCY} for label in servers}
+    for clients in CONCURRENCY:
+        for _ in range(ROUNDS):
+            for label, server in servers.items():
+                done[label][clients] += throughput(server.port, path, body, clients, seconds / ROUNDS)
+    return {label: {str(c): round(rps / ROUNDS, 1) for c, rps in by_clients.items()} for label, by_clients in done.items()}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     model_dir, name = resolve_model_dir(args.model_base, args.model_name)
@@ -213,25 +251,32 @@ def main(argv=None) -> dict:
     request = rank_request(spec, args.candidates)
     body = json.dumps(request).encode()
     path = f"/v1/models/{name}:rank"
-    # budget: 3 latency phases and 6 throughput phases
+    # budget: 3 latency phases (batching: 2, in process and HTTP interleaved; no batching: 1) and
+    # 6 throughput phases (2 servers x 3 concurrencies)
     phase = args.seconds / 9.0
 
     result = {"model": f"{model_dir}/{version}", "candidates": args.candidates, "seconds_per_phase": round(phase, 2),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "tensorflow": tf.__version__},
+              "client": "one persistent keep-alive http.client.HTTPConnection per client thread",
+              "method": f"in-process and HTTP latency alternate in blocks of {BLOCK} calls over the same window; "
+                        f"batching and no-batching throughput windows alternate ({ROUNDS} rounds each)",
               "batching": {"batch_max_size": args.batch_max_size, "batch_timeout_ms": args.batch_timeout_ms}}
-    result["in_process"] = in_process_latency(model_dir, version, request, spec, phase)
-    for label, max_size in (("batching", args.batch_max_size), ("no_batching", 1)):
-        server = ServerProcess(args.model_base, args.model_name, max_size, args.batch_timeout_ms)
-        try:
-            latency = http_latency(server.port, path, body, phase)
-            rps = {str(c): throughput(server.port, path, body, c, phase) for c in CONCURRENCY}
-        finally:
+    in_process = InProcess(model_dir, version, request, spec)
+    servers = {}
+    try:
+        for label, max_size in (("batching", args.batch_max_size), ("no_batching", 1)):
+            servers[label] = ServerProcess(args.model_base, args.model_name, max_size, args.batch_timeout_ms)
+        local, remote = side_by_side_latency(in_process, servers["batching"].port, path, body, 2 * phase)
+        local_nb, remote_nb = side_by_side_latency(in_process, servers["no_batching"].port, path, body, phase)
+        rps = side_by_side_throughput(servers, path, body, phase)
+    finally:
+        for server in servers.values():
             server.close()
-        if label == "batching":
-            result["http"], result["throughput_rps"] = latency, rps
-        else:
-            result["no_batching"] = {"http": latency, "throughput_rps": rps}
-    result["http_overhead_p50_ratio"] = round(result["http"]["p50_ms"] / result["in_process"]["p50_ms"], 2)
+    result["in_process"], result["http"], result["throughput_rps"] = local, remote, rps["batching"]
+    result["http_overhead_p50_ratio"] = round(remote["p50_ms"] / local["p50_ms"], 2)
+    result["no_batching"] = {"in_process": local_nb, "http": remote_nb, "throughput_rps": rps["no_batching"],
+                             "http_overhead_p50_ratio": round(remote_nb["p50_ms"] / local_nb["p50_ms"], 2)}
+    result["batching_gain_32_clients"] = round(rps["batching"]["32"] / rps["no_batching"]["32"], 2)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as handle:

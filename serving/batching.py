@@ -126,7 +126,8 @@ class Batcher:
             finally:
                 with self._cond:
                     self._running = False
-                    self._cond.notify_all()
+                    if self._queue:  # wake the worker only if requests came meanwhile: a wakeup costs
+                        self._cond.notify()  # a context switch and a GIL hand-off on every request
         request.done.wait()
         if request.error is not None:
             raise request.error

@@ -1,4 +1,7 @@
-"""A small client for the REST server (standard library only: urllib + json).
+"""A small client for the REST server (standard library only: http.client + json).
+
+Each thread keeps one persistent HTTP/1.1 connection to the server (keep-alive), so a request
+costs no TCP handshake; a connection the server has closed meanwhile is reopened once.
 
 Example::
 
@@ -14,10 +17,15 @@ Example::
 from __future__ import annotations
 
 import base64
-import json
-import urllib.error
-import urllib.request
+import http.client
+import threading
+import urllib.parse
 from typing import Any, Mapping, Sequence
+
+import orjson
+
+# the server closed a kept-alive connection (idle timeout, restart): reopen it and send again
+STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class ServingError(Exception):
@@ -35,37 +43,73 @@ def b64(data: bytes) -> dict:
 
 
 class Client:
-    """Talks to one model on a server.
+    """Talks to one model on a server; safe to share between threads (one connection each).
 
     Args:
-        url: base URL, e.g. ``http://127.0.0.1:8501``.
+        url: base URL, e.g. ``http://127.0.0.1:8501`` (``https://`` works too).
         model: model name.
         timeout: seconds per request. Defaults to 30.
     """
 
     def __init__(self, url: str, model: str, timeout: float = 30.0):
         self.url = url.rstrip("/")
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must look like http://host:port, got {url!r}")
+        self._connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        self._netloc = parts.netloc
+        self._prefix = parts.path
         self.model = model
         self.timeout = timeout
+        self._local = threading.local()
 
     def _model_path(self, version: int | None) -> str:
-        path = f"{self.url}/v1/models/{self.model}"
+        path = f"{self._prefix}/v1/models/{self.model}"
         return path if version is None else f"{path}/versions/{int(version)}"
 
-    def _request(self, url: str, body: Mapping | None = None) -> dict:
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
-                                         headers={"Content-Type": "application/json"})
+    def _connection(self) -> http.client.HTTPConnection:
+        """This thread's kept-alive connection, opened on first use."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connection_class(self._netloc, timeout=self.timeout)
+            self._local.connection = connection
+        return connection
+
+    def close(self) -> None:
+        """Closes this thread's connection (the next request opens a new one)."""
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
+
+    def _exchange(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        """``(status, body)`` of one request on this thread's connection, reopened once if stale."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            payload = error.read()
-            try:
-                message = json.loads(payload).get("error", payload.decode(errors="replace"))
-            except (ValueError, AttributeError):
-                message = payload.decode(errors="replace")
-            raise ServingError(error.code, message) from None
+            return self._send(method, path, data)
+        except STALE_CONNECTION:
+            return self._send(method, path, data)  # on a new connection: rank and predict are pure
+
+    def _send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        connection = self._connection()
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        except BaseException:
+            self.close()  # a half-done exchange leaves the connection unusable
+            raise
+
+    def _request(self, path: str, body: Mapping | None = None) -> dict:
+        data = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        status, payload = self._exchange("GET" if body is None else "POST", path, data)
+        if status < 400:
+            return orjson.loads(payload)
+        try:
+            message = orjson.loads(payload).get("error", payload.decode(errors="replace"))
+        except (ValueError, AttributeError):
+            message = payload.decode(errors="replace")
+        raise ServingError(status, message)
 
     def status(self, version: int | None = None) -> dict:
         """TF Serving's model status: ``{"model_version_status": [...]}``."""
@@ -111,7 +155,7 @@ class Client:
     def ready(self) -> bool:
         """Whether the server has a version loaded (``/readyz``)."""
         try:
-            self._request(f"{self.url}/readyz")
+            self._request(f"{self._prefix}/readyz")
             return True
-        except (ServingError, urllib.error.URLError):
+        except (ServingError, OSError, http.client.HTTPException):
             return False

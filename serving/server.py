@@ -39,7 +39,7 @@ from serving.rest import (
     parse_predict,
     parse_rank,
     predict_response,
-    rank_response,
+    rank_response_json,
     to_json_bytes,
 )
 
@@ -119,17 +119,33 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         self._send_json(code, {"error": message or explain or http.HTTPStatus(code).phrase})
 
-    def _send_json(self, status: int, body: dict) -> None:
-        payload = to_json_bytes(body)
+    def _send_json(self, status: int, body: dict | bytes) -> None:
+        """Answers ``body`` (a dict, or JSON already encoded) with its headers in one write."""
+        payload = body if isinstance(body, bytes) else to_json_bytes(body)
+        if self.request_version == "HTTP/0.9":  # no headers then (or the request line did not parse)
+            self._send_unparsed(status, payload)
+            return
+        self.log_request(status)
+        head = (f"{self.protocol_version} {status} {_phrase(status)}\r\n"
+                f"Server: {self.version_string()}\r\nDate: {self.date_time_string()}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                + ("Connection: close\r\n" if self.close_connection else "") + "\r\n")
+        try:
+            # one send: headers and body leave in one segment (TCP_NODELAY is set on the socket)
+            self.wfile.write(head.encode("latin-1") + (b"" if self.command == "HEAD" else payload))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def _send_unparsed(self, status: int, payload: bytes) -> None:
+        """The answer through ``http.server``, which writes no headers for HTTP/0.9 requests and
+        errors found before the request line was parsed."""
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
-            if self.close_connection:
-                self.send_header("Connection", "close")
+            self.send_header("Connection", "close")
             self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
+            self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
@@ -189,7 +205,7 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
 
     # -- routing -----------------------------------------------------------------------------------
 
-    def _route(self, body: bytes) -> tuple[int, dict]:
+    def _route(self, body: bytes) -> tuple[int, dict | bytes]:
         path = self.path.split("?", 1)[0]
         if path in ("/healthz", "/readyz"):
             self._require_method("GET", "HEAD")
@@ -281,16 +297,21 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         outputs = signature(inputs)
         return predict_response(outputs, fmt)
 
-    def _rank(self, version: int | None, body: bytes) -> dict:
+    def _rank(self, version: int | None, body: bytes) -> bytes:
         request = parse_json_object(body)
         served = self._served(version)
         inputs, top_k = parse_rank(request, served.columns, self.server.config.max_candidates)
         outputs = served.signatures[RANK_SIGNATURE](inputs)
-        return {
-            "model_spec": {"name": self.server.registry.name, "version": str(served.version),
-                           "signature_name": RANK_SIGNATURE},
-            "results": rank_response(outputs, served.spec, top_k),
-        }
+        model_spec = {"name": self.server.registry.name, "version": str(served.version),
+                      "signature_name": RANK_SIGNATURE}
+        return rank_response_json(outputs, served.spec, top_k, model_spec)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _parse_version(text: str | None) -> int | None:

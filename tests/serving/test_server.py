@@ -32,7 +32,8 @@ from serving.batching import Batcher
 from serving.client import Client, ServingError, b64
 from serving.export import export_saved_model
 from serving.models import resolve_model_dir
-from serving.server import make_server
+from serving.rest import parse_rank, rank_outputs, rank_response, rank_response_json
+from serving.server import RequestHandler, make_server
 from serving.warmup import WARMUP_FILE, write_warmup_requests
 
 OUTPUTS = ["click_probability", "engagement", "score"]
@@ -251,6 +252,123 @@ def test_rank_errors_name_the_problem(server, trained_run, eval_rows):
         assert message in response["error"], (message, response)
     status, response = post(server.url, path, {"candidates": [candidate] * 1001})
     assert status == 413 and "limit of 1000" in response["error"]
+
+
+def test_a_bad_value_in_one_column_is_named_by_candidate_and_feature(server, trained_run, eval_rows):
+    """Columns are converted in one vectorized step; a bad value still gets its own 400 naming it."""
+    columns = serving_columns(trained_run.spec)
+    names = [c.name for c in columns]
+    candidates = [{n: eval_rows[i][n] for n in names} for i in range(10)]
+    bad = {"string": [5, None, {"b64": "%%"}], "int": ["7", 2.5, 2**64, True, None],
+           "timestamp": ["7", 2.5, -(2**63) - 1, False], "float": ["1.0", True, 1e39, None, [1.0]]}
+    for column in columns:
+        for value in bad[column.dtype]:
+            changed = [dict(c) for c in candidates]
+            changed[7][column.name] = value
+            status, response = post(server.url, "/v1/models/clicklog:rank", {"candidates": changed})
+            assert status == 400, (column.name, value, response)
+            assert response["error"].startswith(f"candidates[7].{column.name}: "), (column.name, value, response)
+            shared = [{k: v for k, v in c.items() if k != column.name} for c in candidates]
+            status, response = post(server.url, "/v1/models/clicklog:rank",
+                                    {"context": {column.name: value}, "candidates": shared})
+            assert status == 400 and response["error"].startswith(f"context.{column.name}: "), response
+    # A number no double can hold is refused by the JSON decoder itself, still as a client mistake.
+    changed = [dict(c) for c in candidates]
+    changed[7][names[0]] = 10**400
+    status, response = post(server.url, "/v1/models/clicklog:rank", {"candidates": changed})
+    assert status == 400 and response["error"].startswith("invalid JSON: number is infinity"), response
+
+
+def test_rank_parsing_accepts_every_valid_form_with_the_signatures_dtypes(trained_run, eval_rows):
+    """The vectorized path and the value-by-value fallback agree on what they accept and produce."""
+    columns = serving_columns(trained_run.spec)
+    names = [c.name for c in columns]
+    rows = [{n: eval_rows[i][n] for n in names} for i in range(6)]
+    loose = [dict(r) for r in rows]
+    for column in columns:
+        if column.dtype in ("int", "timestamp"):
+            loose[2][column.name] = float(rows[2][column.name])  # 7.0 is an integer: the slow path takes it
+        elif column.dtype == "float":
+            loose[3][column.name] = int(rows[3][column.name])  # ints are numbers
+            rows[3][column.name] = float(int(rows[3][column.name]))
+    arrays, top_k = parse_rank({"candidates": loose, "top_k": 2}, columns, 100)
+    assert top_k == 2 and list(arrays) == names
+    for column in columns:
+        dtype = TF_DTYPES[column.dtype]
+        expected = [r[column.name].encode() if column.dtype == "string" else r[column.name] for r in rows]
+        assert arrays[column.name].dtype == (object if dtype == tf.string else dtype.as_numpy_dtype), column.name
+        np.testing.assert_array_equal(arrays[column.name], np.array(expected, dtype=arrays[column.name].dtype))
+
+
+def test_rank_response_json_is_the_rank_response_with_float32_digits(trained_run):
+    spec = trained_run.spec
+    names = rank_outputs(spec)
+    rng = np.random.default_rng(0)
+    outputs = {name: rng.uniform(0, 50, 40).astype(np.float32) for name in names}
+    outputs["score"][[3, 9, 30]] = outputs["score"][5]  # ties keep the candidates' order
+    model_spec = {"name": "clicklog", "version": "1", "signature_name": "predict_raw"}
+    for top_k in (None, 7):
+        fast = json.loads(rank_response_json(outputs, spec, top_k, model_spec))
+        reference = rank_response(outputs, spec, top_k)
+        assert fast["model_spec"] == model_spec and len(fast["results"]) == len(reference)
+        for got, want in zip(fast["results"], reference):
+            assert got["index"] == want["index"]
+            for name in names:
+                assert np.float32(got[name]) == np.float32(want[name]), (name, got, want)
+        tied = [r["index"] for r in fast["results"] if r["index"] in (3, 5, 9, 30)]
+        assert tied == sorted(tied) and (top_k is not None or len(tied) == 4)
+    outputs["score"][0] = np.nan  # not all finite: the json.dumps path, same order as rank_response
+    slow = json.loads(rank_response_json(outputs, spec, None, model_spec).replace(b"NaN", b"null"))
+    assert [r["index"] for r in slow["results"]] == [r["index"] for r in rank_response(outputs, spec, None)]
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server, trained_run, eval_rows):
+    names = [c.name for c in serving_columns(trained_run.spec)]
+    good = json.dumps({"candidates": [{n: eval_rows[i][n] for n in names} for i in range(5)]}).encode()
+    bad = json.dumps({"candidates": [{n: eval_rows[0][n] for n in names if n != names[0]}]}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    sockets, answers = [], []
+    try:
+        for body in (good, bad, good):  # a client mistake does not cost the connection either
+            connection.request("POST", "/v1/models/clicklog:rank", body=body,
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            payload = response.read()
+            assert response.version == 11 and response.getheader("Connection") is None
+            assert int(response.getheader("Content-Length")) == len(payload)
+            answers.append((response.status, json.loads(payload)))
+            sockets.append(connection.sock)  # None had the server closed it (http.client would reconnect)
+    finally:
+        connection.close()
+    assert sockets[0] is not None and all(sock is sockets[0] for sock in sockets)
+    assert [status for status, _ in answers] == [200, 400, 200]
+    assert answers[0] == answers[2] and f"missing feature '{names[0]}'" in answers[1][1]["error"]
+
+
+def test_client_keeps_its_connection_and_reopens_one_the_server_closed(model_base, monkeypatch):
+    monkeypatch.setattr(RequestHandler, "timeout", 0.3)  # the server drops connections idle this long
+    with make_server(model_base, poll_seconds=0) as running:
+        client = Client(running.url, "clicklog")
+        assert client.ready()
+        first = client._connection().sock
+        with pytest.raises(ServingError) as error:
+            client.rank({}, [])
+        assert error.value.status == 400 and "'candidates' is empty" in error.value.message
+        assert client.status()["model_version_status"][0]["state"] == "AVAILABLE"
+        assert client._connection().sock is first  # three requests, one connection
+        time.sleep(1.0)  # the server closes the idle connection; the next request reopens it
+        assert client.status()["model_version_status"][0]["state"] == "AVAILABLE"
+        assert client._connection().sock is not first
+    assert not Client(running.url, "clicklog").ready()  # server gone: False, not an exception
+
+
+def test_a_lone_surrogate_is_a_client_mistake(server):
+    """JSON may escape a lone surrogate, which no UTF-8 string can hold: a 400 saying where it is."""
+    status, response = http_call(server.url, "POST", "/v1/models/clicklog:predict", b'{"instances": ["\\ud800"]}')
+    assert status == 400 and "invalid JSON" in response["error"] and "surrogate" in response["error"], response
+    status, response = http_call(server.url, "GET", "/v1/models/clicklog")
+    assert status == 200, "and the server keeps serving"
 
 
 def test_client_mistakes_get_4xx_json_errors(server):

@@ -26,6 +26,7 @@ Backbone = Callable[[FeatureSpec, Encode], tuple[dict, object]]
 
 
 def _gate_options(config: ModelConfig, seed: int) -> dict:
+    """Keyword arguments shared by the gated layers (MMoE, OMoE, CGC/PLE): gates and experts."""
     return dict(
         gate_temperature=config.gate_temperature,
         gate_units=config.gate_units,
@@ -33,6 +34,7 @@ def _gate_options(config: ModelConfig, seed: int) -> dict:
         expert_dropout=config.expert_dropout,
         load_balance_weight=config.load_balance_weight,
         seed=seed,
+        fused_experts=config.fused_experts,
     )
 
 

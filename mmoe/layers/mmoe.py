@@ -30,6 +30,8 @@ class MMoE(keras.layers.Layer):
             the model's losses in training. Defaults to 0.
         activation: str. Expert activation. Defaults to ``"relu"``.
         seed: int. Seed of the gates' expert-dropout noise.
+        fused_experts: bool. Stacked expert kernels (True) or a loop of Dense layers (False):
+            the same function, see :class:`ExpertBank`. Defaults to True.
 
     Input shape:
         ``(batch_size, input_dim)``.
@@ -54,6 +56,7 @@ class MMoE(keras.layers.Layer):
         load_balance_weight: float = 0.0,
         activation: str = "relu",
         seed: int | None = None,
+        fused_experts: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,7 +75,10 @@ class MMoE(keras.layers.Layer):
         self.load_balance_weight = float(load_balance_weight)
         self.activation = activation
         self.seed = seed
-        self.experts = ExpertBank(self.num_experts, self.expert_units, activation=activation, name="experts")
+        self.fused_experts = bool(fused_experts)
+        self.experts = ExpertBank(
+            self.num_experts, self.expert_units, activation=activation, fused=self.fused_experts, name="experts"
+        )
         gate_names = ["gate"] if self.shared_gate else [f"gate_{task}" for task in task_names]
         self.gates = [
             SoftmaxGate(
@@ -119,6 +125,7 @@ class MMoE(keras.layers.Layer):
             "load_balance_weight": self.load_balance_weight,
             "activation": self.activation,
             "seed": self.seed,
+            "fused_experts": self.fused_experts,
         }
 
 

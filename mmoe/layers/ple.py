@@ -31,6 +31,8 @@ class CGC(keras.layers.Layer):
         gate_temperature, gate_units, gate_top_k, expert_dropout, load_balance_weight, seed:
             as in :class:`mmoe.layers.MMoE`.
         activation: str. Expert activation. Defaults to ``"relu"``.
+        fused_experts: bool. Stacked expert kernels (True) or loops of Dense layers (False), see
+            :class:`mmoe.layers.ExpertBank`. Defaults to True.
 
     Input:
         A tensor ``(batch_size, input_dim)`` (first level), or a dict with one tensor per task
@@ -56,6 +58,7 @@ class CGC(keras.layers.Layer):
         load_balance_weight: float = 0.0,
         activation: str = "relu",
         seed: int | None = None,
+        fused_experts: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,11 +77,9 @@ class CGC(keras.layers.Layer):
         self.load_balance_weight = float(load_balance_weight)
         self.activation = activation
         self.seed = seed
-        self.shared_experts = ExpertBank(self.num_experts, self.expert_units, activation=activation, name="shared_experts")
-        self.own_experts = [
-            ExpertBank(self.task_experts, self.expert_units, activation=activation, name=f"experts_{task}")
-            for task in task_names
-        ]
+        self.fused_experts = bool(fused_experts)
+        self.shared_experts = self._experts(self.num_experts, "shared_experts")
+        self.own_experts = [self._experts(self.task_experts, f"experts_{task}") for task in task_names]
         per_task = self.task_experts + self.num_experts
         self.gates = [self._gate(per_task, f"gate_{task}", i) for i, task in enumerate(task_names)]
         self.shared_gate = (
@@ -86,6 +87,9 @@ class CGC(keras.layers.Layer):
             if self.output_shared
             else None
         )
+
+    def _experts(self, num_experts: int, name: str) -> ExpertBank:
+        return ExpertBank(num_experts, self.expert_units, activation=self.activation, fused=self.fused_experts, name=name)
 
     def _gate(self, num_experts: int, name: str, index: int) -> SoftmaxGate:
         return SoftmaxGate(
@@ -152,6 +156,7 @@ class CGC(keras.layers.Layer):
             "load_balance_weight": self.load_balance_weight,
             "activation": self.activation,
             "seed": self.seed,
+            "fused_experts": self.fused_experts,
         }
 
 

@@ -1,0 +1,792 @@
+"""Training speed at the reference size: examples/s, FLOPs, roofline fraction and peak memory.
+
+The reference size (issue 7, ``feature_specs/train_reference.yaml``): 8 categorical features with
+16-dim embeddings and 4 numeric features (132 encoded inputs); 8 experts, each an MLP 256 -> 128;
+towers of 64; batch 1024; click (binary) + engagement (regression, masked by click).
+
+1. Generates ``--rows`` seeded rows (Parquet) and runs the project's Beam preprocessing
+   (``pipelines.run.preprocess``) into ``<workdir>`` (a temp dir unless ``--workdir``), in a child
+   process so its memory does not count towards training's.
+2. Measures the machine: float32 numpy 2048x2048 matmul GFLOP/s (and TensorFlow's own) before
+   and after every timing round; the roofline divides by the best of them.
+3. Builds one training step per configuration: experts fused (stacked kernels) or naive (a loop
+   of Dense layers) x ``jit_compile`` off/on, each fed from three inputs: ``tfrecord`` (the
+   project's tf.data pipeline: gzip TFRecords -> shuffle -> batch -> parse -> preprocessing
+   layers, prefetched), ``cached`` (the same after ``dataset.cache()`` and a warm epoch) and
+   ``memory`` (one batch held in memory: the model alone, so input can never be the bottleneck);
+   plus the spec's own variant at other batch sizes on cached input. The steps are the
+   project's ``mmoe.loop.Trainer.train_step`` when that module exists, else an equivalent
+   compiled step (GradientTape, Adam, ``mmoe.model.task_losses``).
+4. Times them in interleaved rounds, in a new random order each round (the machine is shared:
+   every configuration sees the same background load), after warm-up; reports medians of
+   per-step times, and each configuration's least disturbed round.
+5. Profiles the default step: forward, forward + backward, the step, op time by op type
+   (TensorFlow profiler), and the expert bank alone, fused vs naive, at two sizes.
+
+    .venv/bin/python benchmarks/train.py            # ~4-5 min on 2 cores
+    .venv/bin/python benchmarks/train.py --quick    # a smoke run, ~1.5 min
+
+Writes benchmarks/results/train.json (``fused_examples_per_s``, ``naive_examples_per_s``,
+``train_flops_per_example``, ``matmul_gflops``, ``roofline_fraction``, ``peak_rss_mb``, and every
+configuration) and benchmarks/results/train.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+SPEC_NAME = "train_reference"
+INPUTS = ("tfrecord", "cached", "memory")
+FLOPS_FORMULA = (
+    "train = 3 * forward (backward = 2 * forward: input and weight gradients); forward = "
+    "sum over matmuls of 2*m*n*k per example (m = 1): experts E * sum_i 2*d_i*d_(i+1) with "
+    "d_0 = encoded input width; gates T * 2*d_0*E; mixtures T * 2*E*u_last; towers "
+    "T * sum_j 2*t_j*t_(j+1) from u_last to 1; embeddings, biases, activations, losses and the "
+    "optimizer not counted"
+)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+def generate_rows(rows: int, seed: int):
+    """A seeded impression log with the reference spec's columns (pandas DataFrame)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+
+    def ids(prefix, cardinality):  # Zipf-like popularity over `cardinality` ids
+        return np.char.add(prefix, (rng.zipf(1.3, rows) % cardinality).astype(str))
+
+    frame = pd.DataFrame({
+        "request_id": np.char.add("r", (np.arange(rows) // 10).astype(str)),
+        "user_id": ids("u", 4000), "item_id": ids("i", 4000), "category": ids("c", 800),
+        "brand": ids("b", 600), "city": ids("t", 300), "device": ids("d", 20),
+        "hour": rng.integers(0, 24, rows), "weekday": rng.integers(0, 7, rows),
+        "user_age": rng.normal(35, 10, rows).clip(16, 90), "price": rng.lognormal(3, 1, rows),
+        "popularity": rng.pareto(2.0, rows) * 100, "freshness_days": rng.exponential(30, rows),
+    })
+    logit = -1.5 + 0.4 * np.log1p(frame["popularity"]) - 0.2 * np.log1p(frame["price"]) + rng.normal(0, 1, rows)
+    frame["clicked"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    frame["dwell_seconds"] = np.where(frame["clicked"] == 1, rng.lognormal(3, 1, rows), 0.0)
+    return frame
+
+
+def prepare(workdir: str, rows: int, seed: int) -> dict:
+    """Writes raw Parquet under ``workdir/raw`` and preprocesses it into ``workdir``."""
+    from feature_specs.spec import bundled_spec_path
+    from pipelines.run import preprocess
+
+    raw = os.path.join(workdir, "raw")
+    os.makedirs(raw, exist_ok=True)
+    start = time.perf_counter()
+    generate_rows(rows, seed).to_parquet(os.path.join(raw, "rows-00000.parquet"), index=False)
+    generated = time.perf_counter()
+    report = preprocess(bundled_spec_path(SPEC_NAME), os.path.join(raw, "*.parquet"), workdir)
+    return {"rows": rows, "generate_s": round(generated - start, 2),
+            "preprocess_s": round(time.perf_counter() - generated, 2), "written": report["written"]}
+
+
+def prepare_in_child(workdir: str, rows: int, seed: int) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--prepare", workdir, "--rows", str(rows), "--seed", str(seed)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(next(line[7:] for line in output.splitlines() if line.startswith("RESULT ")))
+
+
+# ---------------------------------------------------------------- machine and memory
+
+
+def numpy_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """float32 ``n x n`` numpy matmul rate: the fastest of ``repeats`` products after a warm-up.
+
+    The fastest, not the median: other processes can only slow a product down, so the fastest
+    is the best estimate of what the machine can do.
+    """
+    import numpy as np
+
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    a @ a
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def tf_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """The same product through TensorFlow's CPU matmul kernel (fastest of ``repeats``)."""
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n))
+    matmul = tf.function(lambda x: tf.matmul(x, x))
+    matmul(a).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def reset_peak_rss() -> None:
+    """Resets the kernel's high-water mark of this process's RSS (Linux; no-op elsewhere)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS since the last :func:`reset_peak_rss` (VmHWM), else since process start."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ---------------------------------------------------------------- FLOPs
+
+
+def train_flops_per_example(spec) -> dict:
+    """Training FLOPs per example of ``spec``'s gated model (see ``FLOPS_FORMULA``)."""
+    config = spec.model
+    width = sum(f.embedding_dim if f.is_categorical else 1 for f in spec.model_features)
+    tasks, experts = len(spec.tasks), config.num_experts
+    dims = [width, *config.expert_units]
+    tower = [dims[-1], *config.tower_units, 1]
+    forward = {
+        "experts": experts * sum(2 * a * b for a, b in zip(dims, dims[1:])),
+        "gates": tasks * 2 * width * experts,
+        "mixtures": tasks * 2 * experts * dims[-1],
+        "towers": tasks * sum(2 * a * b for a, b in zip(tower, tower[1:])),
+    }
+    total = sum(forward.values())
+    return {"input_width": width, "forward": forward, "forward_total": total, "train": 3 * total}
+
+
+# ---------------------------------------------------------------- steps and inputs
+
+
+@dataclass
+class Config:
+    """One measured configuration (expert form, XLA, input, batch size), its step and input."""
+
+    experts: str  # "fused" | "naive"
+    jit: bool
+    input: str  # one of INPUTS
+    batch: int
+    step: object = field(repr=False, default=None)
+    iterator: object = field(repr=False, default=None)
+    times: list = field(default_factory=list)
+    round_times: list = field(default_factory=list)  # one list of step seconds per round
+
+    @property
+    def key(self) -> str:
+        return config_key({"experts": self.experts, "jit_compile": self.jit, "input": self.input, "batch": self.batch})
+
+
+def variant_spec(spec, fused: bool, jit: bool, batch: int):
+    return replace(spec, model=replace(spec.model, fused_experts=fused),
+                   training=replace(spec.training, jit_compile=jit, batch_size=batch))
+
+
+def project_loop():
+    """``mmoe.loop`` if it has landed (a ``Trainer`` with ``train_step``), else None."""
+    try:
+        from mmoe import loop
+    except ImportError:
+        return None
+    return loop if hasattr(getattr(loop, "Trainer", None), "train_step") else None
+
+
+class Step:
+    """One compiled training step of ``spec`` (its ``fused_experts``, ``jit_compile``, batch size).
+
+    ``self(batch)`` runs one step on a batch of :meth:`dataset` and returns the loss. The step is
+    ``mmoe.loop.Trainer.train_step`` when that module exists, else :meth:`_own_step`.
+    """
+
+    def __init__(self, spec, workdir):
+        import keras
+
+        from mmoe.model import build_models
+
+        keras.utils.set_random_seed(spec.training.seed)
+        self.spec, self.workdir = spec, workdir
+        loop = project_loop()
+        self.trainer = loop.Trainer(spec, workdir) if loop else None
+        self.models = self.trainer.models if self.trainer else build_models(spec, workdir)
+        self.model = self.models.core
+        self.own_step = None if self.trainer else self._own_step()
+
+    def loss_of(self, features, labels, sample_weights):
+        """Weighted task losses of the core model, as Keras' ``compile`` would combine them."""
+        import tensorflow as tf
+
+        from mmoe.model import task_losses
+
+        losses, weights = task_losses(self.spec)
+        outputs = self.model(features, training=True)  # task -> (batch, 1)
+        return tf.add_n([weights[t] * losses[t](labels[t], outputs[t], sample_weight=sample_weights[t]) for t in losses])
+
+    def _own_step(self):
+        """GradientTape + Adam over ``models.core``, the whole step compiled as one function."""
+        import keras
+        import tensorflow as tf
+
+        optimizer = keras.optimizers.Adam(learning_rate=self.spec.training.learning_rate)
+        variables = self.model.trainable_variables
+        optimizer.build(variables)
+
+        @tf.function(jit_compile=self.spec.training.jit_compile)
+        def step(batch):
+            with tf.GradientTape() as tape:
+                loss = self.loss_of(*batch)
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss
+
+        return step
+
+    def __call__(self, batch) -> float:
+        if self.trainer is not None:
+            return self.trainer.train_step(batch)["loss"]
+        return float(self.own_step(batch))
+
+    def dataset(self):
+        """Preprocessed ``(features, labels, sample_weights)`` train batches, one epoch."""
+        if self.trainer is not None:
+            return self.trainer.dataset("train")
+        import tensorflow as tf
+
+        from mmoe.data import training_dataset
+
+        preprocess = self.models.preprocess
+        return training_dataset(
+            self.spec, self.workdir, "train", self.spec.training.batch_size, shuffle=True, seed=self.spec.training.seed
+        ).map(lambda f, l, w: (preprocess(f), l, w), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def make_inputs(step: Step, log_progress: bool = True) -> dict:
+    """Iterators of ``step``'s preprocessed full batches: ``tfrecord``, ``cached`` and ``memory``."""
+    import tensorflow as tf
+
+    batch, first_task = step.spec.training.batch_size, step.spec.tasks[0].name
+    # the last batch of an epoch is smaller: drop it, so every step has one shape (no retracing)
+    full = step.dataset().filter(lambda f, l, w: tf.shape(l[first_task])[0] == batch)
+    cached = full.cache()
+    start, batches = time.perf_counter(), 0
+    for _ in cached:  # the warm epoch fills the cache
+        batches += 1
+    if log_progress:
+        log(f"cached {batches} batches of {batch} in {time.perf_counter() - start:.1f} s")
+    one = next(iter(cached))
+    return {
+        "tfrecord": iter(full.repeat().prefetch(tf.data.AUTOTUNE)),
+        "cached": iter(cached.repeat().prefetch(tf.data.AUTOTUNE)),
+        "memory": _Repeat(one),
+        "batches_per_epoch": batches,
+    }
+
+
+class _Repeat:
+    """An endless iterator over one in-memory batch."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.batch
+
+
+def input_rate(iterator, batches: int) -> float:
+    """Batches/s of an input iterator alone (no training step)."""
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches / (time.perf_counter() - start)
+
+
+def run_steps(step, iterator, count: int) -> list[float]:
+    """Runs ``count`` steps; returns each one's seconds (input fetch included, loss synced)."""
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step(next(iterator))
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# ---------------------------------------------------------------- measurement
+
+
+def median(values) -> float:
+    import numpy as np
+
+    return float(np.median(values))
+
+
+def summarize(config: Config, flops: int, matmul: float, round_matmul: list[float]) -> dict:
+    """One table row. ``roofline_fraction`` divides by ``matmul`` (the run's best matmul rate);
+    ``roofline_fraction_paired`` is the median over rounds of the round's rate divided by the
+    matmul rate measured right after that round (the same background load);
+    ``*_best_round`` uses the round with the highest rate (the least disturbed), like the
+    matmul rate does."""
+    step_s = median(config.times)
+    rate = config.batch / step_s
+    round_rates = [config.batch / median(t) for t in config.round_times]
+    paired = [r * flops / 1e9 / m for r, m in zip(round_rates, round_matmul)]
+    return {
+        "experts": config.experts, "jit_compile": config.jit, "input": config.input, "batch": config.batch,
+        "steps_timed": len(config.times), "median_step_ms": round(step_s * 1e3, 2),
+        "examples_per_s": round(rate, 1), "achieved_gflops": round(rate * flops / 1e9, 2),
+        "roofline_fraction": round(rate * flops / 1e9 / matmul, 3),
+        "roofline_fraction_paired": round(median(paired), 3),
+        "examples_per_s_best_round": round(max(round_rates), 1),
+        "roofline_fraction_best_round": round(max(round_rates) * flops / 1e9 / matmul, 3),
+        "examples_per_s_by_round": [round(r) for r in round_rates],
+    }
+
+
+def profile(step: Step, batch, width: int, repeats: int) -> dict:
+    """Median ms of the parts of ``step`` on one in-memory ``batch``: where the time goes.
+
+    ``forward`` and ``forward_backward`` are the core model's loss and gradients, compiled like
+    the step (``jit_compile``); ``step`` is the measured training step (optimizer included);
+    ``whole_step_one_function`` is forward, backward and Adam in ONE compiled function (differs
+    from ``step`` when the project's loop compiles only the gradients); ``experts_forward_backward``
+    is the expert bank alone on a ``(batch, width)`` input.
+    """
+    import keras
+    import tensorflow as tf
+
+    from mmoe.layers import ExpertBank
+
+    spec, model = step.spec, step.model
+    jit = spec.training.jit_compile
+
+    def gradients(b):
+        with tf.GradientTape() as tape:
+            loss = step.loss_of(*b)
+        return tape.gradient(loss, model.trainable_variables)
+
+    forward = tf.function(lambda b: step.loss_of(*b), jit_compile=jit)
+    forward_backward = tf.function(gradients, jit_compile=jit)
+    result = {
+        "forward_ms": _time_ms(lambda: forward(batch), repeats),
+        "forward_backward_ms": _time_ms(lambda: forward_backward(batch), repeats),
+        "step_ms": _time_ms(lambda: step(batch), repeats),
+    }
+    if step.trainer is not None:
+        whole = step._own_step()
+        result["whole_step_one_function_ms"] = _time_ms(lambda: whole(batch), repeats)
+    size = int(next(iter(batch[1].values())).shape[0])
+    bank = ExpertBank(spec.model.num_experts, spec.model.expert_units, fused=spec.model.fused_experts)
+    bank.build((None, width))
+    x = tf.random.normal((size, width))
+
+    def expert_gradients(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            out = keras.ops.sum(bank(inputs))  # (batch, E, units) summed
+        return tape.gradient(out, [inputs, *bank.trainable_variables])
+
+    experts = tf.function(expert_gradients, jit_compile=jit)
+    result["experts_forward_backward_ms"] = _time_ms(lambda: experts(x), repeats)
+    return result
+
+
+EXPERT_SIZES = {  # name: (batch, input width, experts, units)
+    "reference": (1024, 132, 8, (256, 128)),
+    "clicklog": (512, 60, 8, (64,)),  # feature_specs/clicklog.yaml's experts
+}
+
+
+def expert_banks(rounds: int, repeats: int = 5) -> dict:
+    """Forward + backward ms of the expert bank alone, fused vs naive, at two sizes.
+
+    Both forms get the same weights and input; medians over interleaved rounds, graph mode.
+    """
+    import tensorflow as tf
+
+    from mmoe.layers import ExpertBank
+
+    functions, times = {}, {}
+    for name, (batch, width, experts, units) in EXPERT_SIZES.items():
+        x = tf.random.normal((batch, width))
+        fused, naive = ExpertBank(experts, units), ExpertBank(experts, units, fused=False)
+        fused.build((None, width))
+        naive.build((None, width))
+        naive.set_expert_weights(fused.expert_weights())
+        for form, bank in (("fused", fused), ("naive", naive)):
+            functions[(name, form)] = (tf.function(_bank_gradients(bank)), x)
+    for _ in range(rounds):
+        for key, (function, x) in functions.items():
+            times.setdefault(key, []).append(_time_ms(lambda: function(x), repeats))
+    result = {}
+    for name in EXPERT_SIZES:
+        fused, naive = median(times[(name, "fused")]), median(times[(name, "naive")])
+        result[name] = {"fused_ms": round(fused, 2), "naive_ms": round(naive, 2), "naive_over_fused": round(naive / fused, 2)}
+    return result
+
+
+def _bank_gradients(bank):
+    import keras
+    import tensorflow as tf
+
+    def gradients(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            out = keras.ops.sum(keras.ops.square(bank(inputs)))  # (batch, E, units) -> scalar
+        return tape.gradient(out, [inputs, *bank.trainable_variables])
+
+    return gradients
+
+
+def op_profile(step: Step, batch, steps: int = 5, top: int = 10) -> dict:
+    """Op time per step by op type (all threads summed), from a TensorFlow profiler trace.
+
+    Returns ``{"op_ms_per_step": total, "ops": {type: [ms, share]}}``; the mixture's einsum is
+    listed apart from other einsums. Empty when the trace cannot be read.
+    """
+    import collections
+    import glob
+    import tensorflow as tf
+
+    try:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        return {}
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        for _ in range(steps):
+            step(batch)
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as handle:
+            space.ParseFromString(handle.read())
+    totals = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_"):
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                if ":" not in name or "Process" in name:  # executor bookkeeping, not ops
+                    continue
+                kind = name.rsplit(":", 1)[-1]
+                totals[f"{kind} (gate mixture)" if "/einsum" in name else kind] += event.duration_ps / 1e9 / steps
+    total = sum(totals.values())
+    return {"op_ms_per_step": round(total, 1),
+            "ops": {k: [round(v, 1), round(v / total, 3)] for k, v in totals.most_common(top)}}
+
+
+def _time_ms(function, repeats: int) -> float:
+    import tensorflow as tf
+
+    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, function())  # trace / warm
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, function())
+        times.append(time.perf_counter() - start)
+    return round(median(times) * 1e3, 2)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def setup_variants(spec, workdir, batch: int, warmup: int) -> tuple[list, dict, dict, dict]:
+    """Builds and warms up every (experts, jit) step at ``batch``; the spec's own variant first.
+
+    Returns ``(configs, steps, inputs, memory)``: one :class:`Config` per variant and input,
+    steps by ``(experts, jit)``, the shared input iterators, and each variant's peak RSS in MB
+    (cumulative: variants built earlier stay in memory, so only the first is a clean figure).
+    """
+    default = (spec.model.fused_experts, spec.training.jit_compile)
+    order = [default] + [(f, j) for f in (True, False) for j in (False, True) if (f, j) != default]
+    configs, steps, inputs, memory = [], {}, None, {}
+    for fused, jit in order:
+        reset_peak_rss()
+        start = time.perf_counter()
+        step = Step(variant_spec(spec, fused, jit, batch), workdir)
+        if inputs is None:
+            inputs = make_inputs(step)
+        for kind in INPUTS:
+            run_steps(step, inputs[kind], warmup)
+        name = ("fused" if fused else "naive", jit)
+        steps[name] = step
+        memory[name] = round(peak_rss_mb(), 1)
+        configs += [Config(name[0], jit, kind, batch, step, inputs[kind]) for kind in INPUTS]
+        log(f"built + warmed {name[0]:5s} jit={jit!s:5s} in {time.perf_counter() - start:5.1f} s, "
+            f"peak RSS {memory[name]:,.0f} MB")
+    return configs, steps, inputs, memory
+
+
+def setup_sweep(spec, workdir, sizes: list[int], warmup: int) -> list[Config]:
+    """The spec's variant at other batch sizes (a fresh model each), on cached input."""
+    configs = []
+    experts = "fused" if spec.model.fused_experts else "naive"
+    for size in sizes:
+        step = Step(variant_spec(spec, spec.model.fused_experts, spec.training.jit_compile, size), workdir)
+        inputs = make_inputs(step, log_progress=False)
+        if inputs["batches_per_epoch"] == 0:
+            log(f"batch {size}: fewer train rows than one batch, skipped")
+            continue
+        run_steps(step, inputs["cached"], warmup)
+        configs.append(Config(experts, spec.training.jit_compile, "cached", size, step, inputs["cached"]))
+        log(f"built + warmed batch {size}")
+    return configs
+
+
+def time_interleaved(configs: list[Config], rounds: int, per_block: int, block_warmup: int, machine: dict) -> None:
+    """Rounds over every configuration in a new random order each round (so background load and
+    order effects fall on all alike); each block runs ``block_warmup`` untimed steps, then
+    ``per_block`` timed ones. The matmul rates are measured again after each round."""
+    import random
+
+    for r in range(rounds):
+        order = list(configs)
+        random.Random(r).shuffle(order)
+        for config in order:
+            run_steps(config.step, config.iterator, block_warmup)
+            config.round_times.append(run_steps(config.step, config.iterator, per_block))
+            config.times += config.round_times[-1]
+        machine["numpy"].append(numpy_matmul_gflops())
+        machine["tf"].append(tf_matmul_gflops())
+        log(f"round {r + 1}/{rounds}: " + ", ".join(
+            f"{c.experts[0]}{'X' if c.jit else 'G'}-{c.input[:3]}-{c.batch} {c.batch / median(c.times):,.0f}"
+            for c in configs
+        ) + f" ex/s; matmul numpy {machine['numpy'][-1]:.0f}, TF {machine['tf'][-1]:.0f} GFLOP/s")
+
+
+def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict, batch: int) -> dict:
+    """The issue's summary figures: the default configuration (spec settings, TFRecord input)."""
+    jit = "xla" if default[1] else "graph"
+    fused, naive = rows[f"fused/{jit}/tfrecord/b{batch}"], rows[f"naive/{jit}/tfrecord/b{batch}"]
+    best = max(rows.values(), key=lambda r: r["examples_per_s"])
+    return {
+        "fused_examples_per_s": fused["examples_per_s"],
+        "naive_examples_per_s": naive["examples_per_s"],
+        "fused_over_naive": round(fused["examples_per_s"] / naive["examples_per_s"], 3),
+        "train_flops_per_example": flops,
+        "matmul_gflops": round(matmul, 1),
+        "roofline_fraction": fused["roofline_fraction"],
+        "roofline_fraction_paired": fused["roofline_fraction_paired"],
+        "fused_examples_per_s_best_round": fused["examples_per_s_best_round"],
+        "naive_examples_per_s_best_round": naive["examples_per_s_best_round"],
+        "roofline_fraction_best_round": fused["roofline_fraction_best_round"],
+        "peak_rss_mb": memory[("fused", default[1])],
+        "default_config": f"fused/{jit}/tfrecord/b{batch}",
+        "best_config": config_key(best),
+        "best_examples_per_s": best["examples_per_s"],
+        "best_roofline_fraction": best["roofline_fraction"],
+    }
+
+
+def config_key(row: dict) -> str:
+    return f"{row['experts']}/{'xla' if row['jit_compile'] else 'graph'}/{row['input']}/b{row['batch']}"
+
+
+def markdown(result: dict) -> str:
+    """benchmarks/results/train.md: the summary, every configuration, the profile."""
+    h, machine = result, result["machine"]
+    lines = [
+        "# Training speed at the reference size",
+        "",
+        f"{h['reference']}. Step: {h['step_source']}. Machine: {machine['cpus']} CPUs; float32 numpy "
+        f"2048x2048 matmul {h['matmul_gflops']} GFLOP/s (best of {len(machine['numpy_matmul_gflops'])} measurements "
+        f"in this run, each the fastest of 7 products; median {h['matmul_gflops_median']}); TensorFlow's own matmul {h['tf_matmul_gflops']} GFLOP/s. "
+        f"Training FLOPs per example: {h['train_flops_per_example']:,} ({h['flops']['formula']}).",
+        "",
+        f"- default ({h['default_config']}): **{h['fused_examples_per_s']:,.0f} examples/s**, roofline fraction "
+        f"**{h['roofline_fraction']}** of the best matmul rate ({h['roofline_fraction_paired']} of the rate measured "
+        f"after each round, under the same background load), peak RSS {h['peak_rss_mb']:,.0f} MB",
+        f"- naive experts, same settings: {h['naive_examples_per_s']:,.0f} examples/s (fused / naive = {h['fused_over_naive']})",
+        f"- in the least disturbed round: fused {h['fused_examples_per_s_best_round']:,.0f}, naive "
+        f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']}",
+        f"- fastest: {h['best_config']}: {h['best_examples_per_s']:,.0f} examples/s (roofline {h['best_roofline_fraction']})",
+        f"- input alone, no training (examples/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in h["input_alone_examples_per_s"].items()),
+        "",
+        "| experts | jit_compile | input | batch | median step ms | examples/s | GFLOP/s | roofline | roofline, paired "
+        "| best round examples/s | roofline, best round | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in h["configs"]:
+        rss = "" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
+        lines.append(
+            f"| {row['experts']} | {row['jit_compile']} | {row['input']} | {row['batch']} | {row['median_step_ms']} | "
+            f"{row['examples_per_s']:,.0f} | {row['achieved_gflops']} | {row['roofline_fraction']} | "
+            f"{row['roofline_fraction_paired']} | {row['examples_per_s_best_round']:,.0f} | "
+            f"{row['roofline_fraction_best_round']} | {rss} |"
+        )
+    lines += [
+        "",
+        "Profile of the default step on one in-memory batch (median ms): "
+        + ", ".join(f"{k} {v}" for k, v in h["profile"].items()) + ".",
+        "",
+        (f"Op time per step of the {h['op_profile']['step']} step by op type (TensorFlow profiler, all threads, "
+         "ms and share; graph mode, since XLA runs the gradient as one cluster): "
+         + ", ".join(f"{k} {v[0]} ({v[1]:.0%})" for k, v in h["op_profile"].get("ops", {}).items()) + "."),
+        "",
+        "Expert bank alone, forward + backward, graph mode (median ms): " + "; ".join(
+            f"{name} ({_bank_size(h['expert_bank_alone']['sizes'][name])}): fused {v['fused_ms']}, naive "
+            f"{v['naive_ms']} (naive / fused = {v['naive_over_fused']})"
+            for name, v in h["expert_bank_alone"].items() if name != "sizes"
+        ) + ".",
+        "",
+        "Configurations were timed in interleaved rounds, in a new random order each round, "
+        f"{h['settings']['rounds']} x {h['settings']['steps']} steps each after warm-up; medians of per-step times. "
+        "Peak RSS per variant is cumulative (variants built earlier stay in memory); the default is built first. "
+        f"Total run {h['wall_s']} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _bank_size(size: dict) -> str:
+    widths = " -> ".join(str(w) for w in [size["input_width"], *size["units"]])
+    return f"batch {size['batch']}, {size['experts']} experts {widths}"
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=40_000, help="generated rows (90%% train)")
+    parser.add_argument("--workdir", help="keep data here instead of a temp dir (reused if it holds data)")
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration per round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per input after building a variant")
+    parser.add_argument("--block_warmup", type=int, default=2, help="untimed steps before each timed block")
+    parser.add_argument("--sweep", type=int, nargs="*", default=[256, 512, 2048, 4096])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run: fewer rows, rounds and sweep sizes")
+    parser.add_argument("--output_dir", default=RESULTS)
+    parser.add_argument("--prepare", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.rounds, args.steps, args.sweep = min(args.rows, 12_000), 1, 4, [512]
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.prepare:
+        print("RESULT " + json.dumps(prepare(args.prepare, args.rows, args.seed)), flush=True)
+        return {}
+    wall = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run(args, args.workdir or tmp)
+        log("measurements done; removing the temporary data")
+    result["wall_s"] = round(time.perf_counter() - wall, 1)
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "train.json"), "w", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+    with open(os.path.join(args.output_dir, "train.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown(result))
+    log(f"wrote {args.output_dir}/train.json and train.md")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}, indent=2))
+    return result
+
+
+def prepare_data(args, root: str) -> dict:
+    if os.path.exists(os.path.join(root, "report.json")):
+        log(f"reusing the preprocessed data in {root}")
+        return {"reused": root}
+    log(f"generating {args.rows:,} rows and preprocessing them (Beam) into {root}")
+    data = prepare_in_child(root, args.rows, args.seed)
+    log(f"data ready: generate {data['generate_s']} s, preprocess {data['preprocess_s']} s")
+    return data
+
+
+def run(args, root: str) -> dict:
+    from feature_specs.artifacts import Workdir
+    from feature_specs.spec import bundled_spec_path, load_spec
+
+    spec = load_spec(bundled_spec_path(SPEC_NAME))
+    workdir = Workdir(root)
+    data = prepare_data(args, root)
+    flops = train_flops_per_example(spec)
+    machine = {"numpy": [numpy_matmul_gflops()], "tf": [tf_matmul_gflops()]}
+    log(f"matmul numpy {machine['numpy'][0]:.0f}, TF {machine['tf'][0]:.0f} GFLOP/s; "
+        f"{flops['train']:,} training FLOPs per example")
+
+    configs, steps, inputs, memory = setup_variants(spec, workdir, args.batch, args.warmup)
+    input_rates = {kind: round(input_rate(inputs[kind], 20) * args.batch, 1) for kind in ("tfrecord", "cached")}
+    log(f"input alone: {input_rates} examples/s")
+    sweep = setup_sweep(spec, workdir, sorted(set(args.sweep) - {args.batch}), args.warmup)
+    time_interleaved(configs + sweep, args.rounds, args.steps, args.block_warmup, machine)
+
+    default = ("fused" if spec.model.fused_experts else "naive", spec.training.jit_compile)
+    log("profile of the default step")
+    prof = profile(steps[default], inputs["memory"].batch, flops["input_width"], repeats=5)
+    prof["experts_gflops"] = round(3 * flops["forward"]["experts"] * args.batch / prof["experts_forward_backward_ms"] / 1e6, 1)
+    prof["step_gflops"] = round(flops["train"] * args.batch / prof["step_ms"] / 1e6, 1)
+    log(f"profile: {prof}")
+    # by op type in graph mode: under XLA the whole gradient is one opaque cluster
+    ops = {"step": f"{default[0]}/graph", **op_profile(steps[(default[0], False)], inputs["memory"].batch)}
+    log(f"op profile: {ops}")
+    banks = expert_banks(args.rounds)
+    log(f"expert bank alone, forward + backward: {banks}")
+
+    matmul = max(machine["numpy"])
+    rows = {}
+    for config in configs + sweep:
+        rows[config.key] = summarize(config, flops["train"], matmul, machine["numpy"][1:])
+        rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
+    loop = project_loop()
+    return {
+        **headline(rows, default, flops["train"], matmul, memory, args.batch),
+        "matmul_gflops_median": round(median(machine["numpy"]), 1),
+        "tf_matmul_gflops": round(max(machine["tf"]), 1),
+        "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "
+                     "256->128; towers 64; click + engagement (masked by click); feature_specs/train_reference.yaml",
+        "step_source": "mmoe.loop.Trainer.train_step" if loop else
+                       "benchmark's own tf.function step (mmoe.loop not present): GradientTape over "
+                       "build_models(...).core, Adam, mmoe.model.task_losses",
+        "flops": {**flops, "formula": FLOPS_FORMULA},
+        "machine": {"cpus": os.cpu_count(), "numpy_matmul_gflops": [round(m, 1) for m in machine["numpy"]],
+                    "tf_matmul_gflops": [round(m, 1) for m in machine["tf"]],
+                    "roofline_denominator": "the highest numpy measurement of the run (each the fastest of 7 "
+                                            "products): the machine's rate when least disturbed by other load",
+                    "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")},
+        "input_alone_examples_per_s": input_rates,
+        "data": {**data, "train_batches_per_epoch": inputs["batches_per_epoch"]},
+        "settings": {k: v for k, v in vars(args).items() if k != "prepare"},
+        "profile": prof,
+        "op_profile": ops,
+        "expert_bank_alone": {"sizes": {k: {"batch": v[0], "input_width": v[1], "experts": v[2], "units": list(v[3])}
+                                        for k, v in EXPERT_SIZES.items()}, **banks},
+        "configs": list(rows.values()),
+    }
+
+
+if __name__ == "__main__":
+    main()

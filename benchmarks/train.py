@@ -587,10 +587,12 @@ def time_interleaved(configs: list[Config], rounds: int, per_block: int, block_w
         ) + f" ex/s; matmul numpy {machine['numpy'][-1]:.0f}, TF {machine['tf'][-1]:.0f} GFLOP/s")
 
 
-def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict, batch: int) -> dict:
-    """The issue's summary figures: the default configuration (spec settings, TFRecord input)."""
+def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict, batch: int,
+             input_kind: str) -> dict:
+    """The issue's summary figures: the default configuration (the spec's settings: XLA or not,
+    and ``cached`` input when ``training.cache`` is on, else ``tfrecord``)."""
     jit = "xla" if default[1] else "graph"
-    fused, naive = rows[f"fused/{jit}/tfrecord/b{batch}"], rows[f"naive/{jit}/tfrecord/b{batch}"]
+    fused, naive = rows[f"fused/{jit}/{input_kind}/b{batch}"], rows[f"naive/{jit}/{input_kind}/b{batch}"]
     best = max(rows.values(), key=lambda r: r["examples_per_s"])
     return {
         "fused_examples_per_s": fused["examples_per_s"],
@@ -604,7 +606,7 @@ def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict
         "naive_examples_per_s_best_round": naive["examples_per_s_best_round"],
         "roofline_fraction_best_round": fused["roofline_fraction_best_round"],
         "peak_rss_mb": memory[("fused", default[1])],
-        "default_config": f"fused/{jit}/tfrecord/b{batch}",
+        "default_config": f"fused/{jit}/{input_kind}/b{batch}",
         "best_config": config_key(best),
         "best_examples_per_s": best["examples_per_s"],
         "best_roofline_fraction": best["roofline_fraction"],
@@ -763,7 +765,8 @@ def run(args, root: str) -> dict:
         rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
     loop = project_loop()
     return {
-        **headline(rows, default, flops["train"], matmul, memory, args.batch),
+        **headline(rows, default, flops["train"], matmul, memory, args.batch,
+                   "cached" if spec.training.cache else "tfrecord"),
         "matmul_gflops_median": round(median(machine["numpy"]), 1),
         "tf_matmul_gflops": round(max(machine["tf"]), 1),
         "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "

@@ -147,6 +147,8 @@ class Trainer:
             best_value=self.best_value, best_epoch=self.best_epoch,
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir, max_to_keep=3)
+        # XLA compiles the forward and backward pass; the cross-replica reductions and the optimizer
+        # update stay outside the cluster (compiling them in with tf.function recompiled every step).
         self._gradients = tf.function(self._loss_and_gradients, jit_compile=self.jit_compile)
         self._train_fn = tf.function(self._distributed_train_step)
         self._eval_fn = tf.function(self._distributed_eval_step)
@@ -444,6 +446,8 @@ class Trainer:
         """Removes this run's checkpoints (a finished run is not resumed by the next one)."""
         if tf.io.gfile.exists(self.checkpoint_dir):
             tf.io.gfile.rmtree(self.checkpoint_dir)
+        # The manager read the directory's state when it was made: make it anew.
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir, max_to_keep=3)
 
 
 def remove_worker_dirs(workdir: Workdir) -> None:

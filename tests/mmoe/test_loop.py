@@ -147,3 +147,13 @@ def test_cached_input_keeps_the_batches_and_reshuffles_their_order(trained_run, 
     assert trainer._cached_train is not None
     resumed = [batch[0]["user_id"].numpy()[:, 0].tolist() for batch in trainer.dataset("train", 1, skip_batches=1)]
     assert resumed == epoch1[1:], "a resumed epoch skips the batches already trained on"
+
+
+def test_clearing_checkpoints_means_a_fresh_start(trained_run, tmp_path):
+    first = _trainer(trained_run, tmp_path)
+    first.train_step(next(iter(first.dataset("train"))))
+    first._save_checkpoint()
+    second = _trainer(trained_run, tmp_path)  # sees the checkpoint: it would resume
+    assert second.manager.latest_checkpoint is not None
+    second.clear_checkpoints()  # what `mmoe train --fresh` does
+    assert not second.restore() and int(second.step) == 0

@@ -42,6 +42,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import yaml
 
+from feature_specs.input_formats import format_from_extension, strip_compression
 from feature_specs.spec import FeatureSpec, spec_from_dict
 
 SAMPLE_ROWS = 20_000
@@ -110,17 +111,10 @@ def input_format_of(path: str) -> str:
     Raises:
         InferError: for TFRecord or an extension that names no supported format.
     """
-    name = path.lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
+    input_format = format_from_extension(path, _COMPRESSION_SUFFIXES)
+    if input_format in INFER_FORMATS:
+        return input_format
+    name = strip_compression(path, _COMPRESSION_SUFFIXES)
     raise InferError(
         f"{path}: unsupported format (extension {os.path.splitext(name)[1] or 'none'}); `mmoe spec` reads "
         "CSV (.csv, with a header line), Parquet (.parquet, .pq) or JSONL (.jsonl, .ndjson, .json), "

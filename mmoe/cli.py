@@ -21,11 +21,11 @@ import os
 import sys
 import time
 
+from feature_specs.input_formats import INPUT_FORMATS  # plain Python: keeps --help instant
 from feature_specs.spec import ARCHITECTURES  # PyYAML only: keeps --help instant
 from mmoe.spec_commands import add_spec_parser, cmd_spec  # argparse only
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
-INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord")  # pipelines.options.INPUT_FORMATS, without importing Beam
 GENERATOR_MANIFEST = "_generator.json"
 BASELINES = ("single_task", "shared_bottom")  # mmoe.baselines.DEFAULT_BASELINES, without importing TF
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 from dataclasses import dataclass, field
 
 import keras
@@ -448,10 +446,3 @@ class Trainer:
             tf.io.gfile.rmtree(self.checkpoint_dir)
         # The manager read the directory's state when it was made: make it anew.
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir, max_to_keep=3)
-
-
-def remove_worker_dirs(workdir: Workdir) -> None:
-    """Deletes the private outputs non-chief workers wrote under ``model/workers``."""
-    path = join(workdir.model_dir, "workers")
-    if os.path.isdir(path):
-        shutil.rmtree(path)

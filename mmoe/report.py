@@ -104,8 +104,8 @@ def write_report(spec: FeatureSpec, workdir: Workdir, history: dict, metrics: di
         if "best_epoch" in training and "early_stopping_metric" in training else ""
     )
     figures = "".join(_image(join(workdir.plots_dir, name), caption) for name, caption in PLOTS)
-    config = json.dumps({"model": spec.to_dict()["model"], "training": spec.to_dict()["training"],
-                         "tasks": spec.to_dict()["tasks"], "ranking": spec.to_dict()["ranking"]}, indent=2)
+    plain = spec.to_dict()
+    config = json.dumps({key: plain[key] for key in ("model", "training", "tasks", "ranking")}, indent=2)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(spec.name)}: training report</title>
 <style>{STYLE}</style></head><body>
 <h1>{html.escape(spec.name)}: training report</h1>

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord")
-_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz", ".snappy")
+from feature_specs.input_formats import INPUT_FORMATS, format_from_extension
 
 
 class PreprocessOptions(PipelineOptions):
@@ -61,19 +60,9 @@ def infer_input_format(pattern: str) -> str:
     Raises:
         ValueError: when the extension names neither format.
     """
-    name = pattern.lower()
-    for suffix in _COMPRESSION_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if name.endswith((".jsonl", ".ndjson", ".json")):
-        return "jsonl"
-    if name.endswith((".tfrecord", ".tfrecords")):
-        return "tfrecord"
+    input_format = format_from_extension(pattern)
+    if input_format is not None:
+        return input_format
     raise ValueError(
         f"cannot tell the format of input {pattern!r} from its extension; "
         f"pass --input_format ({' or '.join(INPUT_FORMATS)})")

@@ -47,6 +47,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SPEC_NAME = "train_reference"
+OPTIMIZER = "mmoe.optimizers.FusedAdam (Keras Adam with one fused ResourceApplyAdam kernel per variable)"
 INPUTS = ("tfrecord", "cached", "memory")
 FLOPS_FORMULA = (
     "train = 3 * forward (backward = 2 * forward: input and weight gradients); forward = "
@@ -407,6 +408,7 @@ def profile(step: Step, batch, width: int, repeats: int) -> dict:
     if step.trainer is not None:
         whole = step._own_step()
         result["whole_step_one_function_ms"] = _time_ms(lambda: whole(batch), repeats)
+    result.update(optimizer_updates(model.trainable_variables, forward_backward(batch), repeats))
     size = int(next(iter(batch[1].values())).shape[0])
     bank = ExpertBank(spec.model.num_experts, spec.model.expert_units, fused=spec.model.fused_experts)
     bank.build((None, width))
@@ -421,6 +423,27 @@ def profile(step: Step, batch, width: int, repeats: int) -> dict:
     experts = tf.function(expert_gradients, jit_compile=jit)
     result["experts_forward_backward_ms"] = _time_ms(lambda: experts(x), repeats)
     return result
+
+
+def optimizer_updates(variables, gradients, repeats: int, rounds: int = 4) -> dict:
+    """Median ms of one Adam update of ``variables`` with ``gradients``: Keras' own Adam against
+    the loop's FusedAdam, in alternating rounds (the weights move; only the time matters)."""
+    import keras
+    import tensorflow as tf
+
+    from mmoe.optimizers import FusedAdam
+
+    updates = {}
+    for name, optimizer in (("keras_adam_update_ms", keras.optimizers.Adam(1e-3)),
+                            ("fused_adam_update_ms", FusedAdam(1e-3))):
+        optimizer.build(variables)
+        apply = tf.function(lambda g, o=optimizer: o.apply_gradients(zip(g, variables)) or o.iterations)
+        updates[name] = lambda a=apply: a(gradients)
+    times = {name: [] for name in updates}
+    for _ in range(rounds):
+        for name, update in updates.items():
+            times[name].append(_time_ms(update, repeats))
+    return {name: round(median(values), 2) for name, values in times.items()}
 
 
 EXPERT_SIZES = {  # name: (batch, input width, experts, units)
@@ -613,6 +636,20 @@ def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict
     }
 
 
+def input_wait(rows: dict, default_config: str, input_alone: dict) -> dict:
+    """Does the step wait on input? The default step fed from TFRecords (read, parse and
+    preprocess in tf.data, every batch) against the same step fed one batch already in memory,
+    and input alone against the step's rate."""
+    experts, jit, _, batch = default_config.split("/")
+    tfrecord, memory = rows[f"{experts}/{jit}/tfrecord/{batch}"], rows[f"{experts}/{jit}/memory/{batch}"]
+    return {
+        "tfrecord_examples_per_s": tfrecord["examples_per_s"],
+        "memory_examples_per_s": memory["examples_per_s"],
+        "tfrecord_over_memory": round(tfrecord["examples_per_s"] / memory["examples_per_s"], 3),
+        "input_alone_over_step": round(input_alone["tfrecord"] / tfrecord["examples_per_s"], 1),
+    }
+
+
 def config_key(row: dict) -> str:
     return f"{row['experts']}/{'xla' if row['jit_compile'] else 'graph'}/{row['input']}/b{row['batch']}"
 
@@ -636,6 +673,11 @@ def markdown(result: dict) -> str:
         f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']}",
         f"- fastest: {h['best_config']}: {h['best_examples_per_s']:,.0f} examples/s (roofline {h['best_roofline_fraction']})",
         f"- input alone, no training (examples/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in h["input_alone_examples_per_s"].items()),
+        f"- the step does not wait on input: fed from TFRecords (parse + preprocess in tf.data each batch) it runs "
+        f"{h['input_wait']['tfrecord_examples_per_s']:,.0f} examples/s against {h['input_wait']['memory_examples_per_s']:,.0f} "
+        f"from one batch in memory (ratio {h['input_wait']['tfrecord_over_memory']}); input alone is "
+        f"{h['input_wait']['input_alone_over_step']}x the step's rate",
+        f"- optimizer: {h['optimizer']}",
         "",
         "| experts | jit_compile | input | batch | median step ms | examples/s | GFLOP/s | roofline | roofline, paired "
         "| best round examples/s | roofline, best round | peak RSS MB |",
@@ -705,8 +747,16 @@ def main(argv=None) -> dict:
         return {}
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(args, args.workdir or tmp)
-        log("measurements done; removing the temporary data")
+        return run(args, args.workdir or tmp, wall)
+
+
+# The input iterators of the last run. TensorFlow can hang destroying a half-consumed endless
+# tf.data iterator (seen here with TF 2.21, waiting on tf.data's autotune thread), so they are
+# kept alive and the script exits without tearing them down.
+_ITERATORS: list = []
+
+
+def write_results(result: dict, args, wall: float) -> None:
     result["wall_s"] = round(time.perf_counter() - wall, 1)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "train.json"), "w", encoding="utf-8") as handle:
@@ -714,8 +764,7 @@ def main(argv=None) -> dict:
     with open(os.path.join(args.output_dir, "train.md"), "w", encoding="utf-8") as handle:
         handle.write(markdown(result))
     log(f"wrote {args.output_dir}/train.json and train.md")
-    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}, indent=2))
-    return result
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, (dict, list))}, indent=2), flush=True)
 
 
 def prepare_data(args, root: str) -> dict:
@@ -728,7 +777,8 @@ def prepare_data(args, root: str) -> dict:
     return data
 
 
-def run(args, root: str) -> dict:
+def run(args, root: str, wall: float) -> dict:
+    """Measures everything and writes the results (before the input iterators are torn down)."""
     from feature_specs.artifacts import Workdir
     from feature_specs.spec import bundled_spec_path, load_spec
 
@@ -764,9 +814,10 @@ def run(args, root: str) -> dict:
         rows[config.key] = summarize(config, flops["train"], matmul, machine["numpy"][1:])
         rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
     loop = project_loop()
-    return {
+    result = {
         **headline(rows, default, flops["train"], matmul, memory, args.batch,
                    "cached" if spec.training.cache else "tfrecord"),
+        "optimizer": OPTIMIZER,
         "matmul_gflops_median": round(median(machine["numpy"]), 1),
         "tf_matmul_gflops": round(max(machine["tf"]), 1),
         "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "
@@ -789,7 +840,13 @@ def run(args, root: str) -> dict:
                                         for k, v in EXPERT_SIZES.items()}, **banks},
         "configs": list(rows.values()),
     }
+    result["input_wait"] = input_wait(rows, result["default_config"], input_rates)
+    write_results(result, args, wall)
+    _ITERATORS.append((inputs, configs, sweep))
+    return result
 
 
 if __name__ == "__main__":
     main()
+    sys.stdout.flush()
+    os._exit(0)  # see _ITERATORS

@@ -7,15 +7,14 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from mmoe.layers.experts import ExpertBank
-from mmoe.layers.gate import SoftmaxGate, load_balance_loss
+from mmoe.layers.mixture import GatedExperts
 from mmoe.registry import register
 
 SHARED = "shared"
 
 
 @register
-class CGC(keras.layers.Layer):
+class CGC(GatedExperts):
     """One extraction level: each task mixes its own experts and the shared experts.
 
     Task t's gate weighs ``task_experts`` experts of its own followed by ``num_experts`` shared
@@ -28,11 +27,10 @@ class CGC(keras.layers.Layer):
         task_experts: int. Experts owned by each task.
         expert_units: list of int. Widths of each expert's MLP layers.
         output_shared: bool. Also return a ``"shared"`` mixture. Defaults to False.
-        gate_temperature, gate_units, gate_top_k, expert_dropout, load_balance_weight, seed:
-            as in :class:`mmoe.layers.MMoE`.
-        activation: str. Expert activation. Defaults to ``"relu"``.
-        fused_experts: bool. Stacked expert kernels (True) or loops of Dense layers (False), see
-            :class:`mmoe.layers.ExpertBank`. Defaults to True.
+        **kwargs: the gating options of :class:`mmoe.layers.mixture.GatedExperts`
+            (``gate_temperature``, ``gate_units``, ``gate_top_k``, ``expert_dropout``,
+            ``load_balance_weight``, ``activation``, ``seed``, ``fused_experts``) and Layer
+            arguments.
 
     Input:
         A tensor ``(batch_size, input_dim)`` (first level), or a dict with one tensor per task
@@ -44,6 +42,8 @@ class CGC(keras.layers.Layer):
         ``(batch_size, num_tasks, task_experts + num_experts)``, own experts first.
     """
 
+    reserved_names = (SHARED,)
+
     def __init__(
         self,
         task_names: Sequence[str],
@@ -51,51 +51,19 @@ class CGC(keras.layers.Layer):
         task_experts: int,
         expert_units: Sequence[int],
         output_shared: bool = False,
-        gate_temperature: float = 1.0,
-        gate_units: Sequence[int] = (),
-        gate_top_k: int = 0,
-        expert_dropout: float = 0.0,
-        load_balance_weight: float = 0.0,
-        activation: str = "relu",
-        seed: int | None = None,
-        fused_experts: bool = True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        task_names = [str(t) for t in task_names]
-        if not task_names or len(set(task_names)) != len(task_names) or SHARED in task_names:
-            raise ValueError(f"`task_names` must be non-empty, unique and not {SHARED!r}, got {task_names!r}")
-        self.task_names = task_names
-        self.num_experts = int(num_experts)
+        super().__init__(task_names, num_experts, expert_units, **kwargs)
         self.task_experts = int(task_experts)
-        self.expert_units = [int(u) for u in expert_units]
         self.output_shared = bool(output_shared)
-        self.gate_temperature = float(gate_temperature)
-        self.gate_units = [int(u) for u in gate_units]
-        self.gate_top_k = int(gate_top_k)
-        self.expert_dropout = float(expert_dropout)
-        self.load_balance_weight = float(load_balance_weight)
-        self.activation = activation
-        self.seed = seed
-        self.fused_experts = bool(fused_experts)
         self.shared_experts = self._experts(self.num_experts, "shared_experts")
-        self.own_experts = [self._experts(self.task_experts, f"experts_{task}") for task in task_names]
+        self.own_experts = [self._experts(self.task_experts, f"experts_{task}") for task in self.task_names]
         per_task = self.task_experts + self.num_experts
-        self.gates = [self._gate(per_task, f"gate_{task}", i) for i, task in enumerate(task_names)]
+        self.gates = [self._gate(per_task, f"gate_{task}", i) for i, task in enumerate(self.task_names)]
         self.shared_gate = (
-            self._gate(self.task_experts * len(task_names) + self.num_experts, "gate_shared", len(task_names))
+            self._gate(self.task_experts * len(self.task_names) + self.num_experts, "gate_shared", len(self.task_names))
             if self.output_shared
             else None
-        )
-
-    def _experts(self, num_experts: int, name: str) -> ExpertBank:
-        return ExpertBank(num_experts, self.expert_units, activation=self.activation, fused=self.fused_experts, name=name)
-
-    def _gate(self, num_experts: int, name: str, index: int) -> SoftmaxGate:
-        return SoftmaxGate(
-            num_experts, temperature=self.gate_temperature, hidden_units=self.gate_units,
-            top_k=min(self.gate_top_k, num_experts), expert_dropout=self.expert_dropout,
-            seed=None if self.seed is None else self.seed + index, name=name,
         )
 
     def _split(self, inputs) -> dict:
@@ -111,12 +79,6 @@ class CGC(keras.layers.Layer):
             gate.build(shapes[task])
         if self.shared_gate is not None:
             self.shared_gate.build(shapes[SHARED])
-
-    def _mix(self, gate, gate_input, experts, training):
-        weights = gate(gate_input, training=training)  # (batch, n)
-        if training and self.load_balance_weight > 0:
-            self.add_loss(self.load_balance_weight * load_balance_loss(weights))
-        return ops.einsum("be,beu->bu", weights, experts), weights
 
     def call(self, inputs, training=None):
         inputs = self._split(inputs)
@@ -142,22 +104,7 @@ class CGC(keras.layers.Layer):
         )
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "task_names": self.task_names,
-            "num_experts": self.num_experts,
-            "task_experts": self.task_experts,
-            "expert_units": self.expert_units,
-            "output_shared": self.output_shared,
-            "gate_temperature": self.gate_temperature,
-            "gate_units": self.gate_units,
-            "gate_top_k": self.gate_top_k,
-            "expert_dropout": self.expert_dropout,
-            "load_balance_weight": self.load_balance_weight,
-            "activation": self.activation,
-            "seed": self.seed,
-            "fused_experts": self.fused_experts,
-        }
+        return {**super().get_config(), "task_experts": self.task_experts, "output_shared": self.output_shared}
 
 
 @register

@@ -170,12 +170,16 @@ class Statistics:
         quantiles: feature -> sorted bucket boundaries (quantile features).
         vocabulary_sizes: feature -> number of entries in its vocabulary file.
         train_rows: int. Rows in the train split the statistics were computed on.
+        label_means: task -> mean label over the train rows where it is observed, after the
+            task's ``label_transform`` (a binary task's positive rate). Absent in files written
+            before it existed; the model then starts its output biases at 0.
     """
 
     numeric: Mapping[str, NumericStats] = field(default_factory=dict)
     quantiles: Mapping[str, list[float]] = field(default_factory=dict)
     vocabulary_sizes: Mapping[str, int] = field(default_factory=dict)
     train_rows: int = 0
+    label_means: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -185,6 +189,7 @@ class Statistics:
                 "numeric": {k: vars(v) for k, v in sorted(self.numeric.items())},
                 "quantiles": {k: list(v) for k, v in sorted(self.quantiles.items())},
                 "vocabulary_sizes": dict(sorted(self.vocabulary_sizes.items())),
+                "label_means": dict(sorted(self.label_means.items())),
             },
             indent=2,
             allow_nan=False,
@@ -203,4 +208,5 @@ class Statistics:
             quantiles={k: [float(b) for b in v] for k, v in data["quantiles"].items()},
             vocabulary_sizes={k: int(v) for k, v in data["vocabulary_sizes"].items()},
             train_rows=int(data["train_rows"]),
+            label_means={k: float(v) for k, v in data.get("label_means", {}).items()},
         )

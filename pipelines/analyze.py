@@ -20,7 +20,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.stats import ApproximateQuantiles
 
 from feature_specs.artifacts import NumericStats, Statistics
-from feature_specs.spec import Feature, FeatureSpec
+from feature_specs.spec import Feature, FeatureSpec, Task
+from feature_specs.values import is_missing
 
 _NUMERIC = ("zscore", "log1p")
 EMPTY_STATS = NumericStats(count=0, mean=0.0, variance=0.0, min=0.0, max=0.0)
@@ -169,6 +170,44 @@ class ComputeNumericStats(beam.PTransform):
         )
 
 
+def _label_values(row, tasks):
+    """``(task, label as learned)`` for every task whose label is observed in ``row``."""
+    for name, label, mask, log1p in tasks:
+        if mask is not None and not float(row.get(mask) or 0) > 0:
+            continue
+        value = row.get(label)
+        if is_missing(value):
+            continue
+        value = float(value)
+        yield name, (math.log1p(value) if log1p else value)
+
+
+class ComputeLabelMeans(beam.PTransform):
+    """Mean label per task over the rows where it is observed (its mask > 0), in the space the
+    model learns it (after ``label_transform``): the positive rate of a binary task.
+
+    The model starts each task's output bias there (``mmoe.model``), so a rare positive class
+    does not begin at probability 0.5.
+
+    Args:
+        tasks: the spec's tasks.
+
+    Returns (from ``expand``):
+        ``(task name, mean)`` elements, one per task with at least one observed label.
+    """
+
+    def __init__(self, tasks: Sequence[Task]):
+        super().__init__()
+        self._tasks = tuple((t.name, t.label, t.mask, t.label_transform == "log1p") for t in tasks)
+
+    def expand(self, rows):
+        return (
+            rows
+            | "Labels" >> beam.FlatMap(_label_values, self._tasks)
+            | "Mean" >> beam.combiners.Mean.PerKey()
+        )
+
+
 def interior_boundaries(quantiles: Sequence[float]) -> list[float]:
     """Drops the min and max of ``ApproximateQuantiles``' output, then sorts and deduplicates."""
     return sorted({float(q) for q in quantiles[1:-1]})
@@ -210,7 +249,7 @@ def assemble_statistics(parts, spec):
     Numeric features without values (an empty train split) get all-zero statistics, so the file
     always describes every analyzed feature.
     """
-    numeric, quantiles, sizes, train_rows = {}, {}, {}, 0
+    numeric, quantiles, sizes, train_rows, label_means = {}, {}, {}, 0, {}
     for kind, name, value in parts:
         if kind == "numeric":
             numeric[name] = value
@@ -220,10 +259,13 @@ def assemble_statistics(parts, spec):
             sizes[name] = value
         elif kind == "train_rows":
             train_rows = value
+        elif kind == "label_mean":
+            label_means[name] = float(value)
     for feature in spec.features:
         if feature.transform in _NUMERIC and feature.name not in numeric:
             numeric[feature.name] = EMPTY_STATS
-    return Statistics(numeric=numeric, quantiles=quantiles, vocabulary_sizes=sizes, train_rows=train_rows)
+    return Statistics(numeric=numeric, quantiles=quantiles, vocabulary_sizes=sizes, train_rows=train_rows,
+                      label_means=label_means)
 
 
 class AnalyzeTrain(beam.PTransform):
@@ -249,12 +291,14 @@ class AnalyzeTrain(beam.PTransform):
         numeric = rows | "NumericStats" >> ComputeNumericStats(self._features(*_NUMERIC))
         quantiles = rows | "Quantiles" >> ComputeQuantiles(self._features("quantile"))
         train_rows = rows | "CountRows" >> beam.combiners.Count.Globally()
+        label_means = rows | "LabelMeans" >> ComputeLabelMeans(self._spec.tasks)
         parts = (
             vocabularies | "TagVocabularies" >> beam.MapTuple(
                 lambda name, values: ("vocabulary_size", name, len(values))),
             numeric | "TagNumeric" >> beam.MapTuple(lambda name, stats: ("numeric", name, stats)),
             quantiles | "TagQuantiles" >> beam.MapTuple(lambda name, bounds: ("quantiles", name, bounds)),
             train_rows | "TagRows" >> beam.Map(lambda count: ("train_rows", None, count)),
+            label_means | "TagLabels" >> beam.MapTuple(lambda name, mean: ("label_mean", name, mean)),
         )
         statistics = (
             parts

@@ -67,3 +67,23 @@ def test_registry_matches_the_spec_choices():
     from feature_specs.spec import ARCHITECTURES
 
     assert set(BACKBONES) == set(ARCHITECTURES)
+
+
+def test_task_outputs_start_at_the_train_split_label_means(trained_run):
+    """Binary heads start at the logit of the positive rate, regression heads at the mean label."""
+    from feature_specs.artifacts import Statistics
+    from mmoe.encoder import load_statistics
+    from mmoe.model import initial_output_bias
+
+    statistics = load_statistics(trained_run.workdir)
+    assert set(statistics.label_means) == set(trained_run.spec.task_names)
+    keras.utils.set_random_seed(0)
+    models = build_models(trained_run.spec, trained_run.workdir, statistics)
+    for task in trained_run.spec.tasks:
+        bias = models.core.get_layer(f"tower_{task.name}").dense_layers[-1].bias.numpy()
+        mean = statistics.label_means[task.name]
+        expected = np.log(mean / (1 - mean)) if task.kind == "binary" else mean
+        np.testing.assert_allclose(bias, [expected], rtol=1e-6)
+        assert initial_output_bias(task, Statistics()) == 0.0  # statistics written before label means
+    click = next(t for t in trained_run.spec.tasks if t.kind == "binary")
+    assert initial_output_bias(click, Statistics(label_means={click.name: 0.0})) == pytest.approx(np.log(1e-4 / (1 - 1e-4)))

@@ -8,7 +8,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from feature_specs.artifacts import NumericStats
-from pipelines.analyze import (AnalyzeTrain, ComputeNumericStats, ComputeQuantiles,
+from pipelines.analyze import (AnalyzeTrain, ComputeLabelMeans, ComputeNumericStats, ComputeQuantiles,
                                ComputeVocabularies, MeanVarianceFn, interior_boundaries)
 
 
@@ -102,8 +102,17 @@ def test_analyze_train_assembles_statistics_for_features_only(tiny_spec, test_pi
             assert set(stats.numeric) == {"age", "price"}  # not clicked/dwell/ts: plain columns
             assert stats.numeric["age"] == NumericStats(5, 40.0, 200.0, 20.0, 60.0)
             assert set(stats.quantiles) == {"pop"} and len(stats.quantiles["pop"]) == 3
+            assert stats.label_means == pytest.approx({"click": 0.6, "engagement": math.log1p(1.0)})
 
         assert_that(statistics, check, label="Statistics")
+
+
+def test_label_means_count_observed_rows_in_the_learned_space(tiny_spec, test_pipeline):
+    # engagement is masked by clicked and learned as log1p(dwell); a blank label is not observed
+    rows = rows_of(clicked=[1, 0, 1, 1, 0], dwell=[3.0, 100.0, 7.0, None, 0.0])
+    with test_pipeline() as p:
+        means = p | beam.Create(rows) | ComputeLabelMeans(tiny_spec.tasks)
+        assert_that(means, equal_to([("click", 0.6), ("engagement", (math.log(4.0) + math.log(8.0)) / 2)]))
 
 
 def test_analyze_empty_train_split_gives_empty_statistics(tiny_spec, test_pipeline):
@@ -119,6 +128,7 @@ def test_analyze_empty_train_split_gives_empty_statistics(tiny_spec, test_pipeli
                                      "price": NumericStats(0, 0.0, 0.0, 0.0, 0.0)}
             assert stats.quantiles == {"pop": []}
             assert stats.vocabulary_sizes == {"user": 0, "hour": 0, "position": 0}
+            assert stats.label_means == {}
             stats.to_json()  # valid JSON (no NaN)
 
         assert_that(statistics, check, label="Statistics")

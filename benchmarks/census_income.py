@@ -158,7 +158,7 @@ def markdown(results: dict, meta: dict) -> str:
     for task in ("income", "never_married"):
         paired = paired_difference(results, "mmoe", "shared_bottom", task)
         if paired:
-            lines.append(f"\nMMoE - shared-bottom, {task}, paired by seed: {paired[0]:+.4f} ± {paired[1]:.4f} (standard error).")
+            lines.append(f"\nMMoE - shared-bottom, {task}, paired by seed: {paired[0]:+.5f} ± {paired[1]:.5f} (standard error).")
     if meta.get("model_set"):
         lines.append(f"\nModel settings changed from feature_specs/census_income.yaml: {', '.join(meta['model_set'])}.")
     return "\n".join(lines) + "\n"
@@ -212,7 +212,7 @@ def main(argv=None) -> dict:
                   + f" ({time.time() - started:.0f}s)", flush=True)
     meta = {"rows": rows, "seeds": args.seeds, "epochs": args.epochs, "seconds": time.time() - started,
             "data": os.path.basename(args.data), "note": "trained on part of the official UCI test file",
-            "loop": "mmoe.loop.Trainer (FusedAdam, early stopping on val_loss, best weights)",
+            "loop": "mmoe.loop.Trainer (Adam, early stopping on val_loss, best weights)",
             "patience": args.patience, "learning_rate": spec.training.learning_rate,
             "batch_size": spec.training.batch_size, "model_set": args.model_set}
     os.makedirs(RESULTS, exist_ok=True)

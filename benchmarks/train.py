@@ -47,7 +47,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SPEC_NAME = "train_reference"
-OPTIMIZER = "mmoe.optimizers.FusedAdam (Keras Adam with one fused ResourceApplyAdam kernel per variable)"
 INPUTS = ("tfrecord", "cached", "memory")
 FLOPS_FORMULA = (
     "train = 3 * forward (backward = 2 * forward: input and weight gradients); forward = "
@@ -408,7 +407,6 @@ def profile(step: Step, batch, width: int, repeats: int) -> dict:
     if step.trainer is not None:
         whole = step._own_step()
         result["whole_step_one_function_ms"] = _time_ms(lambda: whole(batch), repeats)
-    result.update(optimizer_updates(model.trainable_variables, forward_backward(batch), repeats))
     size = int(next(iter(batch[1].values())).shape[0])
     bank = ExpertBank(spec.model.num_experts, spec.model.expert_units, fused=spec.model.fused_experts)
     bank.build((None, width))
@@ -423,27 +421,6 @@ def profile(step: Step, batch, width: int, repeats: int) -> dict:
     experts = tf.function(expert_gradients, jit_compile=jit)
     result["experts_forward_backward_ms"] = _time_ms(lambda: experts(x), repeats)
     return result
-
-
-def optimizer_updates(variables, gradients, repeats: int, rounds: int = 4) -> dict:
-    """Median ms of one Adam update of ``variables`` with ``gradients``: Keras' own Adam against
-    the loop's FusedAdam, in alternating rounds (the weights move; only the time matters)."""
-    import keras
-    import tensorflow as tf
-
-    from mmoe.optimizers import FusedAdam
-
-    updates = {}
-    for name, optimizer in (("keras_adam_update_ms", keras.optimizers.Adam(1e-3)),
-                            ("fused_adam_update_ms", FusedAdam(1e-3))):
-        optimizer.build(variables)
-        apply = tf.function(lambda g, o=optimizer: o.apply_gradients(zip(g, variables)) or o.iterations)
-        updates[name] = lambda a=apply: a(gradients)
-    times = {name: [] for name in updates}
-    for _ in range(rounds):
-        for name, update in updates.items():
-            times[name].append(_time_ms(update, repeats))
-    return {name: round(median(values), 2) for name, values in times.items()}
 
 
 EXPERT_SIZES = {  # name: (batch, input width, experts, units)
@@ -677,7 +654,6 @@ def markdown(result: dict) -> str:
         f"{h['input_wait']['tfrecord_examples_per_s']:,.0f} examples/s against {h['input_wait']['memory_examples_per_s']:,.0f} "
         f"from one batch in memory (ratio {h['input_wait']['tfrecord_over_memory']}); input alone is "
         f"{h['input_wait']['input_alone_over_step']}x the step's rate",
-        f"- optimizer: {h['optimizer']}",
         "",
         "| experts | jit_compile | input | batch | median step ms | examples/s | GFLOP/s | roofline | roofline, paired "
         "| best round examples/s | roofline, best round | peak RSS MB |",
@@ -817,7 +793,6 @@ def run(args, root: str, wall: float) -> dict:
     result = {
         **headline(rows, default, flops["train"], matmul, memory, args.batch,
                    "cached" if spec.training.cache else "tfrecord"),
-        "optimizer": OPTIMIZER,
         "matmul_gflops_median": round(median(machine["numpy"]), 1),
         "tf_matmul_gflops": round(max(machine["tf"]), 1),
         "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "

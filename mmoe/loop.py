@@ -33,7 +33,6 @@ from feature_specs.artifacts import Workdir, join
 from feature_specs.spec import FeatureSpec
 from mmoe.data import parse_batches, split_batch, split_files
 from mmoe.model import RankingModels, build_models
-from mmoe.optimizers import FusedAdam
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ class Trainer:
         self._cached_train: tf.data.Dataset | None = None
         with self.strategy.scope():
             self.models: RankingModels = build_models(spec, workdir)
-            self.optimizer = FusedAdam(learning_rate=self.settings.learning_rate)
+            self.optimizer = keras.optimizers.Adam(learning_rate=self.settings.learning_rate)
             self.log_variances = {}
             if self.settings.loss_weighting == "uncertainty":
                 self.log_variances = {

@@ -316,7 +316,10 @@ def format_metrics(metrics: dict) -> str:
     for task, values in metrics.items():
         if task in ("gates", "training", "baselines"):
             continue
-        shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        flat = {}
+        for key, value in values.items():  # one level of nesting, e.g. at_serving_values.calibration
+            flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+        shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items())
         lines.append(f"  {task:<11} {shown}")
     for name, baseline in metrics.get("baselines", {}).items():
         lines.append(f"\n  baseline {name}:\n" + format_metrics(baseline))

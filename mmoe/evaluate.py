@@ -45,15 +45,40 @@ def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batc
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
+def at_serving_values(spec: FeatureSpec, collected: dict) -> np.ndarray | None:
+    """Rows whose bias features all hold their serving values (e.g. shown at position 1): where a
+    served click probability, which means "if shown there", can be compared with observed clicks.
+    None when the spec has no bias features."""
+    if not spec.bias_features:
+        return None
+    rows = np.ones(len(next(iter(collected.values()))), dtype=bool)
+    for feature in spec.bias_features:
+        values = collected[feature.name]
+        if values.dtype.kind in "SO":
+            values = np.char.decode(values.astype(bytes), "utf-8")
+            rows &= values == str(feature.serving_value)
+        else:
+            rows &= values == np.asarray(feature.serving_value, dtype=values.dtype)
+    return rows
+
+
 def compute_metrics(spec: FeatureSpec, collected: dict, ndcg_k: int = 10) -> dict:
     """Per-task metrics (in original units), ranking metrics by request and gate statistics."""
     metrics: dict = {}
+    serving_rows = at_serving_values(spec, collected)
     for task in spec.tasks:
         labels = collected[task.label].astype(np.float64)
         predictions = collected[output_name(task)]
         observed = collected[task.mask] > 0 if task.mask else np.ones(labels.shape, dtype=bool)
         if task.kind == "binary":
             metrics[task.name] = binary_metrics(labels[observed], predictions[observed])
+            if serving_rows is not None:
+                # served probabilities mean "if shown at the serving values": calibrate them there
+                rows = observed & serving_rows
+                at_serving = binary_metrics(labels[rows], predictions[rows])
+                metrics[task.name]["at_serving_values"] = {
+                    key: at_serving[key] for key in ("mean_label", "mean_prediction", "calibration", "examples")
+                }
         else:
             metrics[task.name] = regression_metrics(labels[observed], predictions[observed], task.unit)
     if spec.ranking.group_by:

@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from mmoe.data import split_batch
@@ -24,6 +25,10 @@ def test_metrics_json_has_the_documented_shape(trained_run):
     # engagement is scored only where it is observed: clicked rows
     assert 0 < metrics["engagement"]["examples"] < metrics["click"]["examples"]
     assert "ndcg@10" in metrics["ranking"]
+    # served click probabilities mean "if shown at position 1": calibrated on those rows too
+    at_serving = metrics["click"]["at_serving_values"]
+    assert 0 < at_serving["examples"] < metrics["click"]["examples"]
+    assert at_serving["calibration"] == pytest.approx(at_serving["mean_prediction"] / at_serving["mean_label"])
     for task in ("click", "engagement"):
         np.testing.assert_allclose(sum(metrics["gates"][task]["mean_weights"]), 1.0, rtol=1e-5)
 

@@ -10,6 +10,7 @@ from feature_specs.spec import FeatureSpec
 from mmoe.data import raw_batches, split_files
 from mmoe.metrics import (
     binary_metrics,
+    calibration,
     gate_statistics,
     keras_rs_ranking_metrics,
     ndcg_at_k,
@@ -75,10 +76,7 @@ def compute_metrics(spec: FeatureSpec, collected: dict, ndcg_k: int = 10) -> dic
             if serving_rows is not None:
                 # served probabilities mean "if shown at the serving values": calibrate them there
                 rows = observed & serving_rows
-                at_serving = binary_metrics(labels[rows], predictions[rows])
-                metrics[task.name]["at_serving_values"] = {
-                    key: at_serving[key] for key in ("mean_label", "mean_prediction", "calibration", "examples")
-                }
+                metrics[task.name]["at_serving_values"] = calibration(labels[rows], predictions[rows])
         else:
             metrics[task.name] = regression_metrics(labels[observed], predictions[observed], task.unit)
     if spec.ranking.group_by:

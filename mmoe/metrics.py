@@ -32,19 +32,28 @@ def log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
-    """AUC, log loss and calibration (mean prediction / mean label) of a binary task."""
+def calibration(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Mean label, mean prediction, their ratio (``calibration``) and the example count."""
     labels = np.asarray(labels, dtype=np.float64).ravel()
     probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
     mean_label = float(labels.mean()) if labels.size else float("nan")
     mean_prediction = float(probabilities.mean()) if labels.size else float("nan")
     return {
-        "auc": exact_auc(labels, probabilities),
-        "log_loss": log_loss(labels, probabilities) if labels.size else float("nan"),
         "mean_label": mean_label,
         "mean_prediction": mean_prediction,
         "calibration": mean_prediction / mean_label if mean_label > 0 else float("nan"),
         "examples": int(labels.size),
+    }
+
+
+def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
+    """AUC, log loss and calibration (mean prediction / mean label) of a binary task."""
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    return {
+        "auc": exact_auc(labels, probabilities),
+        "log_loss": log_loss(labels, probabilities) if labels.size else float("nan"),
+        **calibration(labels, probabilities),
     }
 
 

@@ -11,9 +11,11 @@ towers of 64; batch 1024; click (binary) + engagement (regression, masked by cli
    and after every timing round; the roofline divides by the best of them.
 3. Builds one training step per configuration: experts fused (stacked kernels) or naive (a loop
    of Dense layers) x ``jit_compile`` off/on, each fed from three inputs: ``tfrecord`` (the
-   project's tf.data pipeline: gzip TFRecords -> shuffle -> batch -> parse -> preprocessing
-   layers, prefetched), ``cached`` (the same after ``dataset.cache()`` and a warm epoch) and
-   ``memory`` (one batch held in memory: the model alone, so input can never be the bottleneck);
+   project's tf.data pipeline with ``training.cache`` off: gzip TFRecords -> shuffle -> batch ->
+   parse -> preprocessing layers, prefetched, every batch), ``cached`` (the same pipeline with
+   ``training.cache`` on, as ``mmoe train`` runs it: the preprocessed batches kept in memory after
+   a warm epoch, their order reshuffled each epoch) and ``memory`` (one batch held in memory: the
+   model alone, so input can never be the bottleneck);
    plus the spec's own variant at other batch sizes on cached input. The steps are the
    project's ``mmoe.loop.Trainer.train_step`` when that module exists, else an equivalent
    compiled step (GradientTape, Adam, ``mmoe.model.task_losses``).
@@ -276,18 +278,23 @@ class Step:
             return self.trainer.train_step(batch)["loss"]
         return float(self.own_step(batch))
 
-    def dataset(self):
-        """Preprocessed ``(features, labels, sample_weights)`` train batches, one epoch."""
+    def dataset(self, cache: bool):
+        """Preprocessed ``(features, labels, sample_weights)`` train batches, one epoch.
+
+        ``cache``: the batches are kept in memory once a first epoch has been read (the
+        trainer's ``training.cache``); otherwise every batch is read, parsed and preprocessed.
+        """
         if self.trainer is not None:
-            return self.trainer.dataset("train")
+            return self.trainer.dataset("train", cache=cache)
         import tensorflow as tf
 
         from mmoe.data import training_dataset
 
         preprocess = self.models.preprocess
-        return training_dataset(
+        batches = training_dataset(
             self.spec, self.workdir, "train", self.spec.training.batch_size, shuffle=True, seed=self.spec.training.seed
         ).map(lambda f, l, w: (preprocess(f), l, w), num_parallel_calls=tf.data.AUTOTUNE)
+        return batches.cache() if cache else batches
 
 
 def make_inputs(step: Step, log_progress: bool = True) -> dict:
@@ -295,9 +302,12 @@ def make_inputs(step: Step, log_progress: bool = True) -> dict:
     import tensorflow as tf
 
     batch, first_task = step.spec.training.batch_size, step.spec.tasks[0].name
-    # the last batch of an epoch is smaller: drop it, so every step has one shape (no retracing)
-    full = step.dataset().filter(lambda f, l, w: tf.shape(l[first_task])[0] == batch)
-    cached = full.cache()
+
+    def full_batches(cache: bool):
+        # the last batch of an epoch is smaller: drop it, so every step has one shape (no retracing)
+        return step.dataset(cache).filter(lambda f, l, w: tf.shape(l[first_task])[0] == batch)
+
+    tfrecord, cached = full_batches(False), full_batches(True)
     start, batches = time.perf_counter(), 0
     for _ in cached:  # the warm epoch fills the cache
         batches += 1
@@ -305,7 +315,7 @@ def make_inputs(step: Step, log_progress: bool = True) -> dict:
         log(f"cached {batches} batches of {batch} in {time.perf_counter() - start:.1f} s")
     one = next(iter(cached))
     return {
-        "tfrecord": iter(full.repeat().prefetch(tf.data.AUTOTUNE)),
+        "tfrecord": iter(tfrecord.repeat().prefetch(tf.data.AUTOTUNE)),
         "cached": iter(cached.repeat().prefetch(tf.data.AUTOTUNE)),
         "memory": _Repeat(one),
         "batches_per_epoch": batches,

@@ -19,6 +19,27 @@ def split_files(workdir: Workdir, split: str) -> list[str]:
     return files
 
 
+READERS = 4  # shards read at once; fixed, so the record order does not depend on the machine
+RECORD_BLOCK = 256  # records a reader hands over at once
+
+
+def read_records(files: list[str]) -> tf.data.Dataset:
+    """Serialized records of the gzip TFRecord ``files``, up to :data:`READERS` shards read in parallel.
+
+    Each reader hands over blocks of :data:`RECORD_BLOCK` records, which ``unbatch`` turns back
+    into records: tf.data's parallel interleave passes elements between threads one at a time,
+    and for one small record per element that hand-off costs more than reading and parsing it.
+    ``TFRecordDataset(files, num_parallel_reads=AUTOTUNE)`` read 35k records/s here (2 cores)
+    against about 205k for one sequential reader and 210k for this. The order is deterministic:
+    blocks of the shards in turn, in file order.
+    """
+    shards = tf.data.Dataset.from_tensor_slices(list(files))
+    return shards.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP").batch(RECORD_BLOCK),
+        cycle_length=min(len(files), READERS), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
+    ).unbatch()
+
+
 def transform_label(task: Task, label: tf.Tensor) -> tf.Tensor:
     """Label as the model learns it: float32, ``log1p`` applied where the task says so."""
     label = tf.cast(label, tf.float32)
@@ -59,7 +80,7 @@ def parse_batches(records: tf.data.Dataset, spec: FeatureSpec, batch_size: int) 
 
 def raw_batches(files: list[str], spec: FeatureSpec, batch_size: int, shuffle_buffer: int = 0, seed: int = 0):
     """Batches of parsed raw columns (all training columns), ``(batch, 1)`` each."""
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    dataset = read_records(files)
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return parse_batches(dataset, spec, batch_size)

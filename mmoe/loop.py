@@ -4,7 +4,8 @@ Keras 3's ``Model.fit`` cannot train under ``MultiWorkerMirroredStrategy`` (kera
 so training is a custom step run with ``strategy.run``; with no strategy it runs under the default
 one, so single-process and multi-worker training share every line.
 
-* Input: the pipeline's TFRecord shards -> batch -> parse -> the model's preprocessing layers
+* Input: the pipeline's TFRecord shards, read in parallel (``mmoe.data.read_records``) ->
+  shuffle -> batch -> parse -> the model's preprocessing layers
   (lookups, bucketizing, normalizing) in tf.data, in parallel and prefetched, optionally cached in
   memory after the first epoch (``training.cache``). The step sees only integer indices and
   floats, so it can be XLA-compiled (``training.jit_compile``).
@@ -31,7 +32,7 @@ import tensorflow as tf
 
 from feature_specs.artifacts import Workdir, join
 from feature_specs.spec import FeatureSpec
-from mmoe.data import parse_batches, split_batch, split_files
+from mmoe.data import parse_batches, read_records, split_batch, split_files
 from mmoe.model import RankingModels, build_models
 
 log = logging.getLogger(__name__)
@@ -145,9 +146,15 @@ class Trainer:
             best_value=self.best_value, best_epoch=self.best_epoch,
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.checkpoint_dir, max_to_keep=3)
-        # XLA compiles the forward and backward pass; the cross-replica reductions and the optimizer
-        # update stay outside the cluster (compiling them in with tf.function recompiled every step).
+        # XLA compiles the forward and backward pass. In one process (no strategy given) it also
+        # compiles the Adam update, as a second cluster: about 1 ms a step at the reference size
+        # against about 3 ms of per-variable graph ops (benchmarks/train.py). Under a tf.distribute
+        # strategy the update stays in graph mode, where apply_gradients all-reduces the gradients
+        # across workers (collectives XLA cannot compile on CPU).
         self._gradients = tf.function(self._loss_and_gradients, jit_compile=self.jit_compile)
+        self._apply_update = self._apply_gradients
+        if self.jit_compile and strategy is None:
+            self._apply_update = tf.function(self._apply_gradients, jit_compile=True)
         self._train_fn = tf.function(self._distributed_train_step)
         self._eval_fn = tf.function(self._distributed_eval_step)
 
@@ -171,9 +178,7 @@ class Trainer:
 
     def _preprocessed_batches(self, split: str, shuffle_seed: int | None) -> tf.data.Dataset:
         """Records (shuffled with ``shuffle_seed`` unless None) -> batch -> parse -> preprocess."""
-        records = tf.data.TFRecordDataset(
-            split_files(self.workdir, split), compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE
-        )
+        records = read_records(split_files(self.workdir, split))
         if shuffle_seed is not None and self.settings.shuffle_buffer:
             records = records.shuffle(self.settings.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
         preprocess = self.models.preprocess
@@ -184,8 +189,8 @@ class Trainer:
 
         return parse_batches(records, self.spec, self.batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
 
-    def _train_batches(self, epoch: int) -> tf.data.Dataset:
-        if not self.settings.cache:
+    def _train_batches(self, epoch: int, cache: bool) -> tf.data.Dataset:
+        if not cache:
             return self._preprocessed_batches("train", self.settings.seed + epoch)
         if self._cached_train is None:
             # Examples are shuffled once, then whole preprocessed batches are cached in memory and
@@ -194,17 +199,21 @@ class Trainer:
         return self._cached_train.shuffle(CACHED_BATCH_SHUFFLE, seed=self.settings.seed + epoch,
                                           reshuffle_each_iteration=False)
 
-    def dataset(self, split: str, epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+    def dataset(self, split: str, epoch: int = 0, skip_batches: int = 0, cache: bool | None = None) -> tf.data.Dataset:
         """Preprocessed ``(features, labels, sample_weights)`` batches of ``split``.
 
         Train batches are shuffled with ``seed + epoch``, so epoch ``e`` sees the same order in
         a resumed run; ``skip_batches`` drops the batches a resumed epoch has already trained on.
         With ``training.cache`` the preprocessed train batches are kept in memory after the
-        first epoch (examples shuffled once, batch order reshuffled every epoch).
+        first epoch (examples shuffled once, batch order reshuffled every epoch); ``cache``
+        overrides that setting.
         Features are ``(batch, 1)`` int indices / float values; labels ``(batch, 1)`` float32;
         sample weights ``(batch,)`` float32 (the task's mask).
         """
-        batches = self._train_batches(epoch) if split == "train" else self._preprocessed_batches(split, None)
+        if split == "train":
+            batches = self._train_batches(epoch, self.settings.cache if cache is None else cache)
+        else:
+            batches = self._preprocessed_batches(split, None)
         if skip_batches:
             batches = batches.skip(skip_batches)
         options = tf.data.Options()
@@ -246,12 +255,16 @@ class Trainer:
         gradients = tape.gradient(total, self.variables)
         return total, task_losses, gradients
 
+    def _apply_gradients(self, gradients) -> None:
+        """Adam on :attr:`variables`; ``gradients`` in the same order (embedding ones IndexedSlices)."""
+        self.optimizer.apply_gradients(zip(gradients, self.variables))
+
     def _replica_train_step(self, features, labels, weights):
         context = tf.distribute.get_replica_context()
         counts = {task.name: tf.reduce_sum(weights[task.name]) for task in self.spec.tasks}
         global_counts = context.all_reduce(_SUM, counts)
         total, task_losses, gradients = self._gradients(features, labels, weights, global_counts)
-        self.optimizer.apply_gradients(zip(gradients, self.variables))
+        self._apply_update(gradients)
         return {"loss": total, **{f"{name}_loss": value for name, value in task_losses.items()}}
 
     def _distributed_train_step(self, batch):

@@ -128,6 +128,9 @@ def test_an_xla_compiled_step_matches_the_plain_one(trained_run, tmp_path):
         batch = next(iter(trainer.dataset("eval")))
         logs = trainer.train_step(batch)
         results.append((logs, [v.numpy() for v in trainer.models.core.trainable_variables]))
+        if jit:  # the update is its own XLA cluster, compiled once
+            trainer.train_step(batch)
+            assert trainer._apply_update.experimental_get_tracing_count() == 1
     (plain_logs, plain_weights), (jit_logs, jit_weights) = results
     for key in plain_logs:
         assert jit_logs[key] == pytest.approx(plain_logs[key], rel=1e-5), key

@@ -29,9 +29,9 @@ def read_records(files: list[str]) -> tf.data.Dataset:
     Each reader hands over blocks of :data:`RECORD_BLOCK` records, which ``unbatch`` turns back
     into records: tf.data's parallel interleave passes elements between threads one at a time,
     and for one small record per element that hand-off costs more than reading and parsing it.
-    ``TFRecordDataset(files, num_parallel_reads=AUTOTUNE)`` read 35k records/s here (2 cores)
-    against about 205k for one sequential reader and 210k for this. The order is deterministic:
-    blocks of the shards in turn, in file order.
+    Read, batched, parsed and preprocessed on 2 cores, ``TFRecordDataset(files,
+    num_parallel_reads=AUTOTUNE)`` gave 35k examples/s, one sequential reader 205k, and this 207k
+    (four shards). The order is deterministic: blocks of the shards in turn, in file order.
     """
     shards = tf.data.Dataset.from_tensor_slices(list(files))
     return shards.interleave(

@@ -17,8 +17,7 @@ towers of 64; batch 1024; click (binary) + engagement (regression, masked by cli
    a warm epoch, their order reshuffled each epoch) and ``memory`` (one batch held in memory: the
    model alone, so input can never be the bottleneck);
    plus the spec's own variant at other batch sizes on cached input. The steps are the
-   project's ``mmoe.loop.Trainer.train_step`` when that module exists, else an equivalent
-   compiled step (GradientTape, Adam, ``mmoe.model.task_losses``).
+   project's ``mmoe.loop.Trainer.train_step``, as ``mmoe train`` runs them.
 4. Times them in interleaved rounds, in a new random order each round (the machine is shared:
    every configuration sees the same background load), after warm-up; reports medians of
    per-step times, and each configuration's least disturbed round.
@@ -216,34 +215,23 @@ def variant_spec(spec, fused: bool, jit: bool, batch: int):
                    training=replace(spec.training, jit_compile=jit, batch_size=batch))
 
 
-def project_loop():
-    """``mmoe.loop`` if it has landed (a ``Trainer`` with ``train_step``), else None."""
-    try:
-        from mmoe import loop
-    except ImportError:
-        return None
-    return loop if hasattr(getattr(loop, "Trainer", None), "train_step") else None
-
-
 class Step:
     """One compiled training step of ``spec`` (its ``fused_experts``, ``jit_compile``, batch size).
 
-    ``self(batch)`` runs one step on a batch of :meth:`dataset` and returns the loss. The step is
-    ``mmoe.loop.Trainer.train_step`` when that module exists, else :meth:`_own_step`.
+    ``self(batch)`` runs one ``mmoe.loop.Trainer.train_step`` on a batch of :meth:`dataset` and
+    returns the loss.
     """
 
     def __init__(self, spec, workdir):
         import keras
 
-        from mmoe.model import build_models
+        from mmoe.loop import Trainer
 
         keras.utils.set_random_seed(spec.training.seed)
         self.spec, self.workdir = spec, workdir
-        loop = project_loop()
-        self.trainer = loop.Trainer(spec, workdir) if loop else None
-        self.models = self.trainer.models if self.trainer else build_models(spec, workdir)
+        self.trainer = Trainer(spec, workdir)
+        self.models = self.trainer.models
         self.model = self.models.core
-        self.own_step = None if self.trainer else self._own_step()
 
     def loss_of(self, features, labels, sample_weights):
         """Weighted task losses of the core model, as Keras' ``compile`` would combine them."""
@@ -255,8 +243,9 @@ class Step:
         outputs = self.model(features, training=True)  # task -> (batch, 1)
         return tf.add_n([weights[t] * losses[t](labels[t], outputs[t], sample_weight=sample_weights[t]) for t in losses])
 
-    def _own_step(self):
-        """GradientTape + Adam over ``models.core``, the whole step compiled as one function."""
+    def whole_step(self):
+        """GradientTape + Adam over ``models.core``, the whole step compiled as one function
+        (the profile's comparison with the trainer's two compiled clusters)."""
         import keras
         import tensorflow as tf
 
@@ -274,9 +263,7 @@ class Step:
         return step
 
     def __call__(self, batch) -> float:
-        if self.trainer is not None:
-            return self.trainer.train_step(batch)["loss"]
-        return float(self.own_step(batch))
+        return self.trainer.train_step(batch)["loss"]
 
     def dataset(self, cache: bool):
         """Preprocessed ``(features, labels, sample_weights)`` train batches, one epoch.
@@ -284,17 +271,7 @@ class Step:
         ``cache``: the batches are kept in memory once a first epoch has been read (the
         trainer's ``training.cache``); otherwise every batch is read, parsed and preprocessed.
         """
-        if self.trainer is not None:
-            return self.trainer.dataset("train", cache=cache)
-        import tensorflow as tf
-
-        from mmoe.data import training_dataset
-
-        preprocess = self.models.preprocess
-        batches = training_dataset(
-            self.spec, self.workdir, "train", self.spec.training.batch_size, shuffle=True, seed=self.spec.training.seed
-        ).map(lambda f, l, w: (preprocess(f), l, w), num_parallel_calls=tf.data.AUTOTUNE)
-        return batches.cache() if cache else batches
+        return self.trainer.dataset("train", cache=cache)
 
 
 def make_inputs(step: Step, log_progress: bool = True) -> dict:
@@ -390,8 +367,8 @@ def profile(step: Step, batch, width: int, repeats: int) -> dict:
 
     ``forward`` and ``forward_backward`` are the core model's loss and gradients, compiled like
     the step (``jit_compile``); ``step`` is the measured training step (optimizer included);
-    ``whole_step_one_function`` is forward, backward and Adam in ONE compiled function (differs
-    from ``step`` when the project's loop compiles only the gradients); ``experts_forward_backward``
+    ``whole_step_one_function`` is forward, backward and Adam in ONE compiled function (the
+    trainer compiles the gradients and the update as two); ``experts_forward_backward``
     is the expert bank alone on a ``(batch, width)`` input.
     """
     import keras
@@ -414,9 +391,8 @@ def profile(step: Step, batch, width: int, repeats: int) -> dict:
         "forward_backward_ms": _time_ms(lambda: forward_backward(batch), repeats),
         "step_ms": _time_ms(lambda: step(batch), repeats),
     }
-    if step.trainer is not None:
-        whole = step._own_step()
-        result["whole_step_one_function_ms"] = _time_ms(lambda: whole(batch), repeats)
+    whole = step.whole_step()
+    result["whole_step_one_function_ms"] = _time_ms(lambda: whole(batch), repeats)
     size = int(next(iter(batch[1].values())).shape[0])
     bank = ExpertBank(spec.model.num_experts, spec.model.expert_units, fused=spec.model.fused_experts)
     bank.build((None, width))
@@ -809,7 +785,6 @@ def run(args, root: str, wall: float) -> dict:
     for config in configs + sweep:
         rows[config.key] = summarize(config, flops["train"], matmul, machine["numpy"][1:])
         rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
-    loop = project_loop()
     result = {
         **headline(rows, default, flops["train"], matmul, memory, args.batch,
                    "cached" if spec.training.cache else "tfrecord"),
@@ -817,9 +792,7 @@ def run(args, root: str, wall: float) -> dict:
         "tf_matmul_gflops": round(max(machine["tf"]), 1),
         "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "
                      "256->128; towers 64; click + engagement (masked by click); feature_specs/train_reference.yaml",
-        "step_source": "mmoe.loop.Trainer.train_step" if loop else
-                       "benchmark's own tf.function step (mmoe.loop not present): GradientTape over "
-                       "build_models(...).core, Adam, mmoe.model.task_losses",
+        "step_source": "mmoe.loop.Trainer.train_step",
         "flops": {**flops, "formula": FLOPS_FORMULA},
         "machine": {"cpus": os.cpu_count(), "numpy_matmul_gflops": [round(m, 1) for m in machine["numpy"]],
                     "tf_matmul_gflops": [round(m, 1) for m in machine["tf"]],

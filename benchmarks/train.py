@@ -17,7 +17,9 @@ towers of 64; batch 1024; click (binary) + engagement (regression, masked by cli
    a warm epoch, their order reshuffled each epoch) and ``memory`` (one batch held in memory: the
    model alone, so input can never be the bottleneck);
    plus the spec's own variant at other batch sizes on cached input. The steps are the
-   project's ``mmoe.loop.Trainer.train_step``, as ``mmoe train`` runs them.
+   project's ``mmoe.loop.Trainer``'s, as ``mmoe train`` runs them: ``training.steps_per_execution``
+   steps per call of its compiled loop (``Trainer.train_steps``); the spec's variant on cached
+   input is also timed at one step per call (``Trainer.train_step``).
 4. Times them in interleaved rounds, in a new random order each round (the machine is shared:
    every configuration sees the same background load), after warm-up; reports medians of
    per-step times, and each configuration's least disturbed round.
@@ -200,6 +202,7 @@ class Config:
     jit: bool
     input: str  # one of INPUTS
     batch: int
+    per_call: int  # optimizer steps per call of the trainer's loop (training.steps_per_execution)
     step: object = field(repr=False, default=None)
     iterator: object = field(repr=False, default=None)
     times: list = field(default_factory=list)
@@ -207,7 +210,8 @@ class Config:
 
     @property
     def key(self) -> str:
-        return config_key({"experts": self.experts, "jit_compile": self.jit, "input": self.input, "batch": self.batch})
+        return config_key({"experts": self.experts, "jit_compile": self.jit, "input": self.input, "batch": self.batch,
+                           "steps_per_execution": self.per_call})
 
 
 def variant_spec(spec, fused: bool, jit: bool, batch: int):
@@ -219,7 +223,8 @@ class Step:
     """One compiled training step of ``spec`` (its ``fused_experts``, ``jit_compile``, batch size).
 
     ``self(batch)`` runs one ``mmoe.loop.Trainer.train_step`` on a batch of :meth:`dataset` and
-    returns the loss.
+    returns the loss; :meth:`run` runs several steps in one call of the trainer's loop
+    (``Trainer.train_steps``), as ``mmoe train`` does.
     """
 
     def __init__(self, spec, workdir):
@@ -265,6 +270,10 @@ class Step:
     def __call__(self, batch) -> float:
         return self.trainer.train_step(batch)["loss"]
 
+    def run(self, iterator, steps: int) -> int:
+        """``steps`` optimizer steps on batches of ``iterator`` in one call; returns the steps run."""
+        return self.trainer.train_steps(iterator, steps)[0]
+
     def dataset(self, cache: bool):
         """Preprocessed ``(features, labels, sample_weights)`` train batches, one epoch.
 
@@ -294,22 +303,10 @@ def make_inputs(step: Step, log_progress: bool = True) -> dict:
     return {
         "tfrecord": iter(tfrecord.repeat().prefetch(tf.data.AUTOTUNE)),
         "cached": iter(cached.repeat().prefetch(tf.data.AUTOTUNE)),
-        "memory": _Repeat(one),
+        "memory": iter(tf.data.Dataset.from_tensors(one).repeat()),  # the same batch, held in memory
+        "memory_batch": one,
         "batches_per_epoch": batches,
     }
-
-
-class _Repeat:
-    """An endless iterator over one in-memory batch."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return self.batch
 
 
 def input_rate(iterator, batches: int) -> float:
@@ -321,13 +318,20 @@ def input_rate(iterator, batches: int) -> float:
     return batches / (time.perf_counter() - start)
 
 
-def run_steps(step, iterator, count: int) -> list[float]:
-    """Runs ``count`` steps; returns each one's seconds (input fetch included, loss synced)."""
+def run_steps(step, iterator, count: int, per_call: int) -> list[float]:
+    """Runs ``count`` steps, up to ``per_call`` in one call of the trainer's loop (1: one
+    ``train_step`` per call); returns seconds per step, one value per step (each call's time
+    divided by its steps; input fetch included, losses read back)."""
     times = []
-    for _ in range(count):
+    while count > 0:
+        steps = min(per_call, count)
         start = time.perf_counter()
-        step(next(iterator))
-        times.append(time.perf_counter() - start)
+        if per_call == 1:
+            step(next(iterator))
+        else:
+            step.run(iterator, steps)
+        times += [(time.perf_counter() - start) / steps] * steps
+        count -= steps
     return times
 
 
@@ -352,7 +356,7 @@ def summarize(config: Config, flops: int, matmul: float, round_matmul: list[floa
     paired = [r * flops / 1e9 / m for r, m in zip(round_rates, round_matmul)]
     return {
         "experts": config.experts, "jit_compile": config.jit, "input": config.input, "batch": config.batch,
-        "steps_timed": len(config.times), "median_step_ms": round(step_s * 1e3, 2),
+        "steps_per_execution": config.per_call, "steps_timed": len(config.times), "median_step_ms": round(step_s * 1e3, 2),
         "examples_per_s": round(rate, 1), "achieved_gflops": round(rate * flops / 1e9, 2),
         "roofline_fraction": round(rate * flops / 1e9 / matmul, 3),
         "roofline_fraction_paired": round(median(paired), 3),
@@ -366,7 +370,8 @@ def profile(step: Step, batch, width: int, repeats: int) -> dict:
     """Median ms of the parts of ``step`` on one in-memory ``batch``: where the time goes.
 
     ``forward`` and ``forward_backward`` are the core model's loss and gradients, compiled like
-    the step (``jit_compile``); ``step`` is the measured training step (optimizer included);
+    the step (``jit_compile``); ``step`` is one training step per call (``Trainer.train_step``,
+    optimizer included);
     ``whole_step_one_function`` is forward, backward and Adam in ONE compiled function (the
     trainer compiles the gradients and the update as two); ``experts_forward_backward``
     is the expert bank alone on a ``(batch, width)`` input.
@@ -512,11 +517,15 @@ def _time_ms(function, repeats: int) -> float:
 def setup_variants(spec, workdir, batch: int, warmup: int) -> tuple[list, dict, dict, dict]:
     """Builds and warms up every (experts, jit) step at ``batch``; the spec's own variant first.
 
+    Every variant runs ``training.steps_per_execution`` steps per call, as ``mmoe train`` does;
+    the spec's variant on cached input is also timed at one step per call.
+
     Returns ``(configs, steps, inputs, memory)``: one :class:`Config` per variant and input,
     steps by ``(experts, jit)``, the shared input iterators, and each variant's peak RSS in MB
     (cumulative: variants built earlier stay in memory, so only the first is a clean figure).
     """
     default = (spec.model.fused_experts, spec.training.jit_compile)
+    per_call = spec.training.steps_per_execution
     order = [default] + [(f, j) for f in (True, False) for j in (False, True) if (f, j) != default]
     configs, steps, inputs, memory = [], {}, None, {}
     for fused, jit in order:
@@ -526,11 +535,14 @@ def setup_variants(spec, workdir, batch: int, warmup: int) -> tuple[list, dict, 
         if inputs is None:
             inputs = make_inputs(step)
         for kind in INPUTS:
-            run_steps(step, inputs[kind], warmup)
+            run_steps(step, inputs[kind], warmup, per_call)
         name = ("fused" if fused else "naive", jit)
         steps[name] = step
         memory[name] = round(peak_rss_mb(), 1)
-        configs += [Config(name[0], jit, kind, batch, step, inputs[kind]) for kind in INPUTS]
+        configs += [Config(name[0], jit, kind, batch, per_call, step, inputs[kind]) for kind in INPUTS]
+        if (fused, jit) == default and per_call > 1:
+            run_steps(step, inputs["cached"], warmup, 1)
+            configs.append(Config(name[0], jit, "cached", batch, 1, step, inputs["cached"]))
         log(f"built + warmed {name[0]:5s} jit={jit!s:5s} in {time.perf_counter() - start:5.1f} s, "
             f"peak RSS {memory[name]:,.0f} MB")
     return configs, steps, inputs, memory
@@ -546,8 +558,9 @@ def setup_sweep(spec, workdir, sizes: list[int], warmup: int) -> list[Config]:
         if inputs["batches_per_epoch"] == 0:
             log(f"batch {size}: fewer train rows than one batch, skipped")
             continue
-        run_steps(step, inputs["cached"], warmup)
-        configs.append(Config(experts, spec.training.jit_compile, "cached", size, step, inputs["cached"]))
+        per_call = spec.training.steps_per_execution
+        run_steps(step, inputs["cached"], warmup, per_call)
+        configs.append(Config(experts, spec.training.jit_compile, "cached", size, per_call, step, inputs["cached"]))
         log(f"built + warmed batch {size}")
     return configs
 
@@ -562,23 +575,24 @@ def time_interleaved(configs: list[Config], rounds: int, per_block: int, block_w
         order = list(configs)
         random.Random(r).shuffle(order)
         for config in order:
-            run_steps(config.step, config.iterator, block_warmup)
-            config.round_times.append(run_steps(config.step, config.iterator, per_block))
+            run_steps(config.step, config.iterator, block_warmup, config.per_call)
+            config.round_times.append(run_steps(config.step, config.iterator, per_block, config.per_call))
             config.times += config.round_times[-1]
         machine["numpy"].append(numpy_matmul_gflops())
         machine["tf"].append(tf_matmul_gflops())
         log(f"round {r + 1}/{rounds}: " + ", ".join(
-            f"{c.experts[0]}{'X' if c.jit else 'G'}-{c.input[:3]}-{c.batch} {c.batch / median(c.times):,.0f}"
+            f"{c.experts[0]}{'X' if c.jit else 'G'}-{c.input[:3]}-{c.batch}x{c.per_call} {c.batch / median(c.times):,.0f}"
             for c in configs
         ) + f" ex/s; matmul numpy {machine['numpy'][-1]:.0f}, TF {machine['tf'][-1]:.0f} GFLOP/s")
 
 
 def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict, batch: int,
-             input_kind: str) -> dict:
+             input_kind: str, per_call: int) -> dict:
     """The issue's summary figures: the default configuration (the spec's settings: XLA or not,
-    and ``cached`` input when ``training.cache`` is on, else ``tfrecord``)."""
+    ``cached`` input when ``training.cache`` is on, else ``tfrecord``, and its steps per call)."""
     jit = "xla" if default[1] else "graph"
-    fused, naive = rows[f"fused/{jit}/{input_kind}/b{batch}"], rows[f"naive/{jit}/{input_kind}/b{batch}"]
+    fused, naive = rows[f"fused/{jit}/{input_kind}/b{batch}/x{per_call}"], rows[f"naive/{jit}/{input_kind}/b{batch}/x{per_call}"]
+    single = rows.get(f"fused/{jit}/cached/b{batch}/x1")
     best = max(rows.values(), key=lambda r: r["examples_per_s"])
     return {
         "fused_examples_per_s": fused["examples_per_s"],
@@ -592,7 +606,11 @@ def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict
         "naive_examples_per_s_best_round": naive["examples_per_s_best_round"],
         "roofline_fraction_best_round": fused["roofline_fraction_best_round"],
         "peak_rss_mb": memory[("fused", default[1])],
-        "default_config": f"fused/{jit}/{input_kind}/b{batch}",
+        "default_config": f"fused/{jit}/{input_kind}/b{batch}/x{per_call}",
+        "steps_per_execution": per_call,
+        "one_step_per_call_examples_per_s": single and single["examples_per_s"],
+        "steps_per_call_gain": single and round(rows[f"fused/{jit}/cached/b{batch}/x{per_call}"]["examples_per_s"]
+                                                / single["examples_per_s"], 3),
         "best_config": config_key(best),
         "best_examples_per_s": best["examples_per_s"],
         "best_roofline_fraction": best["roofline_fraction"],
@@ -604,8 +622,8 @@ def input_wait(rows: dict, default_config: str, input_alone: dict) -> dict:
     train``'s default after its first epoch) and from TFRecords (read, parse and preprocess in
     tf.data, every batch), each against the same step fed one batch already in memory; and
     input alone against the step's rate."""
-    experts, jit, _, batch = default_config.split("/")
-    rate = {kind: rows[f"{experts}/{jit}/{kind}/{batch}"]["examples_per_s"] for kind in INPUTS}
+    experts, jit, _, batch, per_call = default_config.split("/")
+    rate = {kind: rows[f"{experts}/{jit}/{kind}/{batch}/{per_call}"]["examples_per_s"] for kind in INPUTS}
     return {
         **{f"{kind}_examples_per_s": rate[kind] for kind in INPUTS},
         "cached_over_memory": round(rate["cached"] / rate["memory"], 3),
@@ -627,7 +645,9 @@ def input_wait_line(wait: dict) -> str:
 
 
 def config_key(row: dict) -> str:
-    return f"{row['experts']}/{'xla' if row['jit_compile'] else 'graph'}/{row['input']}/b{row['batch']}"
+    """``experts/xla|graph/input/b<batch>/x<steps per call>``."""
+    return (f"{row['experts']}/{'xla' if row['jit_compile'] else 'graph'}/{row['input']}/b{row['batch']}"
+            f"/x{row['steps_per_execution']}")
 
 
 def markdown(result: dict) -> str:
@@ -647,18 +667,22 @@ def markdown(result: dict) -> str:
         f"- naive experts, same settings: {h['naive_examples_per_s']:,.0f} examples/s (fused / naive = {h['fused_over_naive']})",
         f"- in the least disturbed round: fused {h['fused_examples_per_s_best_round']:,.0f}, naive "
         f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']}",
+        (f"- {h['steps_per_execution']} steps per call of the training loop (training.steps_per_execution) against one: "
+         f"{h['steps_per_call_gain']}x ({h['one_step_per_call_examples_per_s']:,.0f} examples/s at one step per call, "
+         "cached input)" if h["one_step_per_call_examples_per_s"] else "- one step per call of the training loop"),
         f"- fastest: {h['best_config']}: {h['best_examples_per_s']:,.0f} examples/s (roofline {h['best_roofline_fraction']})",
         f"- input alone, no training (examples/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in h["input_alone_examples_per_s"].items()),
         input_wait_line(h["input_wait"]),
         "",
-        "| experts | jit_compile | input | batch | median step ms | examples/s | GFLOP/s | roofline | roofline, paired "
+        "| experts | jit_compile | input | batch | steps per call | median step ms | examples/s | GFLOP/s | roofline | roofline, paired "
         "| best round examples/s | roofline, best round | peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in h["configs"]:
         rss = "" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
         lines.append(
-            f"| {row['experts']} | {row['jit_compile']} | {row['input']} | {row['batch']} | {row['median_step_ms']} | "
+            f"| {row['experts']} | {row['jit_compile']} | {row['input']} | {row['batch']} | {row['steps_per_execution']} | "
+            f"{row['median_step_ms']} | "
             f"{row['examples_per_s']:,.0f} | {row['achieved_gflops']} | {row['roofline_fraction']} | "
             f"{row['roofline_fraction_paired']} | {row['examples_per_s_best_round']:,.0f} | "
             f"{row['roofline_fraction_best_round']} | {rss} |"
@@ -698,7 +722,7 @@ def parse_args(argv):
     parser.add_argument("--workdir", help="keep data here instead of a temp dir (reused if it holds data)")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration per round")
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per input after building a variant")
     parser.add_argument("--block_warmup", type=int, default=2, help="untimed steps before each timed block")
     parser.add_argument("--sweep", type=int, nargs="*", default=[256, 512, 2048, 4096])
@@ -770,12 +794,12 @@ def run(args, root: str, wall: float) -> dict:
 
     default = ("fused" if spec.model.fused_experts else "naive", spec.training.jit_compile)
     log("profile of the default step")
-    prof = profile(steps[default], inputs["memory"].batch, flops["input_width"], repeats=5)
+    prof = profile(steps[default], inputs["memory_batch"], flops["input_width"], repeats=5)
     prof["experts_gflops"] = round(3 * flops["forward"]["experts"] * args.batch / prof["experts_forward_backward_ms"] / 1e6, 1)
     prof["step_gflops"] = round(flops["train"] * args.batch / prof["step_ms"] / 1e6, 1)
     log(f"profile: {prof}")
     # by op type in graph mode: under XLA the whole gradient is one opaque cluster
-    ops = {"step": f"{default[0]}/graph", **op_profile(steps[(default[0], False)], inputs["memory"].batch)}
+    ops = {"step": f"{default[0]}/graph", **op_profile(steps[(default[0], False)], inputs["memory_batch"])}
     log(f"op profile: {ops}")
     banks = expert_banks(args.rounds)
     log(f"expert bank alone, forward + backward: {banks}")
@@ -787,12 +811,12 @@ def run(args, root: str, wall: float) -> dict:
         rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
     result = {
         **headline(rows, default, flops["train"], matmul, memory, args.batch,
-                   "cached" if spec.training.cache else "tfrecord"),
+                   "cached" if spec.training.cache else "tfrecord", spec.training.steps_per_execution),
         "matmul_gflops_median": round(median(machine["numpy"]), 1),
         "tf_matmul_gflops": round(max(machine["tf"]), 1),
         "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "
                      "256->128; towers 64; click + engagement (masked by click); feature_specs/train_reference.yaml",
-        "step_source": "mmoe.loop.Trainer.train_step",
+        "step_source": "mmoe.loop.Trainer.train_steps (training.steps_per_execution steps per call; x1: Trainer.train_step)",
         "flops": {**flops, "formula": FLOPS_FORMULA},
         "machine": {"cpus": os.cpu_count(), "numpy_matmul_gflops": [round(m, 1) for m in machine["numpy"]],
                     "tf_matmul_gflops": [round(m, 1) for m in machine["tf"]],

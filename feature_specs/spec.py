@@ -254,6 +254,10 @@ class TrainingConfig:
         checkpoint_every_steps: int. Save a checkpoint every this many steps (and at every
             epoch end) so a killed run resumes where it stopped; 0 = epoch ends only.
         jit_compile: bool. Compile the train step with XLA.
+        steps_per_execution: int. Optimizer steps run in one call of the compiled training loop
+            (Keras' ``steps_per_execution``): the per-call host work (Python, function dispatch,
+            reading the losses back) is paid once per call. The progress bar and the logs update
+            between calls; checkpoints still land on every ``checkpoint_every_steps``-th step.
         cache: bool. Keep the preprocessed train batches in memory after the first epoch
             (examples shuffled once, batch order reshuffled each epoch): faster when the train
             split fits in memory.
@@ -268,6 +272,7 @@ class TrainingConfig:
     loss_weighting: str = "fixed"
     checkpoint_every_steps: int = 200
     jit_compile: bool = False
+    steps_per_execution: int = 8
     cache: bool = False
     early_stopping: EarlyStopping = EarlyStopping()
 
@@ -660,6 +665,7 @@ def _read_training(node: _Node, tasks) -> TrainingConfig:
             "checkpoint_every_steps", defaults.checkpoint_every_steps, minimum=0
         ),
         jit_compile=node.get("jit_compile", bool, defaults.jit_compile),
+        steps_per_execution=node.positive_int("steps_per_execution", defaults.steps_per_execution),
         cache=node.get("cache", bool, defaults.cache),
         early_stopping=_read_early_stopping(node.child("early_stopping", required=False), tasks),
     )

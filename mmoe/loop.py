@@ -79,10 +79,11 @@ class EpochLogs:
     sums: dict[str, float] = field(default_factory=dict)
     steps: int = 0
 
-    def add(self, values: dict[str, float]) -> None:
-        for key, value in values.items():
+    def add(self, sums: dict[str, float], steps: int = 1) -> None:
+        """Adds ``steps`` steps whose values summed to ``sums``."""
+        for key, value in sums.items():
             self.sums[key] = self.sums.get(key, 0.0) + float(value)
-        self.steps += 1
+        self.steps += steps
 
     def means(self) -> dict[str, float]:
         return {key: value / max(self.steps, 1) for key, value in self.sums.items()}
@@ -156,6 +157,12 @@ class Trainer:
         if self.jit_compile and strategy is None:
             self._apply_update = tf.function(self._apply_gradients, jit_compile=True)
         self._train_fn = tf.function(self._distributed_train_step)
+        self._train_steps_fn = tf.function(self._distributed_train_steps)
+        # Several steps per call in one process. Under a strategy one step per call: inside the
+        # loop a partial last batch would reach the embedding gradients' all-gather with other
+        # shapes than the collective was first run with (a new batch shape retraces a per-step
+        # function, and so gets new collectives).
+        self.steps_per_execution = self.settings.steps_per_execution if strategy is None else 1
         self._eval_fn = tf.function(self._distributed_eval_step)
 
     # ----------------------------------------------------------------------------------------
@@ -271,6 +278,18 @@ class Trainer:
         per_replica = self.strategy.run(self._replica_train_step, args=batch)
         return {key: self.strategy.reduce(_SUM, value, axis=None) for key, value in per_replica.items()}
 
+    def _distributed_train_steps(self, iterator, steps):
+        sums = {key: tf.constant(0.0) for key in ["loss", *(f"{task.name}_loss" for task in self.spec.tasks)]}
+        done = tf.constant(0)
+        for _ in tf.range(steps):
+            batch = iterator.get_next_as_optional()  # under tf.distribute all workers agree on the end
+            if not batch.has_value():
+                break
+            values = self._distributed_train_step(batch.get_value())
+            sums = {key: sums[key] + values[key] for key in sums}
+            done += 1
+        return done, sums
+
     def train_step(self, batch) -> dict[str, float]:
         """One optimizer step on a (distributed) batch from :meth:`dataset`.
 
@@ -280,6 +299,22 @@ class Trainer:
         values = self._train_fn(batch)
         self.step.assign_add(1)
         return {key: float(value) for key, value in values.items()}
+
+    def train_steps(self, iterator, steps: int) -> tuple[int, dict[str, float]]:
+        """Up to ``steps`` optimizer steps on batches of ``iterator``, in one call of the compiled loop.
+
+        Args:
+            iterator: an iterator over a (distributed) :meth:`dataset`.
+            steps: int. The most steps to run; fewer when the iterator runs out.
+
+        Returns:
+            ``(done, sums)``: the steps run, and the sums over them of ``loss`` and
+            ``<task>_loss`` (each step's value is the mean over its global batch).
+        """
+        done, sums = self._train_steps_fn(iterator, tf.constant(steps, tf.int32))
+        done = int(done)
+        self.step.assign_add(done)
+        return done, {key: float(value) for key, value in sums.items()}
 
     def _replica_eval_step(self, features, labels, weights):
         outputs = self.models.core(features, training=False)
@@ -430,14 +465,27 @@ class Trainer:
             print(f"epoch {epoch + 1}/{epochs}" + (f" (resumed at step {skip})" if skip else ""))
         epoch_logs = EpochLogs()
         every = self.settings.checkpoint_every_steps
-        for batch in dataset:
-            values = self.train_step(batch)
-            self.step_in_epoch.assign_add(1)
-            epoch_logs.add(values)
-            progress.update(skip + epoch_logs.steps, values=list(values.items()))
-            if every and int(self.step) % every == 0:
-                self._save_checkpoint()
-        return epoch_logs
+        batches = iter(dataset)
+        while True:
+            steps = self.steps_per_execution
+            if every:  # stop on the checkpoint step
+                steps = min(steps, every - int(self.step) % every)
+            done, sums = self._run_steps(batches, steps)
+            if done:
+                self.step_in_epoch.assign_add(done)
+                epoch_logs.add(sums, done)
+                # Progbar weights each update's values by the steps it covers: pass their means.
+                progress.update(skip + epoch_logs.steps, values=[(k, v / done) for k, v in sums.items()])
+                if every and int(self.step) % every == 0:
+                    self._save_checkpoint()
+            if done < steps:  # the epoch's batches ran out
+                return epoch_logs
+
+    def _run_steps(self, batches, steps: int) -> tuple[int, dict[str, float]]:
+        if self.steps_per_execution > 1:
+            return self.train_steps(batches, steps)
+        batch = next(batches, None)
+        return (0, {}) if batch is None else (1, self.train_step(batch))
 
     def _write_summaries(self, writer, epoch: int, logs: dict[str, float]) -> None:
         if writer is None:

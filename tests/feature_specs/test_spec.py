@@ -35,10 +35,15 @@ def test_to_dict_round_trips_even_a_task_named_dtype(clicklog_dict):
 
 def test_training_section_names_loss_weighting_checkpoints_and_early_stopping(clicklog_dict):
     data = copy.deepcopy(clicklog_dict)
-    data["training"].update(loss_weighting="uncertainty", checkpoint_every_steps=0, jit_compile=True)
+    assert spec_from_dict(data).training.steps_per_execution == 8
+    data["training"].update(loss_weighting="uncertainty", checkpoint_every_steps=0, jit_compile=True, steps_per_execution=1)
     training = spec_from_dict(data).training
     assert (training.loss_weighting, training.checkpoint_every_steps, training.jit_compile) == ("uncertainty", 0, True)
+    assert training.steps_per_execution == 1
     assert training.early_stopping.metric == "val_click_auc" and training.early_stopping.mode == "max"
+    data["training"]["steps_per_execution"] = 0
+    assert "training.steps_per_execution: must be >= 1, got 0" in _error(data)
+    data["training"]["steps_per_execution"] = 8
     data["training"]["early_stopping"] = {"metric": "val_engagement_auc"}
     assert "training.early_stopping.metric: unknown value 'val_engagement_auc'" in _error(data)
     data["training"]["early_stopping"] = {"metric": "val_loss", "patience": -1}

@@ -160,3 +160,40 @@ def test_clearing_checkpoints_means_a_fresh_start(trained_run, tmp_path):
     assert second.manager.latest_checkpoint is not None
     second.clear_checkpoints()  # what `mmoe train --fresh` does
     assert not second.restore() and int(second.step) == 0
+
+
+def test_several_steps_in_one_call_match_one_step_per_call(trained_run, tmp_path):
+    results = []
+    for several in (False, True):
+        keras.utils.set_random_seed(7)
+        trainer = _trainer(trained_run, tmp_path / str(several))
+        batches = trainer.dataset("eval").take(3)  # a fixed order
+        if several:
+            iterator = iter(batches)
+            done, sums = trainer.train_steps(iterator, 8)
+            assert done == 3, "the iterator ran out after 3 of the 8 steps asked for"
+            assert trainer.train_steps(iterator, 8) == (0, {key: 0.0 for key in sums})
+        else:
+            steps = [trainer.train_step(batch) for batch in batches]
+            done, sums = len(steps), {key: sum(step[key] for step in steps) for key in steps[0]}
+        assert int(trainer.step) == 3
+        results.append((sums, [v.numpy() for v in trainer.models.core.trainable_variables]))
+    (single_sums, single_weights), (looped_sums, looped_weights) = results
+    assert set(looped_sums) == {"loss", "click_loss", "engagement_loss"}
+    for key in single_sums:
+        assert looped_sums[key] == pytest.approx(single_sums[key], rel=1e-5), key
+    for single, looped in zip(single_weights, looped_weights):
+        np.testing.assert_allclose(looped, single, rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoints_land_on_their_steps_when_a_call_runs_several(trained_run, tmp_path):
+    spec = trained_run.spec
+    spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, checkpoint_every_steps=5, steps_per_execution=4))
+    workdir = dataclasses.replace(trained_run.workdir, model_root=str(tmp_path / "model"))  # not the session's run
+    trainer = Trainer(spec, workdir, batch_size=256)
+    history = trainer.fit(epochs=1, verbose=0)
+    steps = int(trainer.step)
+    assert steps == len(list(trainer.dataset("train"))) and len(history["loss"]) == 1
+    saved = sorted(int(path.rsplit("-", 1)[1]) for path in trainer.manager.checkpoints)
+    assert saved[-1] == steps, "and one at the epoch's end"
+    assert saved[:-1] and all(step % 5 == 0 for step in saved[:-1]), saved

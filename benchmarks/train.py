@@ -26,8 +26,8 @@ towers of 64; batch 1024; click (binary) + engagement (regression, masked by cli
 5. Profiles the default step: forward, forward + backward, the step, op time by op type
    (TensorFlow profiler), and the expert bank alone, fused vs naive, at two sizes.
 
-    .venv/bin/python benchmarks/train.py            # ~2.5 min on 2 cores
-    .venv/bin/python benchmarks/train.py --quick    # a smoke run, ~1 min
+    .venv/bin/python benchmarks/train.py            # ~3.5 min on 2 cores
+    .venv/bin/python benchmarks/train.py --quick    # a smoke run, ~1.5 min
 
 Writes benchmarks/results/train.json (``fused_examples_per_s``, ``naive_examples_per_s``,
 ``train_flops_per_example``, ``matmul_gflops``, ``roofline_fraction``, ``peak_rss_mb``, and every
@@ -514,21 +514,28 @@ def _time_ms(function, repeats: int) -> float:
 # ---------------------------------------------------------------- the run
 
 
-def setup_variants(spec, workdir, batch: int, warmup: int) -> tuple[list, dict, dict, dict]:
-    """Builds and warms up every (experts, jit) step at ``batch``; the spec's own variant first.
+def variant_order(spec) -> list[tuple[bool, bool]]:
+    """``(fused, jit)`` variants: the spec's own, then naive (or fused) experts with the same
+    ``jit_compile`` (the headline pair), then the rest."""
+    fused, jit = spec.model.fused_experts, spec.training.jit_compile
+    pair = [(fused, jit), (not fused, jit)]
+    return pair + [(f, j) for f in (True, False) for j in (False, True) if (f, j) not in pair]
 
-    Every variant runs ``training.steps_per_execution`` steps per call, as ``mmoe train`` does;
-    the spec's variant on cached input is also timed at one step per call.
+
+def setup_variants(spec, workdir, batch: int, warmup: int, variants: list, inputs: dict | None = None,
+                   ) -> tuple[list, dict, dict, dict]:
+    """Builds and warms up the ``(fused, jit)`` ``variants`` at ``batch``, each on every input.
+
+    Every variant runs ``training.steps_per_execution`` steps per call, as ``mmoe train`` does.
+    ``inputs``: the shared input iterators (made from the first variant when None).
 
     Returns ``(configs, steps, inputs, memory)``: one :class:`Config` per variant and input,
     steps by ``(experts, jit)``, the shared input iterators, and each variant's peak RSS in MB
     (cumulative: variants built earlier stay in memory, so only the first is a clean figure).
     """
-    default = (spec.model.fused_experts, spec.training.jit_compile)
     per_call = spec.training.steps_per_execution
-    order = [default] + [(f, j) for f in (True, False) for j in (False, True) if (f, j) != default]
-    configs, steps, inputs, memory = [], {}, None, {}
-    for fused, jit in order:
+    configs, steps, memory = [], {}, {}
+    for fused, jit in variants:
         reset_peak_rss()
         start = time.perf_counter()
         step = Step(variant_spec(spec, fused, jit, batch), workdir)
@@ -540,16 +547,29 @@ def setup_variants(spec, workdir, batch: int, warmup: int) -> tuple[list, dict, 
         steps[name] = step
         memory[name] = round(peak_rss_mb(), 1)
         configs += [Config(name[0], jit, kind, batch, per_call, step, inputs[kind]) for kind in INPUTS]
-        if (fused, jit) == default and per_call > 1:
-            run_steps(step, inputs["cached"], warmup, 1)
-            configs.append(Config(name[0], jit, "cached", batch, 1, step, inputs["cached"]))
         log(f"built + warmed {name[0]:5s} jit={jit!s:5s} in {time.perf_counter() - start:5.1f} s, "
             f"peak RSS {memory[name]:,.0f} MB")
     return configs, steps, inputs, memory
 
 
-def setup_sweep(spec, workdir, sizes: list[int], warmup: int) -> list[Config]:
-    """The spec's variant at other batch sizes (a fresh model each), on cached input."""
+def headline_configs(spec, steps: dict, inputs: dict, batch: int) -> list[Config]:
+    """The issue's headline comparison, on the input ``mmoe train`` runs (cached when
+    ``training.cache`` is on): the spec's variant, the other expert form, and the spec's variant
+    at one step per call."""
+    per_call, jit = spec.training.steps_per_execution, spec.training.jit_compile
+    kind = "cached" if spec.training.cache else "tfrecord"
+    own = "fused" if spec.model.fused_experts else "naive"
+    configs = [Config(experts, jit, kind, batch, per_call, steps[(experts, jit)], inputs[kind])
+               for experts in (own, "naive" if own == "fused" else "fused")]
+    if per_call > 1:
+        configs.append(replace(configs[0], per_call=1, times=[], round_times=[]))
+    return configs
+
+
+def setup_sweep(spec, workdir, sizes: list[int], warmup: int, single_below: int) -> list[Config]:
+    """The spec's variant at other batch sizes (a fresh model each), on cached input; sizes
+    below ``single_below`` also at one step per call (the shorter the step, the larger the
+    share of per-call host work)."""
     configs = []
     experts = "fused" if spec.model.fused_experts else "naive"
     for size in sizes:
@@ -561,6 +581,8 @@ def setup_sweep(spec, workdir, sizes: list[int], warmup: int) -> list[Config]:
         per_call = spec.training.steps_per_execution
         run_steps(step, inputs["cached"], warmup, per_call)
         configs.append(Config(experts, spec.training.jit_compile, "cached", size, per_call, step, inputs["cached"]))
+        if size < single_below and per_call > 1:
+            configs.append(replace(configs[-1], per_call=1, times=[], round_times=[]))
         log(f"built + warmed batch {size}")
     return configs
 
@@ -586,13 +608,15 @@ def time_interleaved(configs: list[Config], rounds: int, per_block: int, block_w
         ) + f" ex/s; matmul numpy {machine['numpy'][-1]:.0f}, TF {machine['tf'][-1]:.0f} GFLOP/s")
 
 
-def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict, batch: int,
+def headline(head: dict, rows: dict, default: tuple, flops: int, matmul: float, memory: dict, batch: int,
              input_kind: str, per_call: int) -> dict:
-    """The issue's summary figures: the default configuration (the spec's settings: XLA or not,
-    ``cached`` input when ``training.cache`` is on, else ``tfrecord``, and its steps per call)."""
+    """The issue's summary figures, from the ``head`` rows (the headline phase): the default
+    configuration (the spec's settings: XLA or not, ``cached`` input when ``training.cache`` is
+    on, else ``tfrecord``, and its steps per call) against naive experts and one step per call;
+    the fastest of every configuration (``rows``)."""
     jit = "xla" if default[1] else "graph"
-    fused, naive = rows[f"fused/{jit}/{input_kind}/b{batch}/x{per_call}"], rows[f"naive/{jit}/{input_kind}/b{batch}/x{per_call}"]
-    single = rows.get(f"fused/{jit}/cached/b{batch}/x1")
+    fused, naive = head[f"fused/{jit}/{input_kind}/b{batch}/x{per_call}"], head[f"naive/{jit}/{input_kind}/b{batch}/x{per_call}"]
+    single = head.get(f"fused/{jit}/{input_kind}/b{batch}/x1")
     best = max(rows.values(), key=lambda r: r["examples_per_s"])
     return {
         "fused_examples_per_s": fused["examples_per_s"],
@@ -609,8 +633,7 @@ def headline(rows: dict, default: tuple, flops: int, matmul: float, memory: dict
         "default_config": f"fused/{jit}/{input_kind}/b{batch}/x{per_call}",
         "steps_per_execution": per_call,
         "one_step_per_call_examples_per_s": single and single["examples_per_s"],
-        "steps_per_call_gain": single and round(rows[f"fused/{jit}/cached/b{batch}/x{per_call}"]["examples_per_s"]
-                                                / single["examples_per_s"], 3),
+        "steps_per_call_gain": single and round(fused["examples_per_s"] / single["examples_per_s"], 3),
         "best_config": config_key(best),
         "best_examples_per_s": best["examples_per_s"],
         "best_roofline_fraction": best["roofline_fraction"],
@@ -669,25 +692,21 @@ def markdown(result: dict) -> str:
         f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']}",
         (f"- {h['steps_per_execution']} steps per call of the training loop (training.steps_per_execution) against one: "
          f"{h['steps_per_call_gain']}x ({h['one_step_per_call_examples_per_s']:,.0f} examples/s at one step per call, "
-         "cached input)" if h["one_step_per_call_examples_per_s"] else "- one step per call of the training loop"),
+         "cached input" + "".join(f"; at batch {b}: {g}x" for b, g in h.get("steps_per_call_gain_by_batch", {}).items())
+         + ")" if h["one_step_per_call_examples_per_s"] else "- one step per call of the training loop"),
         f"- fastest: {h['best_config']}: {h['best_examples_per_s']:,.0f} examples/s (roofline {h['best_roofline_fraction']})",
         f"- input alone, no training (examples/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in h["input_alone_examples_per_s"].items()),
         input_wait_line(h["input_wait"]),
         "",
-        "| experts | jit_compile | input | batch | steps per call | median step ms | examples/s | GFLOP/s | roofline | roofline, paired "
-        "| best round examples/s | roofline, best round | peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in h["configs"]:
-        rss = "" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
-        lines.append(
-            f"| {row['experts']} | {row['jit_compile']} | {row['input']} | {row['batch']} | {row['steps_per_execution']} | "
-            f"{row['median_step_ms']} | "
-            f"{row['examples_per_s']:,.0f} | {row['achieved_gflops']} | {row['roofline_fraction']} | "
-            f"{row['roofline_fraction_paired']} | {row['examples_per_s_best_round']:,.0f} | "
-            f"{row['roofline_fraction_best_round']} | {rss} |"
-        )
-    lines += [
+        f"Headline comparison, timed first, while the process held only the two variants it compares "
+        f"({h['settings']['headline_rounds']} interleaved rounds x {h['settings']['headline_steps']} steps):",
+        "",
+        *_table(h["headline_configs"]),
+        "",
+        f"Every configuration, timed after all were built ({h['settings']['rounds']} interleaved rounds x "
+        f"{h['settings']['steps']} steps; the process then holds every variant's model and every input):",
+        "",
+        *_table(h["configs"]),
         "",
         "Profile of the default step on one in-memory batch (median ms): "
         + ", ".join(f"{k} {v}" for k, v in h["profile"].items()) + ".",
@@ -702,13 +721,30 @@ def markdown(result: dict) -> str:
             for name, v in h["expert_bank_alone"].items() if name != "sizes"
         ) + ".",
         "",
-        "Configurations were timed in interleaved rounds, in a new random order each round, "
-        f"{h['settings']['rounds']} x {h['settings']['steps']} steps each after warm-up; medians of per-step times. "
+        "Configurations were timed in interleaved rounds, in a new random order each round, after warm-up; "
+        "medians of per-step times (a call of several steps counts as that many steps of its mean time). "
         "Peak RSS per variant is cumulative (variants built earlier stay in memory); the default is built first. "
         f"Total run {h['wall_s']} s.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _table(rows: list) -> list[str]:
+    lines = [
+        "| experts | jit_compile | input | batch | steps per call | median step ms | examples/s | GFLOP/s | roofline "
+        "| roofline, paired | best round examples/s | roofline, best round | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        rss = "" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
+        lines.append(
+            f"| {row['experts']} | {row['jit_compile']} | {row['input']} | {row['batch']} | {row['steps_per_execution']} | "
+            f"{row['median_step_ms']} | {row['examples_per_s']:,.0f} | {row['achieved_gflops']} | "
+            f"{row['roofline_fraction']} | {row['roofline_fraction_paired']} | "
+            f"{row['examples_per_s_best_round']:,.0f} | {row['roofline_fraction_best_round']} | {rss} |"
+        )
+    return lines
 
 
 def _bank_size(size: dict) -> str:
@@ -721,7 +757,10 @@ def parse_args(argv):
     parser.add_argument("--rows", type=int, default=40_000, help="generated rows (90%% train)")
     parser.add_argument("--workdir", help="keep data here instead of a temp dir (reused if it holds data)")
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds")
+    parser.add_argument("--headline_rounds", type=int, default=12,
+                        help="interleaved rounds of the headline comparison (default vs naive vs one step per call)")
+    parser.add_argument("--headline_steps", type=int, default=16, help="timed steps per headline configuration per round")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds of every configuration")
     parser.add_argument("--steps", type=int, default=8, help="timed steps per configuration per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per input after building a variant")
     parser.add_argument("--block_warmup", type=int, default=2, help="untimed steps before each timed block")
@@ -733,6 +772,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.rounds, args.steps, args.sweep = min(args.rows, 12_000), 1, 4, [512]
+        args.headline_rounds, args.headline_steps = 2, 8
     return args
 
 
@@ -786,10 +826,20 @@ def run(args, root: str, wall: float) -> dict:
     log(f"matmul numpy {machine['numpy'][0]:.0f}, TF {machine['tf'][0]:.0f} GFLOP/s; "
         f"{flops['train']:,} training FLOPs per example")
 
-    configs, steps, inputs, memory = setup_variants(spec, workdir, args.batch, args.warmup)
+    order = variant_order(spec)
+    configs, steps, inputs, memory = setup_variants(spec, workdir, args.batch, args.warmup, order[:2])
     input_rates = {kind: round(input_rate(inputs[kind], 20) * args.batch, 1) for kind in ("tfrecord", "cached")}
     log(f"input alone: {input_rates} examples/s")
-    sweep = setup_sweep(spec, workdir, sorted(set(args.sweep) - {args.batch}), args.warmup)
+    # The headline first, while the process holds only what it compares (as a training process
+    # holds one model): the spec's variant, the other expert form, and one step per call.
+    head = headline_configs(spec, steps, inputs, args.batch)
+    head_machine = {"numpy": [], "tf": []}
+    log(f"headline: {args.headline_rounds} rounds of {', '.join(c.key for c in head)}")
+    time_interleaved(head, args.headline_rounds, args.headline_steps, args.block_warmup, head_machine)
+    more, more_steps, _, more_memory = setup_variants(spec, workdir, args.batch, args.warmup, order[2:], inputs)
+    configs, steps, memory = configs + more, {**steps, **more_steps}, {**memory, **more_memory}
+    sweep = setup_sweep(spec, workdir, sorted(set(args.sweep) - {args.batch}), args.warmup, args.batch)
+    log(f"every configuration: {args.rounds} rounds")
     time_interleaved(configs + sweep, args.rounds, args.steps, args.block_warmup, machine)
 
     default = ("fused" if spec.model.fused_experts else "naive", spec.training.jit_compile)
@@ -804,22 +854,30 @@ def run(args, root: str, wall: float) -> dict:
     banks = expert_banks(args.rounds)
     log(f"expert bank alone, forward + backward: {banks}")
 
-    matmul = max(machine["numpy"])
-    rows = {}
-    for config in configs + sweep:
-        rows[config.key] = summarize(config, flops["train"], matmul, machine["numpy"][1:])
-        rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
+    numpy_rates = machine["numpy"] + head_machine["numpy"]
+    matmul = max(numpy_rates)
+
+    def table(timed: list, round_matmul: list) -> dict:
+        rows = {}
+        for config in timed:
+            rows[config.key] = summarize(config, flops["train"], matmul, round_matmul)
+            rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
+        return rows
+
+    head_rows, rows = table(head, head_machine["numpy"]), table(configs + sweep, machine["numpy"][1:])
     result = {
-        **headline(rows, default, flops["train"], matmul, memory, args.batch,
+        **headline(head_rows, rows, default, flops["train"], matmul, memory, args.batch,
                    "cached" if spec.training.cache else "tfrecord", spec.training.steps_per_execution),
-        "matmul_gflops_median": round(median(machine["numpy"]), 1),
-        "tf_matmul_gflops": round(max(machine["tf"]), 1),
+        "matmul_gflops_median": round(median(numpy_rates), 1),
+        "tf_matmul_gflops": round(max(machine["tf"] + head_machine["tf"]), 1),
         "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "
                      "256->128; towers 64; click + engagement (masked by click); feature_specs/train_reference.yaml",
         "step_source": "mmoe.loop.Trainer.train_steps (training.steps_per_execution steps per call; x1: Trainer.train_step)",
         "flops": {**flops, "formula": FLOPS_FORMULA},
         "machine": {"cpus": os.cpu_count(), "numpy_matmul_gflops": [round(m, 1) for m in machine["numpy"]],
                     "tf_matmul_gflops": [round(m, 1) for m in machine["tf"]],
+                    "numpy_matmul_gflops_headline": [round(m, 1) for m in head_machine["numpy"]],
+                    "tf_matmul_gflops_headline": [round(m, 1) for m in head_machine["tf"]],
                     "roofline_denominator": "the highest numpy measurement of the run (each the fastest of 7 "
                                             "products): the machine's rate when least disturbed by other load",
                     "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")},
@@ -830,9 +888,15 @@ def run(args, root: str, wall: float) -> dict:
         "op_profile": ops,
         "expert_bank_alone": {"sizes": {k: {"batch": v[0], "input_width": v[1], "experts": v[2], "units": list(v[3])}
                                         for k, v in EXPERT_SIZES.items()}, **banks},
+        "headline_configs": list(head_rows.values()),
         "configs": list(rows.values()),
     }
     result["input_wait"] = input_wait(rows, result["default_config"], input_rates)
+    result["steps_per_call_gain_by_batch"] = {
+        row["batch"]: round(row["examples_per_s"] / rows[config_key({**row, "steps_per_execution": 1})]["examples_per_s"], 3)
+        for row in rows.values()
+        if row["steps_per_execution"] > 1 and config_key({**row, "steps_per_execution": 1}) in rows
+    }
     write_results(result, args, wall)
     _ITERATORS.append((inputs, configs, sweep))
     return result

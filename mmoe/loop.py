@@ -9,6 +9,9 @@ one, so single-process and multi-worker training share every line.
   (lookups, bucketizing, normalizing) in tf.data, in parallel and prefetched, optionally cached in
   memory after the first epoch (``training.cache``). The step sees only integer indices and
   floats, so it can be XLA-compiled (``training.jit_compile``).
+* Steps: ``training.steps_per_execution`` optimizer steps per call of one compiled loop
+  (``Trainer.train_steps``), so the per-call host work (Python, dispatch, reading the losses
+  back) is paid once per call; one step per call under a tf.distribute strategy.
 * Losses: per task, averaged over the rows where the task's label is observed (its mask), across
   all replicas; combined with fixed weights or with uncertainty weighting (Kendall et al. 2018).
 * Checkpoints (``tf.train.CheckpointManager``) every ``training.checkpoint_every_steps`` steps and

@@ -282,10 +282,11 @@ class Trainer:
         return {key: self.strategy.reduce(_SUM, value, axis=None) for key, value in per_replica.items()}
 
     def _distributed_train_steps(self, iterator, steps):
+        """Up to ``steps`` train steps in one tf.while_loop; ``(steps run, sums of the step values)``."""
         sums = {key: tf.constant(0.0) for key in ["loss", *(f"{task.name}_loss" for task in self.spec.tasks)]}
         done = tf.constant(0)
         for _ in tf.range(steps):
-            batch = iterator.get_next_as_optional()  # under tf.distribute all workers agree on the end
+            batch = iterator.get_next_as_optional()  # empty at the end of the epoch's batches
             if not batch.has_value():
                 break
             values = self._distributed_train_step(batch.get_value())

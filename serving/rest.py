@@ -83,11 +83,23 @@ def to_json_bytes(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), default=_json_default).encode("utf-8")
 
 
+def json_values(array: Any) -> Any:
+    """``array.tolist()``, with float32 (and float16) values written as the shortest decimals that
+    read back as the same value: ``tolist`` alone writes their float64 expansions (0.1584 in
+    float32 would be sent as 0.15839999914169312).
+
+    Args:
+        array: numpy array or scalar, any shape.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        return array.astype(str).astype(np.float64).tolist()  # numpy prints each float at its own precision
+    return array.tolist()
+
+
 def _json_default(value: Any):
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
+    if isinstance(value, (np.ndarray, np.generic)):
+        return json_values(value)
     if isinstance(value, bytes):
         return _bytes_to_json(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
@@ -373,7 +385,7 @@ def predict_response(outputs: Mapping[str, np.ndarray], fmt: str) -> dict:
     if len(names) == 1:
         return {"predictions": outputs[names[0]]}
     rows = len(outputs[names[0]])
-    lists = {name: outputs[name].tolist() for name in names}
+    lists = {name: json_values(outputs[name]) for name in names}
     return {"predictions": [{name: lists[name][i] for name in names} for i in range(rows)]}
 
 
@@ -521,7 +533,7 @@ def rank_response(outputs: Mapping[str, np.ndarray], spec: FeatureSpec, top_k: i
     """Candidates sorted by score (highest first, ties by index), each with its predictions."""
     order = rank_order(outputs, top_k)
     names = rank_outputs(spec)
-    lists = {name: np.asarray(outputs[name]).tolist() for name in names}
+    lists = {name: json_values(outputs[name]) for name in names}
     return [{"index": int(i), **{name: lists[name][i] for name in names}} for i in order]
 
 

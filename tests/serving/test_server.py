@@ -32,7 +32,7 @@ from serving.batching import Batcher
 from serving.client import Client, ServingError, b64
 from serving.export import export_saved_model
 from serving.models import resolve_model_dir
-from serving.rest import parse_rank, rank_outputs, rank_response, rank_response_json
+from serving.rest import json_values, parse_rank, predict_response, rank_outputs, rank_response, rank_response_json
 from serving.server import RequestHandler, make_server
 from serving.warmup import WARMUP_FILE, write_warmup_requests
 
@@ -180,6 +180,8 @@ def test_predict_serving_default_with_b64_examples_row_and_columnar(client, save
     assert rows == named_rows and len(rows) == 20
     for name in OUTPUTS:
         np.testing.assert_allclose([r[name] for r in rows], expected[name].numpy(), rtol=1e-5, err_msg=name)
+        # float32 outputs arrive as their shortest decimals, not as float64 expansions
+        assert all(r[name] == float(str(np.float32(r[name]))) for r in rows), name
         np.testing.assert_allclose(columns["outputs"][name], expected[name].numpy(), rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(bare_columns[name], expected[name].numpy(), rtol=1e-5, err_msg=name)
 
@@ -194,6 +196,17 @@ def test_predict_raw_with_named_features_row_and_columnar(client, saved_model, t
     for name in OUTPUTS + ["gate_weights"]:
         np.testing.assert_allclose([r[name] for r in by_row], expected[name], rtol=1e-5, err_msg=name)
         np.testing.assert_allclose(by_column[name], expected[name], rtol=1e-5, err_msg=name)
+
+
+def test_float32_outputs_are_written_as_their_shortest_decimals():
+    values = np.array([0.1584, 1e-8, 3.4e38, -2.5, 123456.7], np.float32)
+    assert values.tolist()[0] == 0.15839999914169312, "what tolist alone would send"
+    assert json_values(values) == [0.1584, 1e-08, 3.4e38, -2.5, 123456.7]
+    assert (np.array(json_values(values), np.float32) == values).all(), "each reads back as the same float32"
+    assert json_values(np.float32(0.1)) == 0.1 and json_values(values.reshape(5, 1))[0] == [0.1584]
+    assert json_values(np.array([0.1584], np.float64)) == [0.1584] and json_values(np.array([3], np.int64)) == [3]
+    rows = predict_response({"score": values[:2], "id": np.array([1, 2])}, "row")["predictions"]
+    assert rows == [{"id": 1, "score": 0.1584}, {"id": 2, "score": 1e-08}]
 
 
 # -- rank ------------------------------------------------------------------------------------------

@@ -115,11 +115,12 @@ def prepare_in_child(workdir: str, rows: int, seed: int) -> dict:
 # ---------------------------------------------------------------- machine and memory
 
 
-def numpy_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
+def numpy_matmul_gflops(n: int = 2048, repeats: int = 7, statistic=min) -> float:
     """float32 ``n x n`` numpy matmul rate: the fastest of ``repeats`` products after a warm-up.
 
     The fastest, not the median: other processes can only slow a product down, so the fastest
-    is the best estimate of what the machine can do.
+    is the best estimate of what the machine can do. ``statistic=median`` gives the rate of the
+    median product instead (how the training steps are summarized).
     """
     import numpy as np
 
@@ -130,7 +131,7 @@ def numpy_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
         start = time.perf_counter()
         a @ a
         times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9
+    return 2 * n**3 / statistic(times) / 1e9
 
 
 def tf_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
@@ -344,22 +345,27 @@ def median(values) -> float:
     return float(np.median(values))
 
 
-def summarize(config: Config, flops: int, matmul: float, round_matmul: list[float]) -> dict:
+def summarize(config: Config, flops: int, matmul: float, round_matmul: list[float],
+              round_matmul_median: list[float]) -> dict:
     """One table row. ``roofline_fraction`` divides by ``matmul`` (the run's best matmul rate);
     ``roofline_fraction_paired`` is the median over rounds of the round's rate divided by the
     matmul rate measured right after that round (the same background load);
+    ``roofline_fraction_symmetric`` does the same with that round's median product, so both
+    sides are medians;
     ``*_best_round`` uses the round with the highest rate (the least disturbed), like the
     matmul rate does."""
     step_s = median(config.times)
     rate = config.batch / step_s
     round_rates = [config.batch / median(t) for t in config.round_times]
     paired = [r * flops / 1e9 / m for r, m in zip(round_rates, round_matmul)]
+    symmetric = [r * flops / 1e9 / m for r, m in zip(round_rates, round_matmul_median)]
     return {
         "experts": config.experts, "jit_compile": config.jit, "input": config.input, "batch": config.batch,
         "steps_per_execution": config.per_call, "steps_timed": len(config.times), "median_step_ms": round(step_s * 1e3, 2),
         "examples_per_s": round(rate, 1), "achieved_gflops": round(rate * flops / 1e9, 2),
         "roofline_fraction": round(rate * flops / 1e9 / matmul, 3),
         "roofline_fraction_paired": round(median(paired), 3),
+        "roofline_fraction_symmetric": round(median(symmetric), 3),
         "examples_per_s_best_round": round(max(round_rates), 1),
         "roofline_fraction_best_round": round(max(round_rates) * flops / 1e9 / matmul, 3),
         "examples_per_s_by_round": [round(r) for r in round_rates],
@@ -601,6 +607,7 @@ def time_interleaved(configs: list[Config], rounds: int, per_block: int, block_w
             config.round_times.append(run_steps(config.step, config.iterator, per_block, config.per_call))
             config.times += config.round_times[-1]
         machine["numpy"].append(numpy_matmul_gflops())
+        machine.setdefault("numpy_median", []).append(numpy_matmul_gflops(statistic=median))
         machine["tf"].append(tf_matmul_gflops())
         log(f"round {r + 1}/{rounds}: " + ", ".join(
             f"{c.experts[0]}{'X' if c.jit else 'G'}-{c.input[:3]}-{c.batch}x{c.per_call} {c.batch / median(c.times):,.0f}"
@@ -626,6 +633,7 @@ def headline(head: dict, rows: dict, default: tuple, flops: int, matmul: float, 
         "matmul_gflops": round(matmul, 1),
         "roofline_fraction": fused["roofline_fraction"],
         "roofline_fraction_paired": fused["roofline_fraction_paired"],
+        "roofline_fraction_symmetric": fused["roofline_fraction_symmetric"],
         "fused_examples_per_s_best_round": fused["examples_per_s_best_round"],
         "naive_examples_per_s_best_round": naive["examples_per_s_best_round"],
         "roofline_fraction_best_round": fused["roofline_fraction_best_round"],
@@ -686,7 +694,8 @@ def markdown(result: dict) -> str:
         "",
         f"- default ({h['default_config']}): **{h['fused_examples_per_s']:,.0f} examples/s**, roofline fraction "
         f"**{h['roofline_fraction']}** of the best matmul rate ({h['roofline_fraction_paired']} of the rate measured "
-        f"after each round, under the same background load), peak RSS {h['peak_rss_mb']:,.0f} MB",
+        f"after each round, under the same background load; {h['roofline_fraction_symmetric']} of that round's median "
+        f"product, so that both sides are medians), peak RSS {h['peak_rss_mb']:,.0f} MB",
         f"- naive experts, same settings: {h['naive_examples_per_s']:,.0f} examples/s (fused / naive = {h['fused_over_naive']})",
         f"- in the least disturbed round: fused {h['fused_examples_per_s_best_round']:,.0f}, naive "
         f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']}",
@@ -733,15 +742,15 @@ def markdown(result: dict) -> str:
 def _table(rows: list) -> list[str]:
     lines = [
         "| experts | jit_compile | input | batch | steps per call | median step ms | examples/s | GFLOP/s | roofline "
-        "| roofline, paired | best round examples/s | roofline, best round | peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| roofline, paired | roofline, symmetric | best round examples/s | roofline, best round | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         rss = "" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
         lines.append(
             f"| {row['experts']} | {row['jit_compile']} | {row['input']} | {row['batch']} | {row['steps_per_execution']} | "
             f"{row['median_step_ms']} | {row['examples_per_s']:,.0f} | {row['achieved_gflops']} | "
-            f"{row['roofline_fraction']} | {row['roofline_fraction_paired']} | "
+            f"{row['roofline_fraction']} | {row['roofline_fraction_paired']} | {row['roofline_fraction_symmetric']} | "
             f"{row['examples_per_s_best_round']:,.0f} | {row['roofline_fraction_best_round']} | {rss} |"
         )
     return lines
@@ -857,14 +866,15 @@ def run(args, root: str, wall: float) -> dict:
     numpy_rates = machine["numpy"] + head_machine["numpy"]
     matmul = max(numpy_rates)
 
-    def table(timed: list, round_matmul: list) -> dict:
+    def table(timed: list, round_matmul: tuple) -> dict:  # (fastest, median product) per round
         rows = {}
         for config in timed:
-            rows[config.key] = summarize(config, flops["train"], matmul, round_matmul)
+            rows[config.key] = summarize(config, flops["train"], matmul, *round_matmul)
             rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
         return rows
 
-    head_rows, rows = table(head, head_machine["numpy"]), table(configs + sweep, machine["numpy"][1:])
+    head_rows = table(head, (head_machine["numpy"], head_machine["numpy_median"]))
+    rows = table(configs + sweep, (machine["numpy"][1:], machine["numpy_median"]))
     result = {
         **headline(head_rows, rows, default, flops["train"], matmul, memory, args.batch,
                    "cached" if spec.training.cache else "tfrecord", spec.training.steps_per_execution),
@@ -877,6 +887,8 @@ def run(args, root: str, wall: float) -> dict:
         "machine": {"cpus": os.cpu_count(), "numpy_matmul_gflops": [round(m, 1) for m in machine["numpy"]],
                     "tf_matmul_gflops": [round(m, 1) for m in machine["tf"]],
                     "numpy_matmul_gflops_headline": [round(m, 1) for m in head_machine["numpy"]],
+                    "numpy_matmul_gflops_median_product": [round(m, 1) for m in machine["numpy_median"]],
+                    "numpy_matmul_gflops_median_product_headline": [round(m, 1) for m in head_machine["numpy_median"]],
                     "tf_matmul_gflops_headline": [round(m, 1) for m in head_machine["tf"]],
                     "roofline_denominator": "the highest numpy measurement of the run (each the fastest of 7 "
                                             "products): the machine's rate when least disturbed by other load",

@@ -115,12 +115,12 @@ def prepare_in_child(workdir: str, rows: int, seed: int) -> dict:
 # ---------------------------------------------------------------- machine and memory
 
 
-def numpy_matmul_gflops(n: int = 2048, repeats: int = 7, statistic=min) -> float:
-    """float32 ``n x n`` numpy matmul rate: the fastest of ``repeats`` products after a warm-up.
+def numpy_matmul_gflops(n: int = 2048, repeats: int = 7) -> tuple[float, float]:
+    """float32 ``n x n`` numpy matmul rates of ``repeats`` products after a warm-up:
+    ``(fastest, median)``.
 
-    The fastest, not the median: other processes can only slow a product down, so the fastest
-    is the best estimate of what the machine can do. ``statistic=median`` gives the rate of the
-    median product instead (how the training steps are summarized).
+    The fastest is the best estimate of what the machine can do (other processes can only slow
+    a product down); the median is summarized like the training steps are.
     """
     import numpy as np
 
@@ -131,7 +131,7 @@ def numpy_matmul_gflops(n: int = 2048, repeats: int = 7, statistic=min) -> float
         start = time.perf_counter()
         a @ a
         times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistic(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9, 2 * n**3 / median(times) / 1e9
 
 
 def tf_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
@@ -208,6 +208,10 @@ class Config:
     iterator: object = field(repr=False, default=None)
     times: list = field(default_factory=list)
     round_times: list = field(default_factory=list)  # one list of step seconds per round
+
+    def one_step_per_call(self) -> "Config":
+        """The same step and input, timed at one step per call (fresh timings)."""
+        return replace(self, per_call=1, times=[], round_times=[])
 
     @property
     def key(self) -> str:
@@ -568,7 +572,7 @@ def headline_configs(spec, steps: dict, inputs: dict, batch: int) -> list[Config
     configs = [Config(experts, jit, kind, batch, per_call, steps[(experts, jit)], inputs[kind])
                for experts in (own, "naive" if own == "fused" else "fused")]
     if per_call > 1:
-        configs.append(replace(configs[0], per_call=1, times=[], round_times=[]))
+        configs.append(configs[0].one_step_per_call())
     return configs
 
 
@@ -588,7 +592,7 @@ def setup_sweep(spec, workdir, sizes: list[int], warmup: int, single_below: int)
         run_steps(step, inputs["cached"], warmup, per_call)
         configs.append(Config(experts, spec.training.jit_compile, "cached", size, per_call, step, inputs["cached"]))
         if size < single_below and per_call > 1:
-            configs.append(replace(configs[-1], per_call=1, times=[], round_times=[]))
+            configs.append(configs[-1].one_step_per_call())
         log(f"built + warmed batch {size}")
     return configs
 
@@ -606,8 +610,9 @@ def time_interleaved(configs: list[Config], rounds: int, per_block: int, block_w
             run_steps(config.step, config.iterator, block_warmup, config.per_call)
             config.round_times.append(run_steps(config.step, config.iterator, per_block, config.per_call))
             config.times += config.round_times[-1]
-        machine["numpy"].append(numpy_matmul_gflops())
-        machine.setdefault("numpy_median", []).append(numpy_matmul_gflops(statistic=median))
+        fastest, middle = numpy_matmul_gflops()
+        machine["numpy"].append(fastest)
+        machine["numpy_median"].append(middle)
         machine["tf"].append(tf_matmul_gflops())
         log(f"round {r + 1}/{rounds}: " + ", ".join(
             f"{c.experts[0]}{'X' if c.jit else 'G'}-{c.input[:3]}-{c.batch}x{c.per_call} {c.batch / median(c.times):,.0f}"
@@ -688,7 +693,7 @@ def markdown(result: dict) -> str:
         "# Training speed at the reference size",
         "",
         f"{h['reference']}. Step: {h['step_source']}. Machine: {machine['cpus']} CPUs; float32 numpy "
-        f"2048x2048 matmul {h['matmul_gflops']} GFLOP/s (best of {len(machine['numpy_matmul_gflops'])} measurements "
+        f"2048x2048 matmul {h['matmul_gflops']} GFLOP/s (best of {len(machine['numpy_matmul_gflops']) + len(machine['numpy_matmul_gflops_headline'])} measurements "
         f"in this run, each the fastest of 7 products; median {h['matmul_gflops_median']}); TensorFlow's own matmul {h['tf_matmul_gflops']} GFLOP/s. "
         f"Training FLOPs per example: {h['train_flops_per_example']:,} ({h['flops']['formula']}).",
         "",
@@ -831,7 +836,7 @@ def run(args, root: str, wall: float) -> dict:
     workdir = Workdir(root)
     data = prepare_data(args, root)
     flops = train_flops_per_example(spec)
-    machine = {"numpy": [numpy_matmul_gflops()], "tf": [tf_matmul_gflops()]}
+    machine = {"numpy": [numpy_matmul_gflops()[0]], "numpy_median": [], "tf": [tf_matmul_gflops()]}
     log(f"matmul numpy {machine['numpy'][0]:.0f}, TF {machine['tf'][0]:.0f} GFLOP/s; "
         f"{flops['train']:,} training FLOPs per example")
 
@@ -842,7 +847,7 @@ def run(args, root: str, wall: float) -> dict:
     # The headline first, while the process holds only what it compares (as a training process
     # holds one model): the spec's variant, the other expert form, and one step per call.
     head = headline_configs(spec, steps, inputs, args.batch)
-    head_machine = {"numpy": [], "tf": []}
+    head_machine = {"numpy": [], "numpy_median": [], "tf": []}
     log(f"headline: {args.headline_rounds} rounds of {', '.join(c.key for c in head)}")
     time_interleaved(head, args.headline_rounds, args.headline_steps, args.block_warmup, head_machine)
     more, more_steps, _, more_memory = setup_variants(spec, workdir, args.batch, args.warmup, order[2:], inputs)

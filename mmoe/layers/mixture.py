@@ -16,12 +16,27 @@ def mix(weights, experts):
 
     Args:
         weights: ``(batch, E)`` gate weights.
-        experts: ``(batch, E, units)`` expert outputs.
+        experts: ``(batch, E, units)`` expert outputs, or a list of E ``(batch, units)`` tensors
+            (:meth:`ExpertBank.outputs`), summed as they are: no stacked copy, and XLA fuses the
+            sum's backward into each expert's activation gradient.
 
     Returns:
         ``(batch, units)``.
     """
+    if isinstance(experts, (list, tuple)):
+        total = weights[:, 0:1] * experts[0]
+        for e in range(1, len(experts)):
+            total = total + weights[:, e : e + 1] * experts[e]  # (batch, 1) * (batch, units)
+        return total
     return ops.einsum("be,beu->bu", weights, experts)
+
+
+def pool(*outputs):
+    """Expert outputs of several banks (each :meth:`ExpertBank.outputs`) as one pool for :func:`mix`:
+    a list when every bank gave a list, else ``(batch, sum of E, units)``."""
+    if all(isinstance(o, list) for o in outputs):
+        return [h for o in outputs for h in o]
+    return ops.concatenate([ops.stack(o, axis=1) if isinstance(o, list) else o for o in outputs], axis=1)
 
 
 class GatedExperts(keras.layers.Layer):

@@ -7,7 +7,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
-from mmoe.layers.mixture import GatedExperts
+from mmoe.layers.mixture import GatedExperts, pool
 from mmoe.registry import register
 
 SHARED = "shared"
@@ -82,16 +82,17 @@ class CGC(GatedExperts):
 
     def call(self, inputs, training=None):
         inputs = self._split(inputs)
-        shared = self.shared_experts(inputs[SHARED])  # (batch, Es, units)
-        own = [experts(inputs[task]) for task, experts in zip(self.task_names, self.own_experts)]  # T x (batch, Et, units)
+        # each bank's outputs: Es (or Et) x (batch, units), or (batch, Es, units); see ExpertBank.outputs
+        shared = self.shared_experts.outputs(inputs[SHARED])
+        own = [experts.outputs(inputs[task]) for task, experts in zip(self.task_names, self.own_experts)]
         mixtures, gate_weights = {}, []
         for task, task_own, gate in zip(self.task_names, own, self.gates):
-            pool = ops.concatenate([task_own, shared], axis=1)  # (batch, Et + Es, units)
-            mixtures[task], weights = self._mix(gate, inputs[task], pool, training)
+            experts = pool(task_own, shared)  # Et + Es experts, the task's own first
+            mixtures[task], weights = self._mix(gate, inputs[task], experts, training)
             gate_weights.append(weights)
         if self.shared_gate is not None:
-            pool = ops.concatenate([*own, shared], axis=1)  # (batch, T * Et + Es, units)
-            mixtures[SHARED], _ = self._mix(self.shared_gate, inputs[SHARED], pool, training)
+            experts = pool(*own, shared)  # T * Et + Es experts
+            mixtures[SHARED], _ = self._mix(self.shared_gate, inputs[SHARED], experts, training)
         return mixtures, ops.stack(gate_weights, axis=1)
 
     def compute_output_shape(self, input_shape):

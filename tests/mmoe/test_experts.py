@@ -10,6 +10,7 @@ import tensorflow as tf
 from feature_specs.spec import bundled_spec_path, load_spec
 from mmoe.architectures import build_backbone
 from mmoe.layers import PLE, ExpertBank, MMoE
+from mmoe.layers.mixture import mix, pool
 
 TASKS = ["click", "engagement"]
 
@@ -39,6 +40,36 @@ def test_naive_and_fused_banks_compute_the_same_function(units):
     out = _np(fused(x))
     assert out.shape == (7, 4, units[-1])
     np.testing.assert_allclose(_np(naive(x)), out, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "units,fused,as_list", [([5], True, False), ([5, 3], True, True), ([5], False, True)],
+    ids=["one_layer_fused", "deep_fused", "naive"],
+)
+def test_outputs_are_the_experts_of_call_in_the_form_they_are_computed(units, fused, as_list):
+    bank = ExpertBank(4, units, fused=fused, bias_initializer="random_normal")
+    bank.build((None, 6))
+    x = _inputs()
+    outputs = bank.outputs(x)
+    assert isinstance(outputs, list) == as_list
+    stacked = np.stack([_np(h) for h in outputs], axis=1) if as_list else _np(outputs)
+    assert stacked.shape == (7, 4, units[-1])
+    np.testing.assert_allclose(stacked, _np(bank(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_mix_sums_a_list_of_experts_as_it_would_their_stack():
+    rng = np.random.default_rng(3)
+    weights = tf.nn.softmax(rng.normal(size=(7, 4)).astype("float32"))
+    experts = [tf.constant(rng.normal(size=(7, 3)).astype("float32")) for _ in range(4)]
+    stacked = tf.stack(experts, axis=1)  # (7, 4, 3)
+    expected = np.einsum("be,beu->bu", _np(weights), _np(stacked))
+    np.testing.assert_allclose(_np(mix(weights, experts)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_np(mix(weights, stacked)), expected, rtol=1e-5, atol=1e-6)
+    # pools: lists stay lists (in order); a stacked bank makes the pool one stacked tensor
+    pooled = pool(experts[:1], experts[1:])
+    assert len(pooled) == 4 and all(a is b for a, b in zip(pooled, experts))
+    mixed = pool(experts[:1], stacked[:, 1:])
+    np.testing.assert_allclose(_np(mixed), _np(stacked), rtol=0, atol=0)
 
 
 def test_fused_bank_matches_per_expert_numpy_mlps():

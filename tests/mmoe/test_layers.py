@@ -55,9 +55,10 @@ def test_mmoe_shapes_and_gates_sum_to_one():
     np.testing.assert_allclose(gates.sum(axis=-1), 1.0, rtol=1e-6)
 
 
-def test_mmoe_mixture_is_gate_weighted_sum_of_experts():
+@pytest.mark.parametrize("units", [[3], [5, 3]], ids=["one_layer_stacked", "deep_list"])
+def test_mmoe_mixture_is_gate_weighted_sum_of_experts(units):
     x = _inputs()
-    layer = MMoE(TASKS, num_experts=4, expert_units=[3])
+    layer = MMoE(TASKS, num_experts=4, expert_units=units)
     mixtures, gates = layer(x)
     experts = keras.ops.convert_to_numpy(layer.experts(x))
     gates = keras.ops.convert_to_numpy(gates)

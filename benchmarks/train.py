@@ -8,7 +8,10 @@ towers of 64; batch 1024; click (binary) + engagement (regression, masked by cli
    (``pipelines.run.preprocess``) into ``<workdir>`` (a temp dir unless ``--workdir``), in a child
    process so its memory does not count towards training's.
 2. Measures the machine: float32 numpy 2048x2048 matmul GFLOP/s (and TensorFlow's own) before
-   and after every timing round; the roofline divides by the best of them.
+   and after every timing round. The roofline fraction compares like with like: the median step
+   rate against the median product rate of the same rounds (the machine is shared, and its
+   matmul rate moves by 20% within a run); it is also given against the fastest product of the
+   whole run, and for each configuration's least disturbed round.
 3. Builds one training step per configuration: experts fused (stacked kernels) or naive (a loop
    of Dense layers) x ``jit_compile`` off/on, each fed from three inputs: ``tfrecord`` (the
    project's tf.data pipeline with ``training.cache`` off: gzip TFRecords -> shuffle -> batch ->
@@ -349,29 +352,34 @@ def median(values) -> float:
     return float(np.median(values))
 
 
-def summarize(config: Config, flops: int, matmul: float, round_matmul: list[float],
-              round_matmul_median: list[float]) -> dict:
-    """One table row. ``roofline_fraction`` divides by ``matmul`` (the run's best matmul rate);
-    ``roofline_fraction_paired`` is the median over rounds of the round's rate divided by the
-    matmul rate measured right after that round (the same background load);
-    ``roofline_fraction_symmetric`` does the same with that round's median product, so both
-    sides are medians;
-    ``*_best_round`` uses the round with the highest rate (the least disturbed), like the
-    matmul rate does."""
+def summarize(config: Config, flops: int, matmul: float, fastest_matmul: float) -> dict:
+    """One table row.
+
+    Args:
+        config: a timed configuration.
+        flops: training FLOPs per example.
+        matmul: the median numpy product rate (GFLOP/s) of the rounds ``config`` was timed in.
+        fastest_matmul: the fastest numpy product of the whole run.
+
+    ``roofline_fraction`` divides the median step's rate by ``matmul``: both sides medians,
+    measured in the same rounds under the same background load.
+    ``roofline_fraction_vs_fastest_matmul`` divides the same rate by ``fastest_matmul`` (a typical
+    step against the least disturbed product: the lower bound). ``*_best_round``: the round with
+    the highest rate (the least disturbed) against ``fastest_matmul``.
+    """
     step_s = median(config.times)
     rate = config.batch / step_s
+    gflops = rate * flops / 1e9
     round_rates = [config.batch / median(t) for t in config.round_times]
-    paired = [r * flops / 1e9 / m for r, m in zip(round_rates, round_matmul)]
-    symmetric = [r * flops / 1e9 / m for r, m in zip(round_rates, round_matmul_median)]
     return {
         "experts": config.experts, "jit_compile": config.jit, "input": config.input, "batch": config.batch,
         "steps_per_execution": config.per_call, "steps_timed": len(config.times), "median_step_ms": round(step_s * 1e3, 2),
-        "examples_per_s": round(rate, 1), "achieved_gflops": round(rate * flops / 1e9, 2),
-        "roofline_fraction": round(rate * flops / 1e9 / matmul, 3),
-        "roofline_fraction_paired": round(median(paired), 3),
-        "roofline_fraction_symmetric": round(median(symmetric), 3),
+        "examples_per_s": round(rate, 1), "achieved_gflops": round(gflops, 2),
+        "matmul_gflops": round(matmul, 1),
+        "roofline_fraction": round(gflops / matmul, 3),
+        "roofline_fraction_vs_fastest_matmul": round(gflops / fastest_matmul, 3),
         "examples_per_s_best_round": round(max(round_rates), 1),
-        "roofline_fraction_best_round": round(max(round_rates) * flops / 1e9 / matmul, 3),
+        "roofline_fraction_best_round": round(max(round_rates) * flops / 1e9 / fastest_matmul, 3),
         "examples_per_s_by_round": [round(r) for r in round_rates],
     }
 
@@ -620,7 +628,7 @@ def time_interleaved(configs: list[Config], rounds: int, per_block: int, block_w
         ) + f" ex/s; matmul numpy {machine['numpy'][-1]:.0f}, TF {machine['tf'][-1]:.0f} GFLOP/s")
 
 
-def headline(head: dict, rows: dict, default: tuple, flops: int, matmul: float, memory: dict, batch: int,
+def headline(head: dict, rows: dict, default: tuple, flops: int, fastest_matmul: float, memory: dict, batch: int,
              input_kind: str, per_call: int) -> dict:
     """The issue's summary figures, from the ``head`` rows (the headline phase): the default
     configuration (the spec's settings: XLA or not, ``cached`` input when ``training.cache`` is
@@ -635,10 +643,10 @@ def headline(head: dict, rows: dict, default: tuple, flops: int, matmul: float, 
         "naive_examples_per_s": naive["examples_per_s"],
         "fused_over_naive": round(fused["examples_per_s"] / naive["examples_per_s"], 3),
         "train_flops_per_example": flops,
-        "matmul_gflops": round(matmul, 1),
+        "matmul_gflops": fused["matmul_gflops"],
+        "matmul_gflops_fastest": round(fastest_matmul, 1),
         "roofline_fraction": fused["roofline_fraction"],
-        "roofline_fraction_paired": fused["roofline_fraction_paired"],
-        "roofline_fraction_symmetric": fused["roofline_fraction_symmetric"],
+        "roofline_fraction_vs_fastest_matmul": fused["roofline_fraction_vs_fastest_matmul"],
         "fused_examples_per_s_best_round": fused["examples_per_s_best_round"],
         "naive_examples_per_s_best_round": naive["examples_per_s_best_round"],
         "roofline_fraction_best_round": fused["roofline_fraction_best_round"],
@@ -693,17 +701,19 @@ def markdown(result: dict) -> str:
         "# Training speed at the reference size",
         "",
         f"{h['reference']}. Step: {h['step_source']}. Machine: {machine['cpus']} CPUs; float32 numpy "
-        f"2048x2048 matmul {h['matmul_gflops']} GFLOP/s (best of {len(machine['numpy_matmul_gflops']) + len(machine['numpy_matmul_gflops_headline'])} measurements "
-        f"in this run, each the fastest of 7 products; median {h['matmul_gflops_median']}); TensorFlow's own matmul {h['tf_matmul_gflops']} GFLOP/s. "
+        f"2048x2048 matmul: median product {h['matmul_gflops']} GFLOP/s over the headline rounds (7 products after "
+        f"each round), fastest {h['matmul_gflops_fastest']} (of {7 * (len(machine['numpy_matmul_gflops']) + len(machine['numpy_matmul_gflops_headline']))} "
+        f"products in this run); TensorFlow's own matmul {h['tf_matmul_gflops']} GFLOP/s. "
         f"Training FLOPs per example: {h['train_flops_per_example']:,} ({h['flops']['formula']}).",
         "",
         f"- default ({h['default_config']}): **{h['fused_examples_per_s']:,.0f} examples/s**, roofline fraction "
-        f"**{h['roofline_fraction']}** of the best matmul rate ({h['roofline_fraction_paired']} of the rate measured "
-        f"after each round, under the same background load; {h['roofline_fraction_symmetric']} of that round's median "
-        f"product, so that both sides are medians), peak RSS {h['peak_rss_mb']:,.0f} MB",
+        f"**{h['roofline_fraction']}** (median step rate / median matmul rate of the same rounds; "
+        f"{h['roofline_fraction_vs_fastest_matmul']} against the fastest product of the run, which sets a typical step "
+        f"against the least disturbed product), peak RSS {h['peak_rss_mb']:,.0f} MB",
         f"- naive experts, same settings: {h['naive_examples_per_s']:,.0f} examples/s (fused / naive = {h['fused_over_naive']})",
         f"- in the least disturbed round: fused {h['fused_examples_per_s_best_round']:,.0f}, naive "
-        f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']}",
+        f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']} "
+        "of the fastest product",
         (f"- {h['steps_per_execution']} steps per call of the training loop (training.steps_per_execution) against one: "
          f"{h['steps_per_call_gain']}x ({h['one_step_per_call_examples_per_s']:,.0f} examples/s at one step per call, "
          "cached input" + "".join(f"; at batch {b}: {g}x" for b, g in h.get("steps_per_call_gain_by_batch", {}).items())
@@ -713,12 +723,14 @@ def markdown(result: dict) -> str:
         input_wait_line(h["input_wait"]),
         "",
         f"Headline comparison, timed first, while the process held only the two variants it compares "
-        f"({h['settings']['headline_rounds']} interleaved rounds x {h['settings']['headline_steps']} steps):",
+        f"({h['settings']['headline_rounds']} interleaved rounds x {h['settings']['headline_steps']} steps; "
+        f"median matmul {h['matmul_gflops']} GFLOP/s):",
         "",
         *_table(h["headline_configs"]),
         "",
         f"Every configuration, timed after all were built ({h['settings']['rounds']} interleaved rounds x "
-        f"{h['settings']['steps']} steps; the process then holds every variant's model and every input):",
+        f"{h['settings']['steps']} steps; the process then holds every variant's model and every input; median "
+        f"matmul {h['configs'][0]['matmul_gflops'] if h['configs'] else '-'} GFLOP/s):",
         "",
         *_table(h["configs"]),
         "",
@@ -747,15 +759,15 @@ def markdown(result: dict) -> str:
 def _table(rows: list) -> list[str]:
     lines = [
         "| experts | jit_compile | input | batch | steps per call | median step ms | examples/s | GFLOP/s | roofline "
-        "| roofline, paired | roofline, symmetric | best round examples/s | roofline, best round | peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| roofline vs fastest matmul | best round examples/s | roofline, best round | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         rss = "" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
         lines.append(
             f"| {row['experts']} | {row['jit_compile']} | {row['input']} | {row['batch']} | {row['steps_per_execution']} | "
             f"{row['median_step_ms']} | {row['examples_per_s']:,.0f} | {row['achieved_gflops']} | "
-            f"{row['roofline_fraction']} | {row['roofline_fraction_paired']} | {row['roofline_fraction_symmetric']} | "
+            f"{row['roofline_fraction']} | {row['roofline_fraction_vs_fastest_matmul']} | "
             f"{row['examples_per_s_best_round']:,.0f} | {row['roofline_fraction_best_round']} | {rss} |"
         )
     return lines
@@ -771,7 +783,7 @@ def parse_args(argv):
     parser.add_argument("--rows", type=int, default=40_000, help="generated rows (90%% train)")
     parser.add_argument("--workdir", help="keep data here instead of a temp dir (reused if it holds data)")
     parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--headline_rounds", type=int, default=12,
+    parser.add_argument("--headline_rounds", type=int, default=16,
                         help="interleaved rounds of the headline comparison (default vs naive vs one step per call)")
     parser.add_argument("--headline_steps", type=int, default=16, help="timed steps per headline configuration per round")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds of every configuration")
@@ -868,22 +880,20 @@ def run(args, root: str, wall: float) -> dict:
     banks = expert_banks(args.rounds)
     log(f"expert bank alone, forward + backward: {banks}")
 
-    numpy_rates = machine["numpy"] + head_machine["numpy"]
-    matmul = max(numpy_rates)
+    fastest_matmul = max(machine["numpy"] + head_machine["numpy"])
 
-    def table(timed: list, round_matmul: tuple) -> dict:  # (fastest, median product) per round
+    def table(timed: list, phase_machine: dict) -> dict:
         rows = {}
-        for config in timed:
-            rows[config.key] = summarize(config, flops["train"], matmul, *round_matmul)
+        for config in timed:  # against the median product of the phase's rounds
+            rows[config.key] = summarize(config, flops["train"], median(phase_machine["numpy_median"]), fastest_matmul)
             rows[config.key]["peak_rss_mb"] = memory.get((config.experts, config.jit)) if config.batch == args.batch else None
         return rows
 
-    head_rows = table(head, (head_machine["numpy"], head_machine["numpy_median"]))
-    rows = table(configs + sweep, (machine["numpy"][1:], machine["numpy_median"]))
+    head_rows = table(head, head_machine)
+    rows = table(configs + sweep, machine)
     result = {
-        **headline(head_rows, rows, default, flops["train"], matmul, memory, args.batch,
+        **headline(head_rows, rows, default, flops["train"], fastest_matmul, memory, args.batch,
                    "cached" if spec.training.cache else "tfrecord", spec.training.steps_per_execution),
-        "matmul_gflops_median": round(median(numpy_rates), 1),
         "tf_matmul_gflops": round(max(machine["tf"] + head_machine["tf"]), 1),
         "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "
                      "256->128; towers 64; click + engagement (masked by click); feature_specs/train_reference.yaml",
@@ -895,8 +905,10 @@ def run(args, root: str, wall: float) -> dict:
                     "numpy_matmul_gflops_median_product": [round(m, 1) for m in machine["numpy_median"]],
                     "numpy_matmul_gflops_median_product_headline": [round(m, 1) for m in head_machine["numpy_median"]],
                     "tf_matmul_gflops_headline": [round(m, 1) for m in head_machine["tf"]],
-                    "roofline_denominator": "the highest numpy measurement of the run (each the fastest of 7 "
-                                            "products): the machine's rate when least disturbed by other load",
+                    "roofline_denominator": "matmul_gflops: the median of the headline rounds' median numpy "
+                                            "products (7 after each round), measured under the same background "
+                                            "load as the steps; matmul_gflops_fastest, the fastest product of "
+                                            "the run, is the denominator of *_vs_fastest_matmul and *_best_round",
                     "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")},
         "input_alone_examples_per_s": input_rates,
         "data": {**data, "train_batches_per_epoch": inputs["batches_per_epoch"]},

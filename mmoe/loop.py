@@ -167,6 +167,7 @@ class Trainer:
         # function, and so gets new collectives).
         self.steps_per_execution = self.settings.steps_per_execution if strategy is None else 1
         self._eval_fn = tf.function(self._distributed_eval_step)
+        self._eval_steps_fn = tf.function(self._distributed_eval_steps)
 
     # ----------------------------------------------------------------------------------------
     # Paths and input
@@ -340,12 +341,54 @@ class Trainer:
         per_replica = self.strategy.run(self._replica_eval_step, args=batch)
         return {key: self.strategy.reduce(_SUM, value, axis=None) for key, value in per_replica.items()}
 
+    def _eval_value_shapes(self) -> dict[str, tuple]:
+        """The keys of :meth:`_replica_eval_step`'s result and their shapes."""
+        shapes = {}
+        for task in self.spec.tasks:
+            shapes[f"{task.name}_loss_sum"] = shapes[f"{task.name}_count"] = ()
+            if task.kind == "binary":
+                shapes[f"{task.name}_positives"] = shapes[f"{task.name}_negatives"] = (AUC_BINS,)
+        return shapes
+
+    def _distributed_eval_steps(self, iterator, steps):
+        """Up to ``steps`` eval steps in one tf.while_loop; ``(steps run, sums of the step values)``."""
+        sums = {key: tf.zeros(shape) for key, shape in self._eval_value_shapes().items()}
+        done = tf.constant(0)
+        for _ in tf.range(steps):
+            batch = iterator.get_next_as_optional()  # empty after the split's last batch
+            if not batch.has_value():
+                break
+            values = self._distributed_eval_step(batch.get_value())
+            sums = {key: sums[key] + values[key] for key in sums}
+            done += 1
+        return done, sums
+
+    def _eval_sums(self):
+        """Yields, for each call over the eval split, the sums of :meth:`_replica_eval_step`'s
+        values (numpy) over that call's batches.
+
+        A call runs ``steps_per_execution`` batches in one compiled loop, as training does (one
+        per call under a tf.distribute strategy).
+        """
+        batches = self.strategy.experimental_distribute_dataset(self.dataset("eval"))
+        if self.steps_per_execution == 1:
+            for batch in batches:
+                yield {key: value.numpy() for key, value in self._eval_fn(batch).items()}
+            return
+        iterator, steps = iter(batches), tf.constant(self.steps_per_execution, tf.int32)
+        while True:
+            done, sums = self._eval_steps_fn(iterator, steps)
+            if int(done):
+                yield {key: value.numpy() for key, value in sums.items()}
+            if int(done) < self.steps_per_execution:
+                return
+
     def evaluate(self) -> dict[str, float]:
         """Eval-split metrics: ``val_<task>_loss``, ``val_<task>_auc`` (binary), ``val_loss``."""
         totals: dict[str, np.ndarray] = {}
-        for batch in self.strategy.experimental_distribute_dataset(self.dataset("eval")):
-            for key, value in self._eval_fn(batch).items():
-                totals[key] = totals.get(key, 0.0) + value.numpy().astype(np.float64)
+        for sums in self._eval_sums():
+            for key, value in sums.items():
+                totals[key] = totals.get(key, 0.0) + value.astype(np.float64)
         logs, val_loss = {}, 0.0
         for task in self.spec.tasks:
             loss = float(totals[f"{task.name}_loss_sum"] / max(totals[f"{task.name}_count"], 1.0))

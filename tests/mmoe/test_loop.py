@@ -162,6 +162,20 @@ def test_clearing_checkpoints_means_a_fresh_start(trained_run, tmp_path):
     assert not second.restore() and int(second.step) == 0
 
 
+def test_eval_runs_several_batches_per_call_with_the_same_metrics(trained_run, tmp_path):
+    batches = len(list(_trainer(trained_run, tmp_path / "count").dataset("eval")))
+    assert batches >= 3, "the eval split should span more than one call of 2 batches"
+    logs = {}
+    for per_call in (1, 2, 8):
+        keras.utils.set_random_seed(7)  # the same initial weights
+        trainer = _trainer(trained_run, tmp_path / str(per_call), steps_per_execution=per_call)
+        calls = list(trainer._eval_sums())
+        assert len(calls) == (batches if per_call == 1 else -(-batches // per_call)), per_call
+        logs[per_call] = trainer.evaluate()
+    for per_call in (2, 8):
+        assert logs[per_call] == pytest.approx(logs[1], rel=1e-5), per_call
+
+
 def test_several_steps_in_one_call_match_one_step_per_call(trained_run, tmp_path):
     results = []
     for several in (False, True):

@@ -64,6 +64,24 @@ def histogram_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
     return float((negatives * (above + 0.5 * positives)).sum() / (total_pos * total_neg))
 
 
+def _summed_steps(step, iterator, steps, sums: dict):
+    """Runs ``step`` on up to ``steps`` batches of ``iterator`` in one tf.while_loop (inside a
+    tf.function), adding each step's values to ``sums`` (same keys and shapes).
+
+    Returns:
+        ``(steps run, sums)``; fewer steps than asked when the iterator runs out.
+    """
+    done = tf.constant(0)
+    for _ in tf.range(steps):
+        batch = iterator.get_next_as_optional()  # empty after the last batch
+        if not batch.has_value():
+            break
+        values = step(batch.get_value())
+        sums = {key: sums[key] + values[key] for key in sums}
+        done += 1
+    return done, sums
+
+
 def worker_role(strategy: tf.distribute.Strategy) -> tuple[bool, int]:
     """``(is_chief, task_id)`` of this process; a single process is the chief."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -285,15 +303,7 @@ class Trainer:
     def _distributed_train_steps(self, iterator, steps):
         """Up to ``steps`` train steps in one tf.while_loop; ``(steps run, sums of the step values)``."""
         sums = {key: tf.constant(0.0) for key in ["loss", *(f"{task.name}_loss" for task in self.spec.tasks)]}
-        done = tf.constant(0)
-        for _ in tf.range(steps):
-            batch = iterator.get_next_as_optional()  # empty at the end of the epoch's batches
-            if not batch.has_value():
-                break
-            values = self._distributed_train_step(batch.get_value())
-            sums = {key: sums[key] + values[key] for key in sums}
-            done += 1
-        return done, sums
+        return _summed_steps(self._distributed_train_step, iterator, steps, sums)
 
     def train_step(self, batch) -> dict[str, float]:
         """One optimizer step on a (distributed) batch from :meth:`dataset`.
@@ -353,15 +363,7 @@ class Trainer:
     def _distributed_eval_steps(self, iterator, steps):
         """Up to ``steps`` eval steps in one tf.while_loop; ``(steps run, sums of the step values)``."""
         sums = {key: tf.zeros(shape) for key, shape in self._eval_value_shapes().items()}
-        done = tf.constant(0)
-        for _ in tf.range(steps):
-            batch = iterator.get_next_as_optional()  # empty after the split's last batch
-            if not batch.has_value():
-                break
-            values = self._distributed_eval_step(batch.get_value())
-            sums = {key: sums[key] + values[key] for key in sums}
-            done += 1
-        return done, sums
+        return _summed_steps(self._distributed_eval_step, iterator, steps, sums)
 
     def _eval_sums(self):
         """Yields, for each call over the eval split, the sums of :meth:`_replica_eval_step`'s

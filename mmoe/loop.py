@@ -77,6 +77,8 @@ def _summed_steps(step, iterator, steps, sums: dict):
         if not batch.has_value():
             break
         values = step(batch.get_value())
+        if set(values) != set(sums):  # checked when traced
+            raise ValueError(f"step values {sorted(values)} do not match the sums' keys {sorted(sums)}")
         sums = {key: sums[key] + values[key] for key in sums}
         done += 1
     return done, sums

@@ -642,6 +642,10 @@ def headline(head: dict, rows: dict, default: tuple, flops: int, fastest_matmul:
         "fused_examples_per_s": fused["examples_per_s"],
         "naive_examples_per_s": naive["examples_per_s"],
         "fused_over_naive": round(fused["examples_per_s"] / naive["examples_per_s"], 3),
+        # the same comparison paired by round (both timed in every round, in random order)
+        "fused_over_naive_paired": round(median([f / n for f, n in zip(fused["examples_per_s_by_round"],
+                                                                      naive["examples_per_s_by_round"])]), 3),
+        "fused_faster_rounds": sum(f > n for f, n in zip(fused["examples_per_s_by_round"], naive["examples_per_s_by_round"])),
         "train_flops_per_example": flops,
         "matmul_gflops": fused["matmul_gflops"],
         "matmul_gflops_fastest": round(fastest_matmul, 1),
@@ -710,7 +714,9 @@ def markdown(result: dict) -> str:
         f"**{h['roofline_fraction']}** (median step rate / median matmul rate of the same rounds; "
         f"{h['roofline_fraction_vs_fastest_matmul']} against the fastest product of the run, which sets a typical step "
         f"against the least disturbed product), peak RSS {h['peak_rss_mb']:,.0f} MB",
-        f"- naive experts, same settings: {h['naive_examples_per_s']:,.0f} examples/s (fused / naive = {h['fused_over_naive']})",
+        f"- naive experts, same settings: {h['naive_examples_per_s']:,.0f} examples/s (fused / naive = {h['fused_over_naive']}; "
+        f"paired by round, median {h['fused_over_naive_paired']}, fused faster in {h['fused_faster_rounds']} of "
+        f"{len(h['headline_configs'][0]['examples_per_s_by_round'])} rounds)",
         f"- in the least disturbed round: fused {h['fused_examples_per_s_best_round']:,.0f}, naive "
         f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']} "
         "of the fastest product",

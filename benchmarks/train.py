@@ -29,7 +29,7 @@ towers of 64; batch 1024; click (binary) + engagement (regression, masked by cli
 5. Profiles the default step: forward, forward + backward, the step, op time by op type
    (TensorFlow profiler), and the expert bank alone, fused vs naive, at two sizes.
 
-    .venv/bin/python benchmarks/train.py            # ~3.5 min on 2 cores
+    .venv/bin/python benchmarks/train.py            # ~4 min on 2 cores
     .venv/bin/python benchmarks/train.py --quick    # a smoke run, ~1.5 min
 
 Writes benchmarks/results/train.json (``fused_examples_per_s``, ``naive_examples_per_s``,

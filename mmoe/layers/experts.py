@@ -118,10 +118,10 @@ class ExpertBank(keras.layers.Layer):
             d_in = d_out
 
     def call(self, inputs):
-        outputs = self.outputs(inputs)
+        outputs = self.expert_outputs(inputs)
         return ops.stack(outputs, axis=1) if isinstance(outputs, list) else outputs  # (batch, E, units[-1])
 
-    def outputs(self, inputs):
+    def expert_outputs(self, inputs):
         """The experts' outputs in the form they are computed, for :func:`mmoe.layers.mixture.mix`.
 
         Args:

@@ -17,7 +17,7 @@ def mix(weights, experts):
     Args:
         weights: ``(batch, E)`` gate weights.
         experts: ``(batch, E, units)`` expert outputs, or a list of E ``(batch, units)`` tensors
-            (:meth:`ExpertBank.outputs`), summed as they are: no stacked copy, and XLA fuses the
+            (:meth:`ExpertBank.expert_outputs`), summed as they are: no stacked copy, and XLA fuses the
             sum's backward into each expert's activation gradient.
 
     Returns:
@@ -32,7 +32,7 @@ def mix(weights, experts):
 
 
 def pool(*outputs):
-    """Expert outputs of several banks (each :meth:`ExpertBank.outputs`) as one pool for :func:`mix`:
+    """Expert outputs of several banks (each :meth:`ExpertBank.expert_outputs`) as one pool for :func:`mix`:
     a list when every bank gave a list, else ``(batch, sum of E, units)``."""
     if all(isinstance(o, list) for o in outputs):
         return [h for o in outputs for h in o]

@@ -48,7 +48,7 @@ class MMoE(GatedExperts):
             gate.build(input_shape)
 
     def call(self, inputs, training=None):
-        experts = self.experts.outputs(inputs)  # E x (batch, units), or (batch, E, units)
+        experts = self.experts.expert_outputs(inputs)  # E x (batch, units), or (batch, E, units)
         weights = [gate(inputs, training=training) for gate in self.gates]  # gates x (batch, E)
         self._add_balance_losses(weights, training)
         if self.shared_gate:

@@ -82,9 +82,9 @@ class CGC(GatedExperts):
 
     def call(self, inputs, training=None):
         inputs = self._split(inputs)
-        # each bank's outputs: Es (or Et) x (batch, units), or (batch, Es, units); see ExpertBank.outputs
-        shared = self.shared_experts.outputs(inputs[SHARED])
-        own = [experts.outputs(inputs[task]) for task, experts in zip(self.task_names, self.own_experts)]
+        # each bank's outputs: Es (or Et) x (batch, units), or (batch, Es, units); see ExpertBank.expert_outputs
+        shared = self.shared_experts.expert_outputs(inputs[SHARED])
+        own = [experts.expert_outputs(inputs[task]) for task, experts in zip(self.task_names, self.own_experts)]
         mixtures, gate_weights = {}, []
         for task, task_own, gate in zip(self.task_names, own, self.gates):
             experts = pool(task_own, shared)  # Et + Es experts, the task's own first

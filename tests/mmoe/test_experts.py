@@ -46,11 +46,11 @@ def test_naive_and_fused_banks_compute_the_same_function(units):
     "units,fused,as_list", [([5], True, False), ([5, 3], True, True), ([5], False, True)],
     ids=["one_layer_fused", "deep_fused", "naive"],
 )
-def test_outputs_are_the_experts_of_call_in_the_form_they_are_computed(units, fused, as_list):
+def test_expert_outputs_are_those_of_call_in_the_form_they_are_computed(units, fused, as_list):
     bank = ExpertBank(4, units, fused=fused, bias_initializer="random_normal")
     bank.build((None, 6))
     x = _inputs()
-    outputs = bank.outputs(x)
+    outputs = bank.expert_outputs(x)
     assert isinstance(outputs, list) == as_list
     stacked = np.stack([_np(h) for h in outputs], axis=1) if as_list else _np(outputs)
     assert stacked.shape == (7, 4, units[-1])

@@ -54,6 +54,7 @@ sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SPEC_NAME = "train_reference"
 INPUTS = ("tfrecord", "cached", "memory")
+MATMUL_REPEATS = 7  # products per matmul measurement (after each timing round)
 FLOPS_FORMULA = (
     "train = 3 * forward (backward = 2 * forward: input and weight gradients); forward = "
     "sum over matmuls of 2*m*n*k per example (m = 1): experts E * sum_i 2*d_i*d_(i+1) with "
@@ -118,7 +119,7 @@ def prepare_in_child(workdir: str, rows: int, seed: int) -> dict:
 # ---------------------------------------------------------------- machine and memory
 
 
-def numpy_matmul_gflops(n: int = 2048, repeats: int = 7) -> tuple[float, float]:
+def numpy_matmul_gflops(n: int = 2048, repeats: int = MATMUL_REPEATS) -> tuple[float, float]:
     """float32 ``n x n`` numpy matmul rates of ``repeats`` products after a warm-up:
     ``(fastest, median)``.
 
@@ -137,7 +138,7 @@ def numpy_matmul_gflops(n: int = 2048, repeats: int = 7) -> tuple[float, float]:
     return 2 * n**3 / min(times) / 1e9, 2 * n**3 / median(times) / 1e9
 
 
-def tf_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
+def tf_matmul_gflops(n: int = 2048, repeats: int = MATMUL_REPEATS) -> float:
     """The same product through TensorFlow's CPU matmul kernel (fastest of ``repeats``)."""
     import tensorflow as tf
 
@@ -634,18 +635,20 @@ def headline(head: dict, rows: dict, default: tuple, flops: int, fastest_matmul:
     configuration (the spec's settings: XLA or not, ``cached`` input when ``training.cache`` is
     on, else ``tfrecord``, and its steps per call) against naive experts and one step per call;
     the fastest of every configuration (``rows``)."""
-    jit = "xla" if default[1] else "graph"
-    fused, naive = head[f"fused/{jit}/{input_kind}/b{batch}/x{per_call}"], head[f"naive/{jit}/{input_kind}/b{batch}/x{per_call}"]
-    single = head.get(f"fused/{jit}/{input_kind}/b{batch}/x1")
+    def key(experts: str, steps: int) -> str:
+        return config_key({"experts": experts, "jit_compile": default[1], "input": input_kind, "batch": batch,
+                           "steps_per_execution": steps})
+
+    fused, naive, single = head[key("fused", per_call)], head[key("naive", per_call)], head.get(key("fused", 1))
+    by_round = list(zip(fused["examples_per_s_by_round"], naive["examples_per_s_by_round"]))  # paired rounds
     best = max(rows.values(), key=lambda r: r["examples_per_s"])
     return {
         "fused_examples_per_s": fused["examples_per_s"],
         "naive_examples_per_s": naive["examples_per_s"],
         "fused_over_naive": round(fused["examples_per_s"] / naive["examples_per_s"], 3),
         # the same comparison paired by round (both timed in every round, in random order)
-        "fused_over_naive_paired": round(median([f / n for f, n in zip(fused["examples_per_s_by_round"],
-                                                                      naive["examples_per_s_by_round"])]), 3),
-        "fused_faster_rounds": sum(f > n for f, n in zip(fused["examples_per_s_by_round"], naive["examples_per_s_by_round"])),
+        "fused_over_naive_paired": round(median([f / n for f, n in by_round]), 3),
+        "fused_faster_rounds": sum(f > n for f, n in by_round),
         "train_flops_per_example": flops,
         "matmul_gflops": fused["matmul_gflops"],
         "matmul_gflops_fastest": round(fastest_matmul, 1),
@@ -655,7 +658,7 @@ def headline(head: dict, rows: dict, default: tuple, flops: int, fastest_matmul:
         "naive_examples_per_s_best_round": naive["examples_per_s_best_round"],
         "roofline_fraction_best_round": fused["roofline_fraction_best_round"],
         "peak_rss_mb": memory[("fused", default[1])],
-        "default_config": f"fused/{jit}/{input_kind}/b{batch}/x{per_call}",
+        "default_config": key("fused", per_call),
         "steps_per_execution": per_call,
         "one_step_per_call_examples_per_s": single and single["examples_per_s"],
         "steps_per_call_gain": single and round(fused["examples_per_s"] / single["examples_per_s"], 3),
@@ -705,8 +708,8 @@ def markdown(result: dict) -> str:
         "# Training speed at the reference size",
         "",
         f"{h['reference']}. Step: {h['step_source']}. Machine: {machine['cpus']} CPUs; float32 numpy "
-        f"2048x2048 matmul: median product {h['matmul_gflops']} GFLOP/s over the headline rounds (7 products after "
-        f"each round), fastest {h['matmul_gflops_fastest']} (of {7 * (len(machine['numpy_matmul_gflops']) + len(machine['numpy_matmul_gflops_headline']))} "
+        f"2048x2048 matmul: median product {h['matmul_gflops']} GFLOP/s over the headline rounds ({MATMUL_REPEATS} products after "
+        f"each round), fastest {h['matmul_gflops_fastest']} (of {MATMUL_REPEATS * (len(machine['numpy_matmul_gflops']) + len(machine['numpy_matmul_gflops_headline']))} "
         f"products in this run); TensorFlow's own matmul {h['tf_matmul_gflops']} GFLOP/s. "
         f"Training FLOPs per example: {h['train_flops_per_example']:,} ({h['flops']['formula']}).",
         "",

@@ -34,9 +34,9 @@ def mix(weights, experts):
 def pool(*outputs):
     """Expert outputs of several banks (each :meth:`ExpertBank.expert_outputs`) as one pool for :func:`mix`:
     a list when every bank gave a list, else ``(batch, sum of E, units)``."""
-    if all(isinstance(o, list) for o in outputs):
+    if all(isinstance(o, (list, tuple)) for o in outputs):
         return [h for o in outputs for h in o]
-    return ops.concatenate([ops.stack(o, axis=1) if isinstance(o, list) else o for o in outputs], axis=1)
+    return ops.concatenate([ops.stack(o, axis=1) if isinstance(o, (list, tuple)) else o for o in outputs], axis=1)
 
 
 class GatedExperts(keras.layers.Layer):

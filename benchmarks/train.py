@@ -11,7 +11,10 @@ towers of 64; batch 1024; click (binary) + engagement (regression, masked by cli
    and after every timing round. The roofline fraction compares like with like: the median step
    rate against the median product rate of the same rounds (the machine is shared, and its
    matmul rate moves by 20% within a run); it is also given against the fastest product of the
-   whole run, and for each configuration's least disturbed round.
+   whole run, and for each configuration's least disturbed round. The CPU, its vector extensions
+   and the kernel set OpenBLAS picked are recorded (``machine.cpu``): on AVX-512 CPUs numpy's
+   OpenBLAS may run AVX2 kernels while TensorFlow's products use AVX-512, so the step is also
+   compared with TensorFlow's own product (``roofline_fraction_vs_tf_matmul``).
 3. Builds one training step per configuration: experts fused (stacked kernels) or naive (a loop
    of Dense layers) x ``jit_compile`` off/on, each fed from three inputs: ``tfrecord`` (the
    project's tf.data pipeline with ``training.cache`` off: gzip TFRecords -> shuffle -> batch ->
@@ -29,8 +32,8 @@ towers of 64; batch 1024; click (binary) + engagement (regression, masked by cli
 5. Profiles the default step: forward, forward + backward, the step, op time by op type
    (TensorFlow profiler), and the expert bank alone, fused vs naive, at two sizes.
 
-    .venv/bin/python benchmarks/train.py            # ~4 min on 2 cores
-    .venv/bin/python benchmarks/train.py --quick    # a smoke run, ~1.5 min
+    .venv/bin/python benchmarks/train.py            # ~2 min on 2 AVX-512 cores (4 min on older ones)
+    .venv/bin/python benchmarks/train.py --quick    # a smoke run, under a minute
 
 Writes benchmarks/results/train.json (``fused_examples_per_s``, ``naive_examples_per_s``,
 ``train_flops_per_example``, ``matmul_gflops``, ``roofline_fraction``, ``peak_rss_mb``, and every
@@ -138,8 +141,12 @@ def numpy_matmul_gflops(n: int = 2048, repeats: int = MATMUL_REPEATS) -> tuple[f
     return 2 * n**3 / min(times) / 1e9, 2 * n**3 / median(times) / 1e9
 
 
-def tf_matmul_gflops(n: int = 2048, repeats: int = MATMUL_REPEATS) -> float:
-    """The same product through TensorFlow's CPU matmul kernel (fastest of ``repeats``)."""
+def tf_matmul_gflops(n: int = 2048, repeats: int = MATMUL_REPEATS) -> tuple[float, float]:
+    """The same product through TensorFlow's CPU matmul kernel: ``(fastest, median)`` of ``repeats``.
+
+    TensorFlow's kernel (oneDNN where it is on) and numpy's (OpenBLAS) may use different
+    instruction sets on the same CPU (see :func:`describe_cpu`), so both rates are reported.
+    """
     import tensorflow as tf
 
     a = tf.random.normal((n, n))
@@ -150,7 +157,52 @@ def tf_matmul_gflops(n: int = 2048, repeats: int = MATMUL_REPEATS) -> float:
         start = time.perf_counter()
         matmul(a).numpy()
         times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9, 2 * n**3 / median(times) / 1e9
+
+
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def describe_cpu() -> dict:
+    """What the two matmul rates depend on: the CPU, its vector extensions, and the kernels
+    OpenBLAS (numpy) and TensorFlow pick for it.
+
+    Returns:
+        ``{"model", "features", "openblas_core", "tensorflow", "onednn"}``; fields that cannot be
+        read on this platform are ``None``.
+    """
+    import ctypes
+    import glob
+
+    import numpy as np
+    import tensorflow as tf
+
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                name, _, value = line.partition(":")
+                if name.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif name.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    core = None  # the kernel set OpenBLAS's DYNAMIC_ARCH chose for this CPU, e.g. "Haswell" (AVX2)
+    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*")):
+        handle = ctypes.CDLL(lib)
+        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
+            if hasattr(handle, symbol):
+                getattr(handle, symbol).restype = ctypes.c_char_p
+                core = getattr(handle, symbol)().decode()
+                break
+    return {
+        "model": model,
+        "features": [f for f in CPU_FEATURES if f in flags] if flags else None,
+        "openblas_core": core,
+        "tensorflow": tf.__version__,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (on by default on x86 Linux)"),
+    }
 
 
 def reset_peak_rss() -> None:
@@ -622,7 +674,9 @@ def time_interleaved(configs: list[Config], rounds: int, per_block: int, block_w
         fastest, middle = numpy_matmul_gflops()
         machine["numpy"].append(fastest)
         machine["numpy_median"].append(middle)
-        machine["tf"].append(tf_matmul_gflops())
+        fastest, middle = tf_matmul_gflops()
+        machine["tf"].append(fastest)
+        machine["tf_median"].append(middle)
         log(f"round {r + 1}/{rounds}: " + ", ".join(
             f"{c.experts[0]}{'X' if c.jit else 'G'}-{c.input[:3]}-{c.batch}x{c.per_call} {c.batch / median(c.times):,.0f}"
             for c in configs
@@ -710,13 +764,16 @@ def markdown(result: dict) -> str:
         f"{h['reference']}. Step: {h['step_source']}. Machine: {machine['cpus']} CPUs; float32 numpy "
         f"2048x2048 matmul: median product {h['matmul_gflops']} GFLOP/s over the headline rounds ({MATMUL_REPEATS} products after "
         f"each round), fastest {h['matmul_gflops_fastest']} (of {MATMUL_REPEATS * (len(machine['numpy_matmul_gflops']) + len(machine['numpy_matmul_gflops_headline']))} "
-        f"products in this run); TensorFlow's own matmul {h['tf_matmul_gflops']} GFLOP/s. "
+        f"products in this run); TensorFlow's own matmul: median product {h['tf_matmul_gflops_median']}, "
+        f"fastest {h['tf_matmul_gflops']} GFLOP/s. {_cpu_line(machine['cpu'])} "
         f"Training FLOPs per example: {h['train_flops_per_example']:,} ({h['flops']['formula']}).",
         "",
         f"- default ({h['default_config']}): **{h['fused_examples_per_s']:,.0f} examples/s**, roofline fraction "
         f"**{h['roofline_fraction']}** (median step rate / median matmul rate of the same rounds; "
         f"{h['roofline_fraction_vs_fastest_matmul']} against the fastest product of the run, which sets a typical step "
         f"against the least disturbed product), peak RSS {h['peak_rss_mb']:,.0f} MB",
+        f"- the same step against TensorFlow's own 2048x2048 product (median {h['tf_matmul_gflops_median']} GFLOP/s, "
+        f"same rounds): {h['roofline_fraction_vs_tf_matmul']}",
         f"- naive experts, same settings: {h['naive_examples_per_s']:,.0f} examples/s (fused / naive = {h['fused_over_naive']}; "
         f"paired by round, median {h['fused_over_naive_paired']}, fused faster in {h['fused_faster_rounds']} of "
         f"{len(h['headline_configs'][0]['examples_per_s_by_round'])} rounds)",
@@ -780,6 +837,13 @@ def _table(rows: list) -> list[str]:
             f"{row['examples_per_s_best_round']:,.0f} | {row['roofline_fraction_best_round']} | {rss} |"
         )
     return lines
+
+
+def _cpu_line(cpu: dict) -> str:
+    """One sentence on :func:`describe_cpu`: why numpy's and TensorFlow's products can differ."""
+    features = ", ".join(cpu["features"] or []) or "unknown"
+    return (f"CPU: {cpu['model'] or 'unknown'} ({features}); numpy's OpenBLAS runs its "
+            f"{cpu['openblas_core'] or 'unknown'} kernels, TensorFlow {cpu['tensorflow']} its own (oneDNN: {cpu['onednn']}).")
 
 
 def _bank_size(size: dict) -> str:
@@ -857,7 +921,7 @@ def run(args, root: str, wall: float) -> dict:
     workdir = Workdir(root)
     data = prepare_data(args, root)
     flops = train_flops_per_example(spec)
-    machine = {"numpy": [numpy_matmul_gflops()[0]], "numpy_median": [], "tf": [tf_matmul_gflops()]}
+    machine = {"numpy": [numpy_matmul_gflops()[0]], "numpy_median": [], "tf": [tf_matmul_gflops()[0]], "tf_median": []}
     log(f"matmul numpy {machine['numpy'][0]:.0f}, TF {machine['tf'][0]:.0f} GFLOP/s; "
         f"{flops['train']:,} training FLOPs per example")
 
@@ -868,7 +932,7 @@ def run(args, root: str, wall: float) -> dict:
     # The headline first, while the process holds only what it compares (as a training process
     # holds one model): the spec's variant, the other expert form, and one step per call.
     head = headline_configs(spec, steps, inputs, args.batch)
-    head_machine = {"numpy": [], "numpy_median": [], "tf": []}
+    head_machine = {"numpy": [], "numpy_median": [], "tf": [], "tf_median": []}
     log(f"headline: {args.headline_rounds} rounds of {', '.join(c.key for c in head)}")
     time_interleaved(head, args.headline_rounds, args.headline_steps, args.block_warmup, head_machine)
     more, more_steps, _, more_memory = setup_variants(spec, workdir, args.batch, args.warmup, order[2:], inputs)
@@ -904,6 +968,7 @@ def run(args, root: str, wall: float) -> dict:
         **headline(head_rows, rows, default, flops["train"], fastest_matmul, memory, args.batch,
                    "cached" if spec.training.cache else "tfrecord", spec.training.steps_per_execution),
         "tf_matmul_gflops": round(max(machine["tf"] + head_machine["tf"]), 1),
+        "tf_matmul_gflops_median": round(median(head_machine["tf_median"]), 1),
         "reference": "8 categorical features x 16-dim embeddings + 4 numeric (132 inputs); MMoE, 8 experts "
                      "256->128; towers 64; click + engagement (masked by click); feature_specs/train_reference.yaml",
         "step_source": "mmoe.loop.Trainer.train_steps (training.steps_per_execution steps per call; x1: Trainer.train_step)",
@@ -918,7 +983,8 @@ def run(args, root: str, wall: float) -> dict:
                                             "products (7 after each round), measured under the same background "
                                             "load as the steps; matmul_gflops_fastest, the fastest product of "
                                             "the run, is the denominator of *_vs_fastest_matmul and *_best_round",
-                    "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")},
+                    "tf_matmul_gflops_median_product_headline": [round(m, 1) for m in head_machine["tf_median"]],
+                    "cpu": describe_cpu()},
         "input_alone_examples_per_s": input_rates,
         "data": {**data, "train_batches_per_epoch": inputs["batches_per_epoch"]},
         "settings": {k: v for k, v in vars(args).items() if k != "prepare"},
@@ -929,6 +995,9 @@ def run(args, root: str, wall: float) -> dict:
         "headline_configs": list(head_rows.values()),
         "configs": list(rows.values()),
     }
+    # the same step against TensorFlow's own product, where its kernels outrun numpy's
+    result["roofline_fraction_vs_tf_matmul"] = round(
+        head_rows[result["default_config"]]["achieved_gflops"] / result["tf_matmul_gflops_median"], 3)
     result["input_wait"] = input_wait(rows, result["default_config"], input_rates)
     result["steps_per_call_gain_by_batch"] = {
         row["batch"]: round(row["examples_per_s"] / rows[config_key({**row, "steps_per_execution": 1})]["examples_per_s"], 3)

@@ -11,7 +11,8 @@ one, so single-process and multi-worker training share every line.
   floats, so it can be XLA-compiled (``training.jit_compile``).
 * Steps: ``training.steps_per_execution`` optimizer steps per call of one compiled loop
   (``Trainer.train_steps``), so the per-call host work (Python, dispatch, reading the losses
-  back) is paid once per call; one step per call under a tf.distribute strategy.
+  back) is paid once per call; across replicas each batch is padded to the full per-replica size
+  (``pad_rows``).
 * Losses: per task, averaged over the rows where the task's label is observed (its mask), across
   all replicas; combined with fixed weights or with uncertainty weighting (Kendall et al. 2018).
 * Checkpoints (``tf.train.CheckpointManager``) every ``training.checkpoint_every_steps`` steps and
@@ -82,6 +83,26 @@ def _summed_steps(step, iterator, steps, sums: dict):
         sums = {key: sums[key] + values[key] for key in sums}
         done += 1
     return done, sums
+
+
+def pad_rows(batch, rows: int):
+    """Pads every tensor of ``batch`` (a nest of ``(n, ...)`` tensors, ``n <= rows``) with zero
+    rows to the static shape ``(rows, ...)``.
+
+    Across replicas each step's embedding gradients are all-gathered, and every replica must
+    bring the same shapes, step after step of one compiled loop: an epoch's partial last batch
+    (or the empty batch of a worker whose shard ran out first) is padded to a full one.
+    The padded rows have zero sample weights, so they add nothing to a loss sum or a count (an
+    auxiliary loss over the whole batch, the gates' load balancing, does see them on that step).
+    """
+    def pad(tensor):
+        tensor = tf.convert_to_tensor(tensor)
+        missing = rows - tf.shape(tensor)[0]
+        tf.debugging.assert_non_negative(missing, message=f"a batch has more than {rows} rows")
+        padded = tf.pad(tensor, [[0, missing]] + [[0, 0]] * (tensor.shape.rank - 1))
+        return tf.ensure_shape(padded, [rows, *tensor.shape[1:]])
+
+    return tf.nest.map_structure(pad, batch)
 
 
 def worker_role(strategy: tf.distribute.Strategy) -> tuple[bool, int]:
@@ -181,11 +202,11 @@ class Trainer:
             self._apply_update = tf.function(self._apply_gradients, jit_compile=True)
         self._train_fn = tf.function(self._distributed_train_step)
         self._train_steps_fn = tf.function(self._distributed_train_steps)
-        # Several steps per call in one process. Under a strategy one step per call: inside the
-        # loop a partial last batch would reach the embedding gradients' all-gather with other
-        # shapes than the collective was first run with (a new batch shape retraces a per-step
-        # function, and so gets new collectives).
-        self.steps_per_execution = self.settings.steps_per_execution if strategy is None else 1
+        self.steps_per_execution = self.settings.steps_per_execution
+        # Across replicas every step pads its batch to the full per-replica size (see pad_rows):
+        # tf.distribute splits each global batch_size batch among the replicas.
+        replicas = self.strategy.num_replicas_in_sync
+        self._pad_to = -(-self.batch_size // replicas) if replicas > 1 else None
         self._eval_fn = tf.function(self._distributed_eval_step)
         self._eval_steps_fn = tf.function(self._distributed_eval_steps)
 
@@ -291,6 +312,8 @@ class Trainer:
         self.optimizer.apply_gradients(zip(gradients, self.variables))
 
     def _replica_train_step(self, features, labels, weights):
+        if self._pad_to is not None:
+            features, labels, weights = pad_rows((features, labels, weights), self._pad_to)
         context = tf.distribute.get_replica_context()
         counts = {task.name: tf.reduce_sum(weights[task.name]) for task in self.spec.tasks}
         global_counts = context.all_reduce(_SUM, counts)
@@ -371,8 +394,7 @@ class Trainer:
         """Yields, for each call over the eval split, the sums of :meth:`_replica_eval_step`'s
         values (numpy) over that call's batches.
 
-        A call runs ``steps_per_execution`` batches in one compiled loop, as training does (one
-        per call under a tf.distribute strategy).
+        A call runs ``steps_per_execution`` batches in one compiled loop, as training does.
         """
         batches = self.strategy.experimental_distribute_dataset(self.dataset("eval"))
         if self.steps_per_execution == 1:

@@ -8,11 +8,12 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import EarlyStopping
 from mmoe.baselines import train_baseline
-from mmoe.loop import Trainer, histogram_auc, per_example_loss
+from mmoe.loop import Trainer, histogram_auc, pad_rows, per_example_loss
 from mmoe.report import metric_table
 from mmoe.metrics import exact_auc
 
@@ -32,6 +33,23 @@ def test_histogram_auc_matches_the_exact_auc():
     negatives = np.bincount(bins[~labels], minlength=2000)
     assert histogram_auc(positives, negatives) == pytest.approx(exact_auc(labels, scores), abs=1e-3)
     assert np.isnan(histogram_auc(positives, np.zeros(2000)))
+
+
+def test_pad_rows_fills_a_partial_batch_with_zero_rows_to_a_static_shape():
+    batch = ({"user_id": tf.constant([[3], [5]], tf.int64), "price": tf.constant([[1.5], [2.0]])},
+             {"click": tf.constant([[1.0], [0.0]])}, {"click": tf.constant([1.0, 1.0])})
+
+    padded = tf.function(lambda b: pad_rows(b, 4), input_signature=[tf.nest.map_structure(
+        lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), batch)])(batch)
+
+    features, labels, weights = padded
+    assert features["user_id"].shape == (4, 1) and weights["click"].shape == (4,)
+    np.testing.assert_array_equal(features["user_id"][:, 0], [3, 5, 0, 0])
+    np.testing.assert_array_equal(labels["click"][:, 0], [1, 0, 0, 0])
+    np.testing.assert_array_equal(weights["click"], [1, 1, 0, 0])  # padded rows weigh nothing
+    np.testing.assert_array_equal(pad_rows({"w": tf.zeros((0,))}, 3)["w"], [0, 0, 0])  # an empty batch
+    with pytest.raises(tf.errors.InvalidArgumentError, match="a batch has more than 1 rows"):
+        pad_rows(weights, 1)
 
 
 def test_masked_task_loss_is_the_mean_over_observed_rows(trained_run, tmp_path):

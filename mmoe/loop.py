@@ -7,8 +7,9 @@ one, so single-process and multi-worker training share every line.
 * Input: the pipeline's TFRecord shards, read in parallel (``mmoe.data.read_records``) ->
   shuffle -> batch -> parse -> the model's preprocessing layers
   (lookups, bucketizing, normalizing) in tf.data, in parallel and prefetched, optionally cached in
-  memory after the first epoch (``training.cache``). The step sees only integer indices and
-  floats, so it can be XLA-compiled (``training.jit_compile``).
+  memory after the first epoch (``training.cache``, when the train split fits in half the
+  available memory). The step sees only integer indices and floats, so it can be XLA-compiled
+  (``training.jit_compile``).
 * Steps: ``training.steps_per_execution`` optimizer steps per call of one compiled loop
   (``Trainer.train_steps``), so the per-call host work (Python, dispatch, reading the losses
   back) is paid once per call; across replicas each batch is padded to the full per-replica size
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 AUC_BINS = 2000  # histogram bins of the streaming eval AUC (exact to about 1e-3)
 CACHED_BATCH_SHUFFLE = 4096  # batches whose order a cached epoch shuffles
+CACHE_MEMORY_SHARE = 0.5  # the most of the available memory the train cache may take
 _SUM = tf.distribute.ReduceOp.SUM
 
 
@@ -103,6 +105,26 @@ def pad_rows(batch, rows: int):
         return tf.ensure_shape(padded, [rows, *tensor.shape[1:]])
 
     return tf.nest.map_structure(pad, batch)
+
+
+def available_memory_bytes() -> int | None:
+    """The memory the kernel can give this process now (``MemAvailable``, Linux), else None."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def example_bytes(element_spec) -> int:
+    """Bytes of one example of a batched dataset whose ``element_spec`` is a nest of
+    ``(batch, ...)`` tensor specs (the batch dimension excluded)."""
+    return sum(
+        int(np.prod([d or 1 for d in spec.shape[1:]])) * spec.dtype.size for spec in tf.nest.flatten(element_spec)
+    )
 
 
 def worker_role(strategy: tf.distribute.Strategy) -> tuple[bool, int]:
@@ -169,6 +191,7 @@ class Trainer:
         self.is_chief, self.task_id = worker_role(self.strategy)
         self.checkpoint_dir = checkpoint_dir or join(self.output_dir, "checkpoints")
         self._cached_train: tf.data.Dataset | None = None
+        self._cache_refused = False  # training.cache is on, but the train split would not fit
         with self.strategy.scope():
             self.models: RankingModels = build_models(spec, workdir)
             self.optimizer = keras.optimizers.Adam(learning_rate=self.settings.learning_rate)
@@ -241,13 +264,38 @@ class Trainer:
 
         return parse_batches(records, self.spec, self.batch_size).map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
 
+    def _cache_fits(self, batches: tf.data.Dataset) -> bool:
+        """Whether the preprocessed train split (``batches``) fits in :data:`CACHE_MEMORY_SHARE`
+        of the available memory; when it does not, says so and why. Rows come from the
+        pipeline's report; without one (or on a platform that does not report free memory) the
+        cache is used as asked."""
+        available = available_memory_bytes()
+        if available is None or not tf.io.gfile.exists(self.workdir.report_json):
+            return True
+        with tf.io.gfile.GFile(self.workdir.report_json) as handle:
+            rows = json.load(handle).get("written", {}).get("train")
+        if not rows:
+            return True
+        workers = max(1, self.strategy.num_replicas_in_sync)  # each caches its own shard
+        need = rows / workers * example_bytes(batches.element_spec)
+        if need <= CACHE_MEMORY_SHARE * available:
+            return True
+        log.warning("training.cache is on, but the %s train rows would take %.1f GB in memory, more than %d%% of "
+                    "the %.1f GB available: training reads the TFRecords every epoch instead",
+                    f"{rows:,}", need / 1e9, 100 * CACHE_MEMORY_SHARE, available / 1e9)
+        return False
+
     def _train_batches(self, epoch: int, cache: bool) -> tf.data.Dataset:
-        if not cache:
-            return self._preprocessed_batches("train", self.settings.seed + epoch)
-        if self._cached_train is None:
+        if cache and self._cached_train is None and not self._cache_refused:
+            batches = self._preprocessed_batches("train", self.settings.seed)
             # Examples are shuffled once, then whole preprocessed batches are cached in memory and
             # their order is reshuffled each epoch: input costs nothing after the first epoch.
-            self._cached_train = self._preprocessed_batches("train", self.settings.seed).cache()
+            if self._cache_fits(batches):
+                self._cached_train = batches.cache()
+            else:
+                self._cache_refused = True
+        if not cache or self._cached_train is None:
+            return self._preprocessed_batches("train", self.settings.seed + epoch)
         return self._cached_train.shuffle(CACHED_BATCH_SHUFFLE, seed=self.settings.seed + epoch,
                                           reshuffle_each_iteration=False)
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import EarlyStopping
 from mmoe.baselines import train_baseline
-from mmoe.loop import Trainer, histogram_auc, pad_rows, per_example_loss
+from mmoe.loop import Trainer, example_bytes, histogram_auc, pad_rows, per_example_loss
 from mmoe.report import metric_table
 from mmoe.metrics import exact_auc
 
@@ -168,6 +168,28 @@ def test_cached_input_keeps_the_batches_and_reshuffles_their_order(trained_run, 
     assert trainer._cached_train is not None
     resumed = [batch[0]["user_id"].numpy()[:, 0].tolist() for batch in trainer.dataset("train", 1, skip_batches=1)]
     assert resumed == epoch1[1:], "a resumed epoch skips the batches already trained on"
+
+
+def test_a_train_split_too_large_for_memory_is_read_every_epoch_instead_of_cached(trained_run, tmp_path,
+                                                                                   monkeypatch, caplog):
+    trainer = _trainer(trained_run, tmp_path, cache=True)
+    per_example = example_bytes(trainer.dataset("train", cache=False).element_spec)
+    rows = trained_run.report["written"]["train"]
+    # 13 columns here: int64 ids, float32 values, labels and weights
+    assert 4 * 13 <= per_example <= 8 * 13 + 16
+
+    monkeypatch.setattr("mmoe.loop.available_memory_bytes", lambda: int(rows * per_example * 1.9))
+    with caplog.at_level("WARNING", logger="mmoe.loop"):
+        batches = [b[0]["user_id"].numpy()[:, 0].tolist() for b in trainer.dataset("train", 0)]
+    assert trainer._cached_train is None
+    assert f"the {rows:,} train rows would take" in caplog.text and "reads the TFRecords every epoch" in caplog.text
+    uncached = [b[0]["user_id"].numpy()[:, 0].tolist() for b in trainer.dataset("train", 0, cache=False)]
+    assert batches == uncached
+
+    roomy = _trainer(trained_run, tmp_path / "roomy", cache=True)
+    monkeypatch.setattr("mmoe.loop.available_memory_bytes", lambda: int(rows * per_example * 2.1))
+    roomy.dataset("train", 0)
+    assert roomy._cached_train is not None
 
 
 def test_clearing_checkpoints_means_a_fresh_start(trained_run, tmp_path):

@@ -312,10 +312,11 @@ class Step:
     def whole_step(self):
         """GradientTape + Adam over ``models.core``, the whole step compiled as one function
         (the profile's comparison with the trainer's two compiled clusters)."""
-        import keras
         import tensorflow as tf
 
-        optimizer = keras.optimizers.Adam(learning_rate=self.spec.training.learning_rate)
+        from mmoe.optimizers import make_optimizer
+
+        optimizer = make_optimizer(self.spec.training)
         variables = self.model.trainable_variables
         optimizer.build(variables)
 

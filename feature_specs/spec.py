@@ -261,6 +261,10 @@ class TrainingConfig:
         cache: bool. Keep the preprocessed train batches in memory after the first epoch
             (examples shuffled once, batch order reshuffled each epoch): faster when the train
             split fits in memory.
+        lazy_update_min_rows: int. Embedding tables with at least this many rows are updated
+            lazily: Adam on the rows a batch looked up only, so a step costs the same at any
+            vocabulary size (``mmoe.optimizers.LazyAdam``); smaller tables get Adam's dense
+            update. 0: every table lazy; above the largest vocabulary: every table dense.
         early_stopping: EarlyStopping. The metric that picks the kept model, and patience.
     """
 
@@ -274,6 +278,7 @@ class TrainingConfig:
     jit_compile: bool = False
     steps_per_execution: int = 8
     cache: bool = False
+    lazy_update_min_rows: int = 10_000
     early_stopping: EarlyStopping = EarlyStopping()
 
 
@@ -667,6 +672,7 @@ def _read_training(node: _Node, tasks) -> TrainingConfig:
         jit_compile=node.get("jit_compile", bool, defaults.jit_compile),
         steps_per_execution=node.positive_int("steps_per_execution", defaults.steps_per_execution),
         cache=node.get("cache", bool, defaults.cache),
+        lazy_update_min_rows=node.positive_int("lazy_update_min_rows", defaults.lazy_update_min_rows, minimum=0),
         early_stopping=_read_early_stopping(node.child("early_stopping", required=False), tasks),
     )
     if training.learning_rate <= 0:

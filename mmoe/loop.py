@@ -39,6 +39,7 @@ from feature_specs.artifacts import Workdir, join
 from feature_specs.spec import FeatureSpec
 from mmoe.data import parse_batches, read_records, split_batch, split_files
 from mmoe.model import RankingModels, build_models
+from mmoe.optimizers import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ class Trainer:
         self._cache_refused = False  # training.cache is on, but the train split would not fit
         with self.strategy.scope():
             self.models: RankingModels = build_models(spec, workdir)
-            self.optimizer = keras.optimizers.Adam(learning_rate=self.settings.learning_rate)
+            self.optimizer = make_optimizer(self.settings)
             self.log_variances = {}
             if self.settings.loss_weighting == "uncertainty":
                 self.log_variances = {

@@ -17,6 +17,7 @@ from mmoe.data import training_dataset
 from mmoe.evaluate import evaluate
 from mmoe.loop import Trainer
 from mmoe.model import GATE_WEIGHTS, RankingModels, build_models, task_losses
+from mmoe.optimizers import make_optimizer
 from mmoe.plots import plot_gate_heatmap, plot_gate_usage, plot_learning_curves
 from mmoe.report import write_report
 
@@ -49,7 +50,7 @@ def compile_model(spec: FeatureSpec, models: RankingModels) -> None:
     """
     losses, weights = task_losses(spec)
     models.train.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=spec.training.learning_rate),
+        optimizer=make_optimizer(spec.training),
         loss=losses,
         loss_weights=weights,
     )

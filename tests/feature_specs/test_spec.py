@@ -44,6 +44,12 @@ def test_training_section_names_loss_weighting_checkpoints_and_early_stopping(cl
     data["training"]["steps_per_execution"] = 0
     assert "training.steps_per_execution: must be >= 1, got 0" in _error(data)
     data["training"]["steps_per_execution"] = 8
+    assert spec_from_dict(data).training.lazy_update_min_rows == 10_000
+    data["training"]["lazy_update_min_rows"] = 0
+    assert spec_from_dict(data).training.lazy_update_min_rows == 0
+    data["training"]["lazy_update_min_rows"] = -1
+    assert "training.lazy_update_min_rows: must be >= 0, got -1" in _error(data)
+    del data["training"]["lazy_update_min_rows"]
     data["training"]["early_stopping"] = {"metric": "val_engagement_auc"}
     assert "training.early_stopping.metric: unknown value 'val_engagement_auc'" in _error(data)
     data["training"]["early_stopping"] = {"metric": "val_loss", "patience": -1}

@@ -192,6 +192,24 @@ def test_a_train_split_too_large_for_memory_is_read_every_epoch_instead_of_cache
     assert roomy._cached_train is not None
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
+def test_lazy_embedding_updates_leave_the_rows_a_batch_did_not_look_up(trained_run, tmp_path, jit):
+    trainer = _trainer(trained_run, tmp_path, lazy_update_min_rows=0, jit_compile=jit)
+    table = next(v for v in trainer.models.core.trainable_variables if v.path == "user_id_embedding/embeddings")
+    batches = iter(trainer.dataset("train"))
+    trainer.train_step(next(batches))  # every looked-up row has moments now
+    batch = next(batches)
+    before = np.array(table)
+    logs = trainer.train_step(batch)
+
+    looked_up = np.unique(batch[0]["user_id"].numpy())
+    others = np.setdiff1d(np.arange(before.shape[0]), looked_up)
+    changed = np.any(np.array(table) != before, axis=1)
+    assert np.isfinite(logs["loss"])
+    assert not changed[others].any(), "rows the batch did not look up keep their weights"
+    assert changed[looked_up].mean() > 0.9
+
+
 def test_clearing_checkpoints_means_a_fresh_start(trained_run, tmp_path):
     first = _trainer(trained_run, tmp_path)
     first.train_step(next(iter(first.dataset("train"))))

@@ -277,7 +277,7 @@ class Trainer:
             rows = json.load(handle).get("written", {}).get("train")
         if not rows:
             return True
-        workers = max(1, self.strategy.num_replicas_in_sync)  # each caches its own shard
+        workers = max(1, self.strategy.num_replicas_in_sync)  # each caches its own shard (a replica per worker on CPU)
         need = rows / workers * example_bytes(batches.element_spec)
         if need <= CACHE_MEMORY_SHARE * available:
             return True

@@ -49,9 +49,11 @@ def unique_rows(indices: tf.Tensor, values: tf.Tensor) -> tuple[tf.Tensor, tf.Te
 def read_rows(variable, rows: tf.Tensor) -> tf.Tensor:
     """``variable[rows]`` read as a gather on the resource: reading the whole variable first
     (what ``tf.gather(variable, rows)`` does) would make the next scatter into it copy the
-    whole buffer in graph mode."""
+    whole buffer in graph mode. A tf.distribute variable (no ``sparse_read``) is gathered."""
     if isinstance(variable, keras.Variable):
         variable = variable.value
+    if isinstance(variable, tf.distribute.DistributedValues):
+        return tf.gather(variable, rows)
     return variable.sparse_read(rows)
 
 

@@ -100,3 +100,19 @@ def test_a_dense_gradient_gets_adams_update(shape):
     LazyAdam(learning_rate=0.1).apply_gradients([(gradient, variable)])
     keras.optimizers.Adam(learning_rate=0.1).apply_gradients([(gradient, reference)])
     np.testing.assert_allclose(np.array(variable), np.array(reference))
+
+
+def test_lazy_adam_under_a_distribution_strategy_matches_one_device():
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        variable = keras.Variable(np.random.default_rng(0).normal(size=(ROWS, DIM)).astype(np.float32))
+        optimizer = LazyAdam(learning_rate=0.1)
+        optimizer.build([variable])
+    batches = [[0, 1, 2, 3, 4, 5], [1, 1, 4]]
+    for seed, indices in enumerate(batches):
+        gradient = _slices(indices, seed)
+        tf.function(lambda: strategy.run(lambda: optimizer.apply_gradients([(gradient, variable)])))()
+    alone = _run(LazyAdam(learning_rate=0.1), batches)
+    distributed = [np.array(x) for x in (variable, optimizer._momentums[0], optimizer._velocities[0])]
+    for got, want in zip(distributed, alone):
+        np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -2,8 +2,8 @@
 
 Keras' Adam densifies a row-sparse gradient (``tf.IndexedSlices``, what an embedding lookup's
 gradient is): every step it reads and writes the whole table and both of its moment slots, so a
-step's cost grows with the vocabulary rather than the batch (33 ms a step for one 1M x 16 table
-on 2 cores, more than the whole reference model's step). :class:`LazyAdam` updates the looked-up
+step's cost grows with the vocabulary rather than the batch (30-36 ms a step for one 1M x 16
+table on 2 cores, more than the whole reference model's step; ``benchmarks/embedding_updates.py``). :class:`LazyAdam` updates the looked-up
 rows only, as tensorflow-addons' ``LazyAdam`` and PyTorch's ``SparseAdam`` do: their moments and
 weights follow Adam exactly; rows a batch does not touch keep their moments (dense Adam would
 decay them and keep moving the weights on momentum). Dense gradients get Adam's own update.
@@ -65,7 +65,7 @@ class LazyAdam(keras.optimizers.Adam):
     only the looked-up rows of the variable and of its moment slots are read and written (see
     the module docstring). Smaller tables keep Adam's dense update, which costs less below a
     few thousand rows (XLA, 2 cores, 1,024 lookups of 16-dim rows: dense 0.13 ms at 1,000 rows,
-    0.62 at 10,000, 32 at 1,000,000; lazy 0.22-0.32 ms at every size).
+    0.54 at 10,000, 30 at 1,000,000; lazy 0.23-0.29 ms at every size).
 
     Args:
         min_rows: int. Tables with fewer rows get Adam's dense update; 0: every table is lazy.

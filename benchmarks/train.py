@@ -859,7 +859,7 @@ def _bank_size(size: dict) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=40_000, help="generated rows (90%% train)")
-    parser.add_argument("--workdir", help="keep data here instead of a temp dir (reused if it holds data)")
+    parser.add_argument("--workdir", help="keep data here instead of a temp dir (reused if it holds data of --rows rows)")
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--headline_rounds", type=int, default=16,
                         help="interleaved rounds of the headline comparison (default vs naive vs one step per call, "

@@ -265,9 +265,13 @@ class Config:
     times: list = field(default_factory=list)
     round_times: list = field(default_factory=list)  # one list of step seconds per round
 
+    def variant(self, **changes) -> "Config":
+        """The same step with ``changes`` (e.g. another input), with fresh timings."""
+        return replace(self, times=[], round_times=[], **changes)
+
     def one_step_per_call(self) -> "Config":
         """The same step and input, timed at one step per call (fresh timings)."""
-        return replace(self, per_call=1, times=[], round_times=[])
+        return self.variant(per_call=1)
 
     @property
     def key(self) -> str:
@@ -636,8 +640,7 @@ def headline_configs(spec, steps: dict, inputs: dict, batch: int) -> list[Config
                for experts in (own, "naive" if own == "fused" else "fused")]
     if per_call > 1:
         configs.append(configs[0].one_step_per_call())
-    configs += [replace(configs[0], input=other, iterator=inputs[other], times=[], round_times=[])
-                for other in INPUTS if other != kind]
+    configs += [configs[0].variant(input=other, iterator=inputs[other]) for other in INPUTS if other != kind]
     return configs
 
 

@@ -98,10 +98,11 @@ def pad_rows(batch, rows: int):
     The padded rows have zero sample weights, so they add nothing to a loss sum or a count (an
     auxiliary loss over the whole batch, the gates' load balancing, does see them on that step).
     """
+    batch = tf.nest.map_structure(tf.convert_to_tensor, batch)
+    missing = rows - tf.shape(tf.nest.flatten(batch)[0])[0]  # every tensor has the batch's rows
+    tf.debugging.assert_non_negative(missing, message=f"a batch has more than {rows} rows")
+
     def pad(tensor):
-        tensor = tf.convert_to_tensor(tensor)
-        missing = rows - tf.shape(tensor)[0]
-        tf.debugging.assert_non_negative(missing, message=f"a batch has more than {rows} rows")
         padded = tf.pad(tensor, [[0, missing]] + [[0, 0]] * (tensor.shape.rank - 1))
         return tf.ensure_shape(padded, [rows, *tensor.shape[1:]])
 

@@ -1,6 +1,6 @@
 """Position bias on the generator's data, whose bias is known: what the shallow bias tower learns.
 
-The clicklog generator adds ``-0.35 * log(position)`` to the click logit (mmoe/synthetic.py). The
+The clicklog generator adds ``-0.35 * log(position)`` to the click logit (data_sets/clicklog.py). The
 MMoE's bias tower (Zhao et al., RecSys 2019) sees only ``position``; its logit is added to the
 click logit in training and fixed at serving (``serving_value: 1``). This script trains the
 clicklog model twice on the same data, with the bias tower and without position at all, and
@@ -35,7 +35,7 @@ from feature_specs.artifacts import Workdir  # noqa: E402
 from feature_specs.spec import bundled_spec_path, load_spec  # noqa: E402
 from mmoe.data import raw_batches, split_files  # noqa: E402
 from mmoe.evaluate import collect_predictions  # noqa: E402
-from mmoe.synthetic import generate_clicklog, position_bias  # noqa: E402
+from data_sets.clicklog import generate_clicklog, position_bias  # noqa: E402
 from mmoe.train import train  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")

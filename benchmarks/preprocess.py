@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     if args.mode:
         return child(args)
 
-    from mmoe.synthetic import generate_clicklog
+    from data_sets.clicklog import generate_clicklog
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """The MMoE paper's synthetic task-correlation experiment (Ma et al., KDD 2018, section 3.2).
 
-For each task correlation p and repeat r: draw fresh data (mmoe/correlation_data.py), train MMoE,
+For each task correlation p and repeat r: draw fresh data (data_sets/correlation.py), train MMoE,
 OMoE (8 experts of 16 units, towers of 8) and a shared-bottom model of matched size (bottom width
 113, towers of 8) on the two regression tasks with the same data and seed, and record the final
 eval loss (mean of the two tasks' MSE). The paper's finding: MMoE stays nearly flat as p falls,
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mmoe.correlation_data import CorrelationDataConfig, make_correlated_tasks  # noqa: E402
+from data_sets.correlation import CorrelationDataConfig, make_correlated_tasks  # noqa: E402
 from mmoe.layers import MLP, MMoE, OMoE  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

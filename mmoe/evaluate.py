@@ -17,7 +17,7 @@ from mmoe.metrics import (
     regression_metrics,
 )
 from mmoe.model import GATE_WEIGHTS
-from serving.score import SCORE, output_name, ranking_score, task_predictions
+from mmoe.score import SCORE, output_name, ranking_score, task_predictions
 
 
 def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batch_size: int = 4096) -> dict:

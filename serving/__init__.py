@@ -1,1 +1,1 @@
-"""Serving: the ranking score, SavedModel export and signatures, the REST server and its client."""
+"""Serving: SavedModel export and signatures, the REST server and its client."""

@@ -26,7 +26,7 @@ from feature_specs.artifacts import join
 from feature_specs.spec import FeatureSpec
 from feature_specs.tensors import parse_spec, raw_tensor_specs, serving_columns
 from mmoe.model import GATE_WEIGHTS
-from serving.score import SCORE, ranking_score, task_predictions
+from mmoe.score import SCORE, ranking_score, task_predictions
 from serving.warmup import write_warmup_requests
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import orjson
 import tensorflow as tf
 
 from feature_specs.spec import Column, FeatureSpec
-from serving.score import SCORE, output_name
+from mmoe.score import SCORE, output_name
 
 INT_RANGES = {
     tf.int8: (-(2**7), 2**7 - 1), tf.int16: (-(2**15), 2**15 - 1), tf.int32: (-(2**31), 2**31 - 1),

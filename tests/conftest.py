@@ -27,7 +27,7 @@ def small_clicklog_spec() -> FeatureSpec:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A whole run on 4,000 generated rows (1% corrupted): every stage real, built once per session."""
-    from mmoe.synthetic import generate_clicklog
+    from data_sets.clicklog import generate_clicklog
     from mmoe.train import train
     from pipelines.run import preprocess
     from serving.export import export_saved_model

@@ -24,9 +24,9 @@ from feature_specs.artifacts import Workdir
 from feature_specs.infer import read_sample
 from feature_specs.spec import load_spec
 from feature_specs.tensors import TF_DTYPES, serving_columns
-from mmoe.census import convert
-from mmoe.cli import main
-from mmoe.synthetic import generate_clicklog
+from data_sets.census import convert
+from mmoe_cli.main import main
+from data_sets.clicklog import generate_clicklog
 from serving.client import Client
 from serving.server import make_server
 

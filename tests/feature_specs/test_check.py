@@ -11,7 +11,7 @@ import pytest
 
 from feature_specs.check import check_spec
 from feature_specs.spec import bundled_spec_path
-from mmoe.cli import main
+from mmoe_cli.main import main
 
 SPEC = """
 name: tiny

@@ -16,8 +16,8 @@ import yaml
 
 from feature_specs.infer import InferError, embedding_dim, infer_spec, read_sample
 from feature_specs.spec import bundled_spec_path, load_spec, spec_from_dict
-from mmoe.census import convert
-from mmoe.cli import main
+from data_sets.census import convert
+from mmoe_cli.main import main
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 ALIEXPRESS = os.path.join(DATA, "aliexpress", "*.csv")
@@ -323,7 +323,7 @@ def test_aliexpress_bundled_spec_matches_what_inference_proposes():
 
 
 def test_census_types_match_the_census_spec(census_csv):
-    # feature_specs/census_income.yaml declares the census columns mmoe/census.py writes.
+    # feature_specs/census_income.yaml declares the census columns data_sets/census.py writes.
     documented = {c.name: c.dtype for c in load_spec(bundled_spec_path("census_income")).all_columns}
     inferred = infer_spec(census_csv, {"income": "income", "never_married": "never_married"})
     declared = {c.name: c.dtype for c in inferred.spec.all_columns}

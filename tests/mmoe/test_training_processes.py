@@ -41,7 +41,7 @@ def _spec_file(trained_run, path, **training) -> str:
 
 
 def _train_command(workdir: Workdir, spec_path: str, *extra) -> list[str]:
-    return [sys.executable, "-m", "mmoe.cli", "train", "--workdir", workdir.root, "--spec", spec_path,
+    return [sys.executable, "-m", "mmoe_cli.main", "train", "--workdir", workdir.root, "--spec", spec_path,
             "--quiet", *extra]
 
 

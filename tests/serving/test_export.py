@@ -16,7 +16,7 @@ from feature_specs.tensors import TF_DTYPES, serving_columns
 from mmoe.data import split_files
 from mmoe.evaluate import collect_predictions
 from serving.export import export_saved_model, existing_versions
-from serving.score import ranking_score, task_predictions
+from mmoe.score import ranking_score, task_predictions
 
 OUTPUTS = ["click_probability", "engagement", "score"]
 

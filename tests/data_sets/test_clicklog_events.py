@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mmoe.synthetic import clicklog_tables, generate_clicklog_events
+from data_sets.clicklog import clicklog_tables, generate_clicklog_events
 
 
 def read_jsonl(paths):

@@ -1,4 +1,4 @@
-"""Tests of the synthetic impression log (mmoe/synthetic.py)."""
+"""Tests of the synthetic impression log (data_sets/clicklog.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from mmoe import synthetic
-from mmoe.synthetic import ClicklogWorld, generate_clicklog, position_bias
+from data_sets import clicklog as synthetic
+from data_sets.clicklog import ClicklogWorld, generate_clicklog, position_bias
 
 ROWS = 40_000
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import bundled_spec_path, load_spec
-from mmoe.census import OUTPUT_COLUMNS, convert, rows
+from data_sets.census import OUTPUT_COLUMNS, convert, rows
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "census_income", "census-income.test.head3000.gz")
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-MMOE = [sys.executable, "-m", "mmoe.cli"]
+MMOE = [sys.executable, "-m", "mmoe_cli.main"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

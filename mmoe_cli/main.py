@@ -23,7 +23,7 @@ import time
 
 from feature_specs.input_formats import INPUT_FORMATS  # plain Python: keeps --help instant
 from feature_specs.spec import ARCHITECTURES  # PyYAML only: keeps --help instant
-from mmoe.spec_commands import add_spec_parser, cmd_spec  # argparse only
+from mmoe_cli.spec_commands import add_spec_parser, cmd_spec  # argparse only
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
 GENERATOR_MANIFEST = "_generator.json"
@@ -213,7 +213,7 @@ def _workdir_spec(args, trained: bool = False):
 
 def _generate(args, out_dir: str) -> str:
     """Generates the synthetic log into ``out_dir`` unless the same one is already there."""
-    from mmoe.synthetic import generate_clicklog
+    from data_sets.clicklog import generate_clicklog
 
     params = {k: getattr(args, k) for k in ("rows", "seed", "format", "task_correlation", "corrupt_fraction", "chunk_rows")}
     manifest = os.path.join(out_dir, GENERATOR_MANIFEST)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mmoe.correlation_data import CorrelationDataConfig, make_correlated_tasks, make_task_weights
+from data_sets.correlation import CorrelationDataConfig, make_correlated_tasks, make_task_weights
 
 
 @pytest.mark.parametrize("p", [1.0, 0.9, 0.5, 0.0])

@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
 
 from feature_specs.input_formats import INPUT_FORMATS  # plain Python: keeps --help instant
 from feature_specs.spec import ARCHITECTURES  # PyYAML only: keeps --help instant
+from mmoe_cli.console import configure_logging, progress_verbosity, start_tensorflow_quietly
 from mmoe_cli.spec_commands import add_spec_parser, cmd_spec  # argparse only
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
 GENERATOR_MANIFEST = "_generator.json"
 BASELINES = ("single_task", "shared_bottom")  # mmoe.baselines.DEFAULT_BASELINES, without importing TF
-
-log = logging.getLogger("mmoe")
-
+SPELLING_NOTE = "Flags are written with dashes (--input-format); the snake_case spelling (--input_format) is accepted too, as Beam writes its own."
 
 def _default_spec() -> str:
     from feature_specs.spec import bundled_spec_path
@@ -77,7 +75,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=None, help="epochs (default: the spec's training.epochs)")
     group.add_argument("--batch-size", type=int, default=None, help="batch size (default: the spec's training.batch_size)")
-    group.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    group.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar (the default when stdout is not a terminal)")
     group.add_argument(
         "--model", default=None, choices=ARCHITECTURES,
         help="architecture (default: the spec's model.architecture)",
@@ -109,13 +107,24 @@ def _add_preprocess_args(parser: argparse.ArgumentParser, required_input: bool) 
         + ("" if required_input else " (default: generate a synthetic clicklog into <workdir>/raw)"),
     )
     group.add_argument("--input-format", choices=INPUT_FORMATS, default=None, help="default: from the file extension")
+    group.add_argument(
+        "--max-reject-rate", type=float, default=None,
+        help="fail (after writing report.json) above this share of rejected rows (default: the spec's "
+        "pipeline.max_reject_rate)",
+    )
+    group.add_argument(
+        "--reuse-artifacts", default=None, metavar="DIR",
+        help="an earlier run's workdir: write its vocabularies and statistics instead of analyzing this train split",
+    )
+    group.add_argument(
+        "--events", action="append", default=None, metavar="NAME=PATTERN",
+        help="input of one event source of the spec's sources: section (label join); repeat per source",
+    )
     parser.epilog = (
-        "Pipeline flags: --max_reject_rate R (fail above this share of rejected rows; default from the spec, 5%%), "
-        "--reuse_artifacts DIR (the vocabularies and statistics of an earlier run), --events NAME=PATTERN "
-        "(event logs joined into labels, see the spec's sources:). "
         "Unrecognized --flags are passed to Beam as PipelineOptions, e.g. --runner=DataflowRunner "
         "--project=P --region=R --temp_location=gs://B/tmp, or --direct_num_workers=2 "
-        "--direct_running_mode=multi_processing for the local multi-process runner."
+        "--direct_running_mode=multi_processing for the local multi-process runner. "
+        + SPELLING_NOTE
     )
 
 
@@ -131,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-task ranking with a Multi-gate Mixture-of-Experts: Beam preprocessing, "
         "Keras 3 training, TensorFlow SavedModel export. One feature spec drives every stage.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="debug logging, and TensorFlow's and Beam's start-up messages (hidden by default)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the whole job: data -> preprocess -> train -> evaluate -> export")
@@ -258,7 +270,13 @@ def _preprocess(spec, args, input_pattern: str, beam_args: list[str]) -> dict:
     workdir = Workdir(args.workdir)
     _clear_stage_outputs(workdir)
     print(f"[preprocess] {input_pattern} -> {workdir.data_dir}", flush=True)
-    return preprocess(spec, input_pattern, args.workdir, input_format=args.input_format, beam_args=beam_args)
+    from pipelines.options import parse_event_inputs
+
+    return preprocess(
+        spec, input_pattern, args.workdir, input_format=args.input_format, beam_args=beam_args,
+        max_reject_rate=args.max_reject_rate, reuse_artifacts=args.reuse_artifacts,
+        event_inputs=parse_event_inputs(args.events) if args.events else None,
+    )
 
 
 def _strategy(args):
@@ -283,7 +301,7 @@ def _train(spec, args):
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, architecture=args.model))
     print(f"[train] {spec.model.architecture}, tasks {', '.join(spec.task_names)}", flush=True)
     return train(spec, Workdir(args.workdir), epochs=args.epochs, batch_size=args.batch_size,
-                 verbose=1 if args.quiet else 2, strategy=strategy, resume=not getattr(args, "fresh", False),
+                 verbose=progress_verbosity(args.quiet), strategy=strategy, resume=not getattr(args, "fresh", False),
                  baselines=BASELINES if args.baselines else ())
 
 
@@ -430,18 +448,41 @@ COMMANDS = {
 BEAM_COMMANDS = ("run", "preprocess")
 
 
+def option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """Every ``--flag`` that ``parser`` or one of its sub-commands declares."""
+    flags = set()
+    for action in parser._actions:
+        flags.update(s for s in action.option_strings if s.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= option_strings(sub)
+    return flags
+
+
+def dashed_spelling(argv: list[str], known: set[str]) -> list[str]:
+    """``argv`` with the snake_case spelling of this CLI's flags (``--input_format``) written as
+    declared (``--input-format``); flags it does not declare (Beam's) are left as they are."""
+    spelled = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        dashed = name.replace("_", "-")
+        spelled.append(dashed + sep + value if name.startswith("--") and dashed in known else arg)
+    return spelled
+
+
+TENSORFLOW_COMMANDS = ("run", "preprocess", "train", "evaluate", "export", "serve")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mmoe` console script; returns the process exit code."""
     parser = build_parser()
+    argv = dashed_spelling(sys.argv[1:] if argv is None else list(argv), option_strings(parser))
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in BEAM_COMMANDS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("apache_beam", "tensorflow", "absl"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configure_logging(args.verbose)
+    if args.command in TENSORFLOW_COMMANDS:
+        start_tensorflow_quietly(args.verbose)
     from feature_specs.spec import SpecError
 
     try:
@@ -449,7 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"mmoe: invalid spec: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a missing input, a bad flag value or file
+        if args.verbose:
+            raise
         print(f"mmoe: {exc}", file=sys.stderr)
         return 2
 

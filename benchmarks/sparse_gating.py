@@ -3,7 +3,9 @@
 Three forward passes of one MMoE-style mixture (one gate, ``batch`` examples, experts of one
 ``units``-wide ReLU layer), each compiled with ``tf.function``:
 
-* ``dense``: every expert on every example, one batched einsum (what mmoe.layers.ExpertBank does);
+* ``dense``: every expert on every example in one stacked product (an einsum here; the model's
+  ``mmoe.layers.ExpertBank`` computes the same with one wide matmul for one-layer experts, which
+  ``benchmarks/train.py`` measured faster than the einsum);
 * ``top_k_masked``: the same, with all but the k largest gate weights zeroed (``gate_top_k`` in the
   spec): the same compute, a different mixture;
 * ``top_k_dispatch``: each example is sent only to its k experts: per expert, gather the examples

@@ -157,7 +157,8 @@ def position_bias(position):
     return -POSITION_BIAS_COEF * np.log(np.asarray(position, dtype=np.float64))
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
+def rng_for(seed: int, *key: int) -> np.random.Generator:
+    """The generator of one part (``key``) of the log drawn from ``seed``; parts are independent."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
@@ -231,7 +232,7 @@ class ClicklogWorld:
 
     @classmethod
     def create(cls, num_users: int, num_items: int, seed: int = 0) -> "ClicklogWorld":
-        rng = _rng(seed, 0)
+        rng = rng_for(seed, 0)
         n_cat = len(CATEGORIES)
         activity = rng.lognormal(0.0, USER_ACTIVITY_SIGMA, num_users)
         age = np.clip(np.rint(rng.normal(38.0, 13.0, num_users)), 18, 80).astype(np.int64)
@@ -336,7 +337,16 @@ class ClicklogWorld:
         return rng.permuted(items, axis=1)  # kept copies must not favour early positions
 
 
-def _check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction) -> None:
+def clear_files(output_dir: str, names: re.Pattern) -> None:
+    """Creates ``output_dir`` if missing and removes the files in it whose names match ``names``
+    (an earlier run's), so a glob over it sees one run alone."""
+    os.makedirs(output_dir, exist_ok=True)
+    for name in sorted(os.listdir(output_dir)):
+        if names.fullmatch(name):
+            os.remove(os.path.join(output_dir, name))
+
+
+def check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction) -> None:
     def is_int(x):
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -357,7 +367,7 @@ def _check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction)
 def _block(world: ClicklogWorld, seed: int, block: int, total_requests: int, rows: int,
            task_correlation: float, corrupt_fraction: float, text_dirt: bool) -> pa.Table:
     """Impressions of requests ``[block * BLOCK_REQUESTS, ...)``, at most ``rows`` in all."""
-    rng = _rng(seed, 1, block)
+    rng = rng_for(seed, 1, block)
     first = block * BLOCK_REQUESTS
     n_req = min(BLOCK_REQUESTS, total_requests - first)
     request = first + np.arange(n_req)
@@ -462,7 +472,7 @@ def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chu
             tables holding such rows have string columns, so only for CSV. Defaults to False.
         world: ClicklogWorld. Defaults to ``ClicklogWorld.for_rows(rows, seed)``.
     """
-    _check_args(rows, seed, task_correlation, "parquet", chunk_rows, corrupt_fraction)
+    check_args(rows, seed, task_correlation, "parquet", chunk_rows, corrupt_fraction)
     world = world or ClicklogWorld.for_rows(rows, seed)
     total_requests = -(-rows // ITEMS_PER_REQUEST)
     pending: list[pa.Table] = []
@@ -503,11 +513,8 @@ def generate_clicklog(output_dir: str, rows: int = 100_000, seed: int = 0, task_
     Returns:
         list of str: paths of the files written, in order.
     """
-    _check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction)
-    os.makedirs(output_dir, exist_ok=True)
-    for name in sorted(os.listdir(output_dir)):
-        if _FILE_PATTERN.fullmatch(name):
-            os.remove(os.path.join(output_dir, name))
+    check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction)
+    clear_files(output_dir, _FILE_PATTERN)
     paths, done = [], 0
     tables = clicklog_tables(rows, seed, task_correlation, chunk_rows, corrupt_fraction, text_dirt=fmt == "csv")
     for index, table in enumerate(tables):
@@ -522,82 +529,4 @@ def generate_clicklog(output_dir: str, rows: int = 100_000, seed: int = 0, task_
         done += table.num_rows
         if progress is not None:
             progress(done, rows)
-    return paths
-
-
-_EVENT_FILE_PATTERN = re.compile(r"(impressions-\d{5}\.parquet|(clicks|dwell)-\d{5}\.jsonl)")
-
-
-def generate_clicklog_events(output_dir: str, rows: int = 100_000, seed: int = 0, task_correlation: float = 0.5,
-                             chunk_rows: int = 50_000, orphan_fraction: float = 0.0,
-                             late_fraction: float = 0.0) -> dict[str, list[str]]:
-    """Writes the clicklog as an impression log without labels plus click and dwell event logs.
-
-    The same impressions as :func:`generate_clicklog` (same arguments, same rows), in the form a
-    label join consumes (the spec's ``sources:`` section, keyed by ``impression_id``):
-
-    * ``impressions-NNNNN.parquet``: every column but ``clicked`` and ``dwell_seconds``, plus
-      ``impression_id`` (``<request_id>-<position>``, unique);
-    * ``clicks-NNNNN.jsonl``: ``{"impression_id", "timestamp"}`` per clicked impression, 1..120 s
-      after it;
-    * ``dwell-NNNNN.jsonl``: ``{"impression_id", "timestamp", "seconds"}`` per clicked impression,
-      when the dwell ends (at most 600 s after the click).
-
-    Joined with a window of at least 720 s (click: ``flag``, dwell: ``sum`` of ``seconds``), the
-    labels equal the clicklog's ``clicked`` and ``dwell_seconds`` exactly, except for the
-    ``late_fraction`` of clicks (and their dwell events) moved 2 days later, outside any
-    reasonable window. ``orphan_fraction`` adds that share of extra click events whose
-    impression id matches no impression.
-
-    Args:
-        output_dir: str. Folder of the files, created if missing; earlier files of this
-            function there are removed first.
-        rows: int. Impressions in all. Defaults to 100,000.
-        seed: int. Same arguments give the same files. Defaults to 0.
-        task_correlation: float in [0, 1]. As in :func:`generate_clicklog`.
-        chunk_rows: int. Impressions per file (one click and one dwell file per chunk).
-        orphan_fraction: float in [0, 1]. Extra clicks without an impression, per row.
-        late_fraction: float in [0, 1]. Share of clicks logged outside the attribution window.
-
-    Returns:
-        ``{"impressions": [...], "clicks": [...], "dwell": [...]}``: the paths written.
-    """
-    import json
-
-    for name, value in (("orphan_fraction", orphan_fraction), ("late_fraction", late_fraction)):
-        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"`{name}` must be in [0, 1], got {value!r}")
-    _check_args(rows, seed, task_correlation, "parquet", chunk_rows, 0.0)
-    os.makedirs(output_dir, exist_ok=True)
-    for name in sorted(os.listdir(output_dir)):
-        if _EVENT_FILE_PATTERN.fullmatch(name):
-            os.remove(os.path.join(output_dir, name))
-    paths: dict[str, list[str]] = {"impressions": [], "clicks": [], "dwell": []}
-    tables = clicklog_tables(rows, seed, task_correlation, chunk_rows, 0.0)
-    for index, table in enumerate(tables):
-        rng = _rng(seed, 7919, index)
-        ids = pc.binary_join_element_wise(table["request_id"], pc.cast(table["position"], pa.string()), "-")
-        impressions = table.drop_columns(["clicked", "dwell_seconds"]).append_column("impression_id", ids)
-        path = os.path.join(output_dir, f"impressions-{index:05d}.parquet")
-        pq.write_table(impressions, path)
-        paths["impressions"].append(path)
-        clicked = table["clicked"].to_numpy() == 1
-        shown = table["timestamp"].to_numpy()[clicked]
-        seconds = table["dwell_seconds"].to_numpy()[clicked]
-        click_ids = np.asarray(ids.to_pylist(), dtype=object)[clicked]
-        click_at = shown + rng.integers(1, 121, size=shown.size)
-        late = rng.random(shown.size) < late_fraction
-        click_at = np.where(late, click_at + 2 * 86_400, click_at)
-        dwell_at = click_at + np.minimum(np.ceil(seconds), 600).astype(np.int64)
-        clicks = [{"impression_id": i, "timestamp": int(t)} for i, t in zip(click_ids, click_at)]
-        orphans = int(rng.binomial(table.num_rows, orphan_fraction)) if orphan_fraction else 0
-        clicks += [{"impression_id": f"orphan-{index}-{k}", "timestamp": int(shown[0] if shown.size else 0)}
-                   for k in range(orphans)]
-        dwell = [{"impression_id": i, "timestamp": int(t), "seconds": float(s)}
-                 for i, t, s in zip(click_ids, dwell_at, seconds)]
-        for kind, events in (("clicks", clicks), ("dwell", dwell)):
-            path = os.path.join(output_dir, f"{kind}-{index:05d}.jsonl")
-            with open(path, "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(event) + "\n" for event in events)
-            paths[kind].append(path)
     return paths

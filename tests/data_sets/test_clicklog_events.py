@@ -7,7 +7,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from data_sets.clicklog import clicklog_tables, generate_clicklog_events
+from data_sets.clicklog import clicklog_tables
+from data_sets.clicklog_events import generate_clicklog_events
 
 
 def read_jsonl(paths):

@@ -10,7 +10,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import EventSource, SpecError, Sources, spec_from_dict
-from data_sets.clicklog import clicklog_tables, generate_clicklog_events
+from data_sets.clicklog import clicklog_tables
+from data_sets.clicklog_events import generate_clicklog_events
 from pipelines import preprocess
 from pipelines.join import JoinLabels, aggregate_label
 from pipelines.records import RawRecord

@@ -51,13 +51,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 
+from machine import describe_cpu, median, numpy_matmul_gflops, peak_rss_mb, reset_peak_rss, tf_matmul_gflops
+from train_profile import EXPERT_SIZES, expert_banks, op_profile, profile
+from train_report import markdown
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 SPEC_NAME = "train_reference"
 INPUTS = ("tfrecord", "cached", "memory")
-MATMUL_REPEATS = 7  # products per matmul measurement (after each timing round)
 FLOPS_FORMULA = (
     "train = 3 * forward (backward = 2 * forward: input and weight gradients); forward = "
     "sum over matmuls of 2*m*n*k per example (m = 1): experts E * sum_i 2*d_i*d_(i+1) with "
@@ -117,115 +120,6 @@ def prepare_in_child(workdir: str, rows: int, seed: int) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--prepare", workdir, "--rows", str(rows), "--seed", str(seed)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(next(line[7:] for line in output.splitlines() if line.startswith("RESULT ")))
-
-
-# ---------------------------------------------------------------- machine and memory
-
-
-def numpy_matmul_gflops(n: int = 2048, repeats: int = MATMUL_REPEATS) -> tuple[float, float]:
-    """float32 ``n x n`` numpy matmul rates of ``repeats`` products after a warm-up:
-    ``(fastest, median)``.
-
-    The fastest is the best estimate of what the machine can do (other processes can only slow
-    a product down); the median is summarized like the training steps are.
-    """
-    import numpy as np
-
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    a @ a
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9, 2 * n**3 / median(times) / 1e9
-
-
-def tf_matmul_gflops(n: int = 2048, repeats: int = MATMUL_REPEATS) -> tuple[float, float]:
-    """The same product through TensorFlow's CPU matmul kernel: ``(fastest, median)`` of ``repeats``.
-
-    TensorFlow's kernel (oneDNN where it is on) and numpy's (OpenBLAS) may use different
-    instruction sets on the same CPU (see :func:`describe_cpu`), so both rates are reported.
-    """
-    import tensorflow as tf
-
-    a = tf.random.normal((n, n))
-    matmul = tf.function(lambda x: tf.matmul(x, x))
-    matmul(a).numpy()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matmul(a).numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / min(times) / 1e9, 2 * n**3 / median(times) / 1e9
-
-
-CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
-
-
-def describe_cpu() -> dict:
-    """What the two matmul rates depend on: the CPU, its vector extensions, and the kernels
-    OpenBLAS (numpy) and TensorFlow pick for it.
-
-    Returns:
-        ``{"model", "features", "openblas_core", "tensorflow", "onednn"}``; fields that cannot be
-        read on this platform are ``None``.
-    """
-    import ctypes
-    import glob
-
-    import numpy as np
-    import tensorflow as tf
-
-    model, flags = None, set()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                name, _, value = line.partition(":")
-                if name.strip() == "model name" and model is None:
-                    model = value.strip()
-                elif name.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    core = None  # the kernel set OpenBLAS's DYNAMIC_ARCH chose for this CPU, e.g. "Haswell" (AVX2)
-    for lib in glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*")):
-        handle = ctypes.CDLL(lib)
-        for symbol in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
-            if hasattr(handle, symbol):
-                getattr(handle, symbol).restype = ctypes.c_char_p
-                core = getattr(handle, symbol)().decode()
-                break
-    return {
-        "model": model,
-        "features": [f for f in CPU_FEATURES if f in flags] if flags else None,
-        "openblas_core": core,
-        "tensorflow": tf.__version__,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (on by default on x86 Linux)"),
-    }
-
-
-def reset_peak_rss() -> None:
-    """Resets the kernel's high-water mark of this process's RSS (Linux; no-op elsewhere)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS since the last :func:`reset_peak_rss` (VmHWM), else since process start."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------- FLOPs
@@ -404,12 +298,6 @@ def run_steps(step, iterator, count: int, per_call: int) -> list[float]:
 # ---------------------------------------------------------------- measurement
 
 
-def median(values) -> float:
-    import numpy as np
-
-    return float(np.median(values))
-
-
 def summarize(config: Config, flops: int, matmul: float, fastest_matmul: float) -> dict:
     """One table row.
 
@@ -440,151 +328,6 @@ def summarize(config: Config, flops: int, matmul: float, fastest_matmul: float) 
         "roofline_fraction_best_round": round(max(round_rates) * flops / 1e9 / fastest_matmul, 3),
         "examples_per_s_by_round": [round(r) for r in round_rates],
     }
-
-
-def profile(step: Step, batch, width: int, repeats: int) -> dict:
-    """Median ms of the parts of ``step`` on one in-memory ``batch``: where the time goes.
-
-    ``forward`` and ``forward_backward`` are the core model's loss and gradients, compiled like
-    the step (``jit_compile``); ``step`` is one training step per call (``Trainer.train_step``,
-    optimizer included);
-    ``whole_step_one_function`` is forward, backward and Adam in ONE compiled function (the
-    trainer compiles the gradients and the update as two); ``experts_forward_backward``
-    is the expert bank alone on a ``(batch, width)`` input.
-    """
-    import keras
-    import tensorflow as tf
-
-    from mmoe.layers import ExpertBank
-
-    spec, model = step.spec, step.model
-    jit = spec.training.jit_compile
-
-    def gradients(b):
-        with tf.GradientTape() as tape:
-            loss = step.loss_of(*b)
-        return tape.gradient(loss, model.trainable_variables)
-
-    forward = tf.function(lambda b: step.loss_of(*b), jit_compile=jit)
-    forward_backward = tf.function(gradients, jit_compile=jit)
-    result = {
-        "forward_ms": _time_ms(lambda: forward(batch), repeats),
-        "forward_backward_ms": _time_ms(lambda: forward_backward(batch), repeats),
-        "step_ms": _time_ms(lambda: step(batch), repeats),
-    }
-    whole = step.whole_step()
-    result["whole_step_one_function_ms"] = _time_ms(lambda: whole(batch), repeats)
-    size = int(next(iter(batch[1].values())).shape[0])
-    bank = ExpertBank(spec.model.num_experts, spec.model.expert_units, fused=spec.model.fused_experts)
-    bank.build((None, width))
-    x = tf.random.normal((size, width))
-
-    def expert_gradients(inputs):
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            out = keras.ops.sum(bank(inputs))  # (batch, E, units) summed
-        return tape.gradient(out, [inputs, *bank.trainable_variables])
-
-    experts = tf.function(expert_gradients, jit_compile=jit)
-    result["experts_forward_backward_ms"] = _time_ms(lambda: experts(x), repeats)
-    return result
-
-
-EXPERT_SIZES = {  # name: (batch, input width, experts, units)
-    "reference": (1024, 132, 8, (256, 128)),
-    "clicklog": (512, 60, 8, (64,)),  # feature_specs/clicklog.yaml's experts
-}
-
-
-def expert_banks(rounds: int, repeats: int = 5) -> dict:
-    """Forward + backward ms of the expert bank alone, fused vs naive, at two sizes.
-
-    Both forms get the same weights and input; medians over interleaved rounds, graph mode.
-    """
-    import tensorflow as tf
-
-    from mmoe.layers import ExpertBank
-
-    functions, times = {}, {}
-    for name, (batch, width, experts, units) in EXPERT_SIZES.items():
-        x = tf.random.normal((batch, width))
-        fused, naive = ExpertBank(experts, units), ExpertBank(experts, units, fused=False)
-        fused.build((None, width))
-        naive.build((None, width))
-        naive.set_expert_weights(fused.expert_weights())
-        for form, bank in (("fused", fused), ("naive", naive)):
-            functions[(name, form)] = (tf.function(_bank_gradients(bank)), x)
-    for _ in range(rounds):
-        for key, (function, x) in functions.items():
-            times.setdefault(key, []).append(_time_ms(lambda: function(x), repeats))
-    result = {}
-    for name in EXPERT_SIZES:
-        fused, naive = median(times[(name, "fused")]), median(times[(name, "naive")])
-        result[name] = {"fused_ms": round(fused, 2), "naive_ms": round(naive, 2), "naive_over_fused": round(naive / fused, 2)}
-    return result
-
-
-def _bank_gradients(bank):
-    import keras
-    import tensorflow as tf
-
-    def gradients(inputs):
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            out = keras.ops.sum(keras.ops.square(bank(inputs)))  # (batch, E, units) -> scalar
-        return tape.gradient(out, [inputs, *bank.trainable_variables])
-
-    return gradients
-
-
-def op_profile(step: Step, batch, steps: int = 5, top: int = 10) -> dict:
-    """Op time per step by op type (all threads summed), from a TensorFlow profiler trace.
-
-    Returns ``{"op_ms_per_step": total, "ops": {type: [ms, share]}}``; the mixture's einsum is
-    listed apart from other einsums. Empty when the trace cannot be read.
-    """
-    import collections
-    import glob
-    import tensorflow as tf
-
-    try:
-        from tensorflow.tsl.profiler.protobuf import xplane_pb2
-    except ImportError:
-        return {}
-    with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
-        for _ in range(steps):
-            step(batch)
-        tf.profiler.experimental.stop()
-        space = xplane_pb2.XSpace()
-        with open(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)[0], "rb") as handle:
-            space.ParseFromString(handle.read())
-    totals = collections.Counter()
-    for plane in space.planes:
-        for line in plane.lines:
-            if not line.name.startswith("tf_"):
-                continue
-            for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name
-                if ":" not in name or "Process" in name:  # executor bookkeeping, not ops
-                    continue
-                kind = name.rsplit(":", 1)[-1]
-                totals[f"{kind} (gate mixture)" if "/einsum" in name else kind] += event.duration_ps / 1e9 / steps
-    total = sum(totals.values())
-    return {"op_ms_per_step": round(total, 1),
-            "ops": {k: [round(v, 1), round(v / total, 3)] for k, v in totals.most_common(top)}}
-
-
-def _time_ms(function, repeats: int) -> float:
-    import tensorflow as tf
-
-    tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, function())  # trace / warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, function())
-        times.append(time.perf_counter() - start)
-    return round(median(times) * 1e3, 2)
 
 
 # ---------------------------------------------------------------- the run
@@ -744,119 +487,10 @@ def input_wait(rows: dict, default_config: str, input_alone: dict) -> dict:
     }
 
 
-def input_wait_line(wait: dict) -> str:
-    """One sentence on :func:`input_wait`, saying what the ratios show."""
-    cached = "does not wait on input" if wait["cached_over_memory"] >= 0.95 else "waits on input"
-    return (
-        f"- with the default cached input the step {cached}: {wait['cached_examples_per_s']:,.0f} examples/s against "
-        f"{wait['memory_examples_per_s']:,.0f} from one batch in memory (ratio {wait['cached_over_memory']}). Reading, "
-        f"parsing and preprocessing every batch from TFRecords (training.cache off, or a first epoch) runs "
-        f"{wait['tfrecord_examples_per_s']:,.0f} (ratio {wait['tfrecord_over_memory']}): input alone is "
-        f"{wait['input_alone_over_step']}x the step's rate, but on this machine it shares the CPU cores with the step"
-    )
-
-
 def config_key(row: dict) -> str:
     """``experts/xla|graph/input/b<batch>/x<steps per call>``."""
     return (f"{row['experts']}/{'xla' if row['jit_compile'] else 'graph'}/{row['input']}/b{row['batch']}"
             f"/x{row['steps_per_execution']}")
-
-
-def markdown(result: dict) -> str:
-    """benchmarks/results/train.md: the summary, every configuration, the profile."""
-    h, machine = result, result["machine"]
-    lines = [
-        "# Training speed at the reference size",
-        "",
-        f"{h['reference']}. Step: {h['step_source']}. Machine: {machine['cpus']} CPUs; float32 numpy "
-        f"2048x2048 matmul: median product {h['matmul_gflops']} GFLOP/s over the headline rounds ({MATMUL_REPEATS} products after "
-        f"each round), fastest {h['matmul_gflops_fastest']} (of {MATMUL_REPEATS * (len(machine['numpy_matmul_gflops']) + len(machine['numpy_matmul_gflops_headline']))} "
-        f"products in this run); TensorFlow's own matmul: median product {h['tf_matmul_gflops_median']}, "
-        f"fastest {h['tf_matmul_gflops']} GFLOP/s. {_cpu_line(machine['cpu'])} "
-        f"Training FLOPs per example: {h['train_flops_per_example']:,} ({h['flops']['formula']}).",
-        "",
-        f"- default ({h['default_config']}): **{h['fused_examples_per_s']:,.0f} examples/s**, roofline fraction "
-        f"**{h['roofline_fraction']}** (median step rate / median matmul rate of the same rounds; "
-        f"{h['roofline_fraction_vs_fastest_matmul']} against the fastest product of the run, which sets a typical step "
-        f"against the least disturbed product), peak RSS {h['peak_rss_mb']:,.0f} MB",
-        f"- the same step against TensorFlow's own 2048x2048 product (median {h['tf_matmul_gflops_median']} GFLOP/s, "
-        f"same rounds): {h['roofline_fraction_vs_tf_matmul']}",
-        f"- naive experts, same settings: {h['naive_examples_per_s']:,.0f} examples/s (fused / naive = {h['fused_over_naive']}; "
-        f"paired by round, median {h['fused_over_naive_paired']}, fused faster in {h['fused_faster_rounds']} of "
-        f"{len(h['headline_configs'][0]['examples_per_s_by_round'])} rounds)",
-        f"- in the least disturbed round: fused {h['fused_examples_per_s_best_round']:,.0f}, naive "
-        f"{h['naive_examples_per_s_best_round']:,.0f} examples/s; roofline fraction {h['roofline_fraction_best_round']} "
-        "of the fastest product",
-        (f"- {h['steps_per_execution']} steps per call of the training loop (training.steps_per_execution) against one: "
-         f"{h['steps_per_call_gain']}x ({h['one_step_per_call_examples_per_s']:,.0f} examples/s at one step per call, "
-         "cached input" + "".join(f"; at batch {b}: {g}x" for b, g in h.get("steps_per_call_gain_by_batch", {}).items())
-         + ")" if h["one_step_per_call_examples_per_s"] else "- one step per call of the training loop"),
-        f"- fastest: {h['best_config']}: {h['best_examples_per_s']:,.0f} examples/s (roofline {h['best_roofline_fraction']})",
-        f"- input alone, no training (examples/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in h["input_alone_examples_per_s"].items()),
-        input_wait_line(h["input_wait"]),
-        "",
-        f"Headline comparison, timed first, while the process held only the two variants it compares "
-        f"({h['settings']['headline_rounds']} interleaved rounds x {h['settings']['headline_steps']} steps; "
-        f"the default also on the other inputs, for the input-wait figures above; median matmul "
-        f"{h['matmul_gflops']} GFLOP/s):",
-        "",
-        *_table(h["headline_configs"]),
-        "",
-        f"Every configuration, timed after all were built ({h['settings']['rounds']} interleaved rounds x "
-        f"{h['settings']['steps']} steps; the process then holds every variant's model and every input; median "
-        f"matmul {h['configs'][0]['matmul_gflops'] if h['configs'] else '-'} GFLOP/s):",
-        "",
-        *_table(h["configs"]),
-        "",
-        "Profile of the default step on one in-memory batch (median ms): "
-        + ", ".join(f"{k} {v}" for k, v in h["profile"].items()) + ".",
-        "",
-        (f"Op time per step of the {h['op_profile']['step']} step by op type (TensorFlow profiler, all threads, "
-         "ms and share; graph mode, since XLA runs the gradient as one cluster): "
-         + ", ".join(f"{k} {v[0]} ({v[1]:.0%})" for k, v in h["op_profile"].get("ops", {}).items()) + "."),
-        "",
-        "Expert bank alone, forward + backward, graph mode (median ms): " + "; ".join(
-            f"{name} ({_bank_size(h['expert_bank_alone']['sizes'][name])}): fused {v['fused_ms']}, naive "
-            f"{v['naive_ms']} (naive / fused = {v['naive_over_fused']})"
-            for name, v in h["expert_bank_alone"].items() if name != "sizes"
-        ) + ".",
-        "",
-        "Configurations were timed in interleaved rounds, in a new random order each round, after warm-up; "
-        "medians of per-step times (a call of several steps counts as that many steps of its mean time). "
-        "Peak RSS per variant is cumulative (variants built earlier stay in memory); the default is built first. "
-        f"Total run {h['wall_s']} s.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _table(rows: list) -> list[str]:
-    lines = [
-        "| experts | jit_compile | input | batch | steps per call | median step ms | examples/s | GFLOP/s | roofline "
-        "| roofline vs fastest matmul | best round examples/s | roofline, best round | peak RSS MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        rss = "" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:,.0f}"
-        lines.append(
-            f"| {row['experts']} | {row['jit_compile']} | {row['input']} | {row['batch']} | {row['steps_per_execution']} | "
-            f"{row['median_step_ms']} | {row['examples_per_s']:,.0f} | {row['achieved_gflops']} | "
-            f"{row['roofline_fraction']} | {row['roofline_fraction_vs_fastest_matmul']} | "
-            f"{row['examples_per_s_best_round']:,.0f} | {row['roofline_fraction_best_round']} | {rss} |"
-        )
-    return lines
-
-
-def _cpu_line(cpu: dict) -> str:
-    """One sentence on :func:`describe_cpu`: why numpy's and TensorFlow's products can differ."""
-    features = ", ".join(cpu["features"] or []) or "unknown"
-    return (f"CPU: {cpu['model'] or 'unknown'} ({features}); numpy's OpenBLAS runs its "
-            f"{cpu['openblas_core'] or 'unknown'} kernels, TensorFlow {cpu['tensorflow']} its own (oneDNN: {cpu['onednn']}).")
-
-
-def _bank_size(size: dict) -> str:
-    widths = " -> ".join(str(w) for w in [size["input_width"], *size["units"]])
-    return f"batch {size['batch']}, {size['experts']} experts {widths}"
 
 
 def parse_args(argv):

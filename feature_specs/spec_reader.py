@@ -1,0 +1,400 @@
+"""The spec reader: plain data (parsed YAML or spec.json) to a validated :class:`FeatureSpec`.
+
+One reader per section, each checking its keys' types, ranges and cross-references and raising
+:class:`~feature_specs.spec_nodes.SpecError` at the offending key path. A key left out takes the
+default of its dataclass field (:func:`~feature_specs.spec.field_default`), never a literal written
+here. Plain Python: no TensorFlow, Keras or Beam.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import yaml
+
+from feature_specs.spec import (
+    ARCHITECTURES,
+    DTYPES,
+    EVENT_AGGREGATES,
+    LABEL_TRANSFORMS,
+    LOSS_WEIGHTINGS,
+    LOSSES,
+    ROLES,
+    SCORE_KINDS,
+    SPLIT_METHODS,
+    TASK_KINDS,
+    TRANSFORMS,
+    UNKNOWN_COLUMN_POLICIES,
+    Column,
+    EarlyStopping,
+    EventSource,
+    Feature,
+    FeatureSpec,
+    ModelConfig,
+    PipelineConfig,
+    Ranking,
+    Sources,
+    Split,
+    Task,
+    TrainingConfig,
+    field_default,
+)
+from feature_specs.spec_nodes import Node, SpecError
+
+
+def _read_column(node: Node) -> dict:
+    name = node.get("name", str)
+    if not name.isidentifier():
+        raise node.error("name", f"must be a Python identifier (letters, digits, _), got {name!r}")
+    dtype = node.choice("type", DTYPES)
+    required = node.get("required", bool, field_default(Column, "required"))
+    default = node.get("default", (str, int, float), field_default(Column, "default"))
+    if not required and default is None:
+        raise node.error("default", "a column with required: false needs a default value")
+    if default is not None:
+        default = _coerce_default(node, dtype, default)
+    bounds = {}
+    for key in ("min", "max"):
+        bound = node.get(key, float, field_default(Column, key))
+        if bound is not None and dtype == "string":
+            raise node.error(key, f"bounds apply to numeric columns; {name!r} is a string")
+        bounds[key] = bound
+    if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
+        raise node.error("max", f"max {bounds['max']} is below min {bounds['min']}")
+    if default is not None and dtype != "string":
+        if (bounds["min"] is not None and default < bounds["min"]) or (bounds["max"] is not None and default > bounds["max"]):
+            raise node.error("default", f"default {default} is outside [min, max] = [{bounds['min']}, {bounds['max']}]")
+    return dict(name=name, dtype=dtype, required=required, default=default, **bounds)
+
+
+def _coerce_default(node: Node, dtype: str, value: Any, key: str = "default") -> Any:
+    """``value`` (a default or serving value) as the column's Python type."""
+    if dtype == "string":
+        return str(value)
+    if dtype in ("int", "timestamp"):
+        if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
+            raise node.error(key, f"expected an integer for type {dtype}, got {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        raise node.error(key, f"expected a number for type float, got {value!r}")
+    return float(value)
+
+
+# Integer keys of a feature, by the smallest value each takes.
+_AT_LEAST_ONE = ("embedding_dim", "top_k", "min_count", "num_oov")
+_AT_LEAST_ZERO = ("num_bins", "num_buckets")
+
+
+def _read_feature(node: Node) -> Feature:
+    base = _read_column(node)
+    dtype = base["dtype"]
+    if dtype == "timestamp":
+        raise node.error("type", "timestamp columns cannot be model features; list them under columns")
+    transform = node.choice("transform", TRANSFORMS[dtype], field_default(Feature, "transform"))
+    kwargs = dict(
+        transform=transform,
+        role=node.choice("role", ROLES, field_default(Feature, "role")),
+        **{key: node.positive_int(key, field_default(Feature, key)) for key in _AT_LEAST_ONE},
+        **{key: node.positive_int(key, field_default(Feature, key), minimum=0) for key in _AT_LEAST_ZERO},
+    )
+    if transform == "hashing" and kwargs["num_bins"] < 2:
+        raise node.error("num_bins", "hashing needs num_bins >= 2")
+    if transform == "quantile" and kwargs["num_buckets"] < 2:
+        raise node.error("num_buckets", "quantile needs num_buckets >= 2")
+    serving_value = node.get("serving_value", (str, int, float), field_default(Feature, "serving_value"))
+    if kwargs["role"] == "bias":
+        if serving_value is None:
+            raise node.error("serving_value", "a bias feature needs the value it is fixed to at serving")
+        kwargs["serving_value"] = _coerce_default(node, dtype, serving_value, "serving_value")
+    elif serving_value is not None:
+        raise node.error("serving_value", "only features with role: bias take a serving_value")
+    node.finish()
+    return Feature(**base, **kwargs)
+
+
+def default_loss(kind: str) -> str:
+    """The loss a task of ``kind`` (``binary`` or ``regression``) gets when it names none: the
+    first of :data:`~feature_specs.spec.LOSSES` for its kind."""
+    return LOSSES[kind][0]
+
+
+def _read_task(node: Node, column_types: Mapping[str, str]) -> Task:
+    name = node.get("name", str)
+    label = node.get("label", str)
+    if label not in column_types:
+        raise node.error("label", f"label column {label!r} is not declared under features or columns")
+    kind = node.choice("kind", TASK_KINDS)
+    if column_types[label] not in ("int", "float"):
+        raise node.error("label", f"label column {label!r} must be int or float, is {column_types[label]}")
+    loss = node.choice("loss", LOSSES[kind], default_loss(kind))
+    weight = node.get("weight", float, field_default(Task, "weight"))
+    if weight < 0:
+        raise node.error("weight", f"must be >= 0, got {weight}")
+    label_transform = node.choice("label_transform", LABEL_TRANSFORMS, field_default(Task, "label_transform"))
+    if kind == "binary" and label_transform != field_default(Task, "label_transform"):
+        raise node.error("label_transform", "binary tasks take their label as 0/1")
+    mask = node.get("mask", str, field_default(Task, "mask"))
+    if mask is not None and mask not in column_types:
+        raise node.error("mask", f"mask column {mask!r} is not declared under features or columns")
+    unit = node.get("unit", str, field_default(Task, "unit"))
+    if unit and not unit.isidentifier():
+        raise node.error("unit", f"must be a short identifier such as seconds, got {unit!r}")
+    node.finish()
+    return Task(name=name, label=label, kind=kind, loss=loss, weight=weight,
+                label_transform=label_transform, mask=mask, unit=unit)
+
+
+def _check_unique(nodes: list[Node], names: list[str], seen: dict[str, str]) -> None:
+    for node, name in zip(nodes, names):
+        if name in seen:
+            raise node.error("name", f"duplicate name {name!r} (first declared at {seen[name]})")
+        seen[name] = f"{node.path}.name"
+
+
+def _read_model(node: Node) -> ModelConfig:
+    defaults = ModelConfig()
+    model = ModelConfig(
+        architecture=node.choice("architecture", ARCHITECTURES, defaults.architecture),
+        num_experts=node.positive_int("num_experts", defaults.num_experts),
+        task_experts=node.positive_int("task_experts", defaults.task_experts),
+        num_levels=node.positive_int("num_levels", defaults.num_levels),
+        expert_units=node.int_list("expert_units", defaults.expert_units),
+        bottom_units=node.int_list("bottom_units", defaults.bottom_units),
+        tower_units=node.int_list("tower_units", defaults.tower_units),
+        gate_temperature=node.get("gate_temperature", float, defaults.gate_temperature),
+        gate_units=node.int_list("gate_units", defaults.gate_units),
+        gate_top_k=node.positive_int("gate_top_k", defaults.gate_top_k, minimum=0),
+        expert_dropout=node.get("expert_dropout", float, defaults.expert_dropout),
+        load_balance_weight=node.get("load_balance_weight", float, defaults.load_balance_weight),
+        bias_tower_units=node.int_list("bias_tower_units", defaults.bias_tower_units),
+        dropout=node.get("dropout", float, defaults.dropout),
+        fused_experts=node.get("fused_experts", bool, defaults.fused_experts),
+    )
+    if not model.expert_units:
+        raise node.error("expert_units", "experts need at least one layer")
+    if not model.bottom_units:
+        raise node.error("bottom_units", "the bottom needs at least one layer")
+    if model.gate_temperature <= 0:
+        raise node.error("gate_temperature", f"must be > 0, got {model.gate_temperature}")
+    if model.gate_top_k > model.num_experts and model.architecture in ("mmoe", "omoe"):
+        raise node.error("gate_top_k", f"must be <= num_experts ({model.num_experts}), got {model.gate_top_k}")
+    for key in ("dropout", "expert_dropout"):
+        if not 0.0 <= getattr(model, key) < 1.0:
+            raise node.error(key, f"must be in [0, 1), got {getattr(model, key)}")
+    if model.load_balance_weight < 0:
+        raise node.error("load_balance_weight", f"must be >= 0, got {model.load_balance_weight}")
+    node.finish()
+    return model
+
+
+def _early_stopping_metrics(tasks) -> list[str]:
+    names = ["val_loss"]
+    for task in tasks:
+        names.append(f"val_{task.name}_loss")
+        if task.kind == "binary":
+            names.append(f"val_{task.name}_auc")
+    return names
+
+
+def _read_early_stopping(node: Node, tasks) -> EarlyStopping:
+    defaults = EarlyStopping()
+    config = EarlyStopping(
+        metric=node.choice("metric", tuple(_early_stopping_metrics(tasks)), defaults.metric),
+        patience=node.positive_int("patience", defaults.patience, minimum=0),
+        min_delta=node.get("min_delta", float, defaults.min_delta),
+    )
+    if config.min_delta < 0:
+        raise node.error("min_delta", f"must be >= 0, got {config.min_delta}")
+    node.finish()
+    return config
+
+
+def _read_training(node: Node, tasks) -> TrainingConfig:
+    defaults = TrainingConfig()
+    training = TrainingConfig(
+        batch_size=node.positive_int("batch_size", defaults.batch_size),
+        epochs=node.positive_int("epochs", defaults.epochs),
+        learning_rate=node.get("learning_rate", float, defaults.learning_rate),
+        shuffle_buffer=node.positive_int("shuffle_buffer", defaults.shuffle_buffer),
+        seed=node.get("seed", int, defaults.seed),
+        loss_weighting=node.choice("loss_weighting", LOSS_WEIGHTINGS, defaults.loss_weighting),
+        checkpoint_every_steps=node.positive_int(
+            "checkpoint_every_steps", defaults.checkpoint_every_steps, minimum=0
+        ),
+        jit_compile=node.get("jit_compile", bool, defaults.jit_compile),
+        steps_per_execution=node.positive_int("steps_per_execution", defaults.steps_per_execution),
+        cache=node.get("cache", bool, defaults.cache),
+        lazy_update_min_rows=node.positive_int("lazy_update_min_rows", defaults.lazy_update_min_rows, minimum=0),
+        early_stopping=_read_early_stopping(node.child("early_stopping", required=False), tasks),
+    )
+    if training.learning_rate <= 0:
+        raise node.error("learning_rate", f"must be > 0, got {training.learning_rate}")
+    node.finish()
+    return training
+
+
+def _read_pipeline(node: Node) -> PipelineConfig:
+    defaults = PipelineConfig()
+    config = PipelineConfig(
+        unknown_columns=node.choice("unknown_columns", UNKNOWN_COLUMN_POLICIES, defaults.unknown_columns),
+        max_reject_rate=node.get("max_reject_rate", float, defaults.max_reject_rate),
+    )
+    if not 0.0 <= config.max_reject_rate <= 1.0:
+        raise node.error("max_reject_rate", f"must be in [0, 1], got {config.max_reject_rate}")
+    node.finish()
+    return config
+
+
+def _read_sources(node: Node, column_types: Mapping[str, str]) -> Sources:
+    impression_id = node.get("impression_id", str)
+    if impression_id not in column_types:
+        raise node.error("impression_id", f"column {impression_id!r} is not declared")
+    timestamp = node.get("timestamp", str)
+    if column_types.get(timestamp) not in ("timestamp", "int"):
+        raise node.error("timestamp", f"{timestamp!r} must be a declared timestamp or int column")
+    window = node.positive_int("attribution_window_seconds", field_default(Sources, "attribution_window_seconds"))
+    events, labels = [], {}
+    event_nodes = node.items("events")
+    if not event_nodes:
+        raise node.error("events", "name at least one event source")
+    for event_node in event_nodes:
+        name = event_node.get("name", str)
+        if not name.isidentifier():
+            raise event_node.error("name", f"must be an identifier, got {name!r}")
+        if name in {e.name for e in events}:
+            raise event_node.error("name", f"duplicate event source {name!r}")
+        label = event_node.get("label", str)
+        if column_types.get(label) not in ("int", "float"):
+            raise event_node.error("label", f"label column {label!r} must be a declared int or float column")
+        if label in labels:
+            raise event_node.error("label", f"{label!r} is already derived by source {labels[label]!r}")
+        labels[label] = name
+        aggregate = event_node.choice("aggregate", EVENT_AGGREGATES, field_default(EventSource, "aggregate"))
+        value = event_node.get("value", str, field_default(EventSource, "value"))
+        if aggregate in ("sum", "max") and value is None:
+            raise event_node.error("value", f"aggregate {aggregate} needs the event field to {aggregate}")
+        if aggregate in ("flag", "count") and value is not None:
+            raise event_node.error("value", f"aggregate {aggregate} takes no value field")
+        events.append(EventSource(name=name, label=label, aggregate=aggregate, value=value,
+                                  timestamp=event_node.get("timestamp", str, field_default(EventSource, "timestamp"))))
+        event_node.finish()
+    node.finish()
+    return Sources(impression_id=impression_id, timestamp=timestamp, attribution_window_seconds=window,
+                   events=tuple(events))
+
+
+def _read_ranking(node: Node, column_types: Mapping[str, str], task_names: set[str]) -> Ranking:
+    group_by = node.get("group_by", str, field_default(Ranking, "group_by"))
+    if group_by is not None and group_by not in column_types:
+        raise node.error("group_by", f"column {group_by!r} is not declared")
+    score_kind = node.choice("kind", SCORE_KINDS, field_default(Ranking, "kind"))
+    weights_node = node.child("weights")
+    weights = {}
+    for task_name in list(weights_node.data):
+        if task_name not in task_names:
+            raise weights_node.error(task_name, f"unknown task {task_name!r}")
+        weights[task_name] = weights_node.get(task_name, float)
+    if not weights:
+        raise node.error("weights", "name at least one task's weight")
+    node.finish()
+    return Ranking(group_by=group_by, kind=score_kind, weights=weights)
+
+
+def _read_split(node: Node, column_types: Mapping[str, str]) -> Split:
+    method = node.choice("method", SPLIT_METHODS, field_default(Split, "method"))
+    key = node.get("key", str)
+    if key not in column_types:
+        raise node.error("key", f"column {key!r} is not declared")
+    eval_fraction = node.get("eval_fraction", float, field_default(Split, "eval_fraction"))
+    if not 0.0 < eval_fraction < 1.0:
+        raise node.error("eval_fraction", f"must be in (0, 1), got {eval_fraction}")
+    cutoff = node.get("cutoff", int, field_default(Split, "cutoff"))
+    if method == "timestamp":
+        if column_types[key] not in ("timestamp", "int"):
+            raise node.error("key", f"a timestamp split needs an int/timestamp column, {key!r} is {column_types[key]}")
+        if cutoff is None:
+            raise node.error("cutoff", "a timestamp split needs a cutoff")
+    split = Split(method=method, key=key, eval_fraction=eval_fraction, cutoff=cutoff,
+                  seed=node.get("seed", int, field_default(Split, "seed")))
+    node.finish()
+    return split
+
+
+def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
+    """Validates plain data (parsed YAML or spec.json) and returns a :class:`FeatureSpec`.
+
+    Args:
+        data: mapping. The spec as plain data, e.g. ``yaml.safe_load`` of a spec file.
+        source: str or None. The file it came from, named in error messages.
+
+    Raises:
+        SpecError: naming the key path of the first problem found.
+    """
+    root = Node(data, "", source)
+    name = root.get("name", str)
+    description = root.get("description", str, field_default(FeatureSpec, "description"))
+
+    feature_nodes = root.items("features")
+    if not feature_nodes:
+        raise root.error("features", "at least one feature is required")
+    features = tuple(_read_feature(n) for n in feature_nodes)
+    column_nodes = root.items("columns")
+    columns = []
+    for node in column_nodes:
+        columns.append(Column(**_read_column(node)))
+        node.finish()
+    columns = tuple(columns)
+    seen: dict[str, str] = {}
+    _check_unique(feature_nodes, [f.name for f in features], seen)
+    _check_unique(column_nodes, [c.name for c in columns], seen)
+    column_types = {c.name: c.dtype for c in features + columns}
+    if not any(f.role == "feature" for f in features):
+        raise root.error("features", "at least one feature must have role: feature")
+
+    task_nodes = root.items("tasks")
+    if not task_nodes:
+        raise root.error("tasks", "at least one task is required")
+    tasks = tuple(_read_task(n, column_types) for n in task_nodes)
+    task_seen: dict[str, str] = {}
+    _check_unique(task_nodes, [t.name for t in tasks], task_seen)
+    label_names = {t.label for t in tasks}
+    for node, feature in zip(feature_nodes, features):
+        if feature.name in label_names:
+            raise node.error("name", f"{feature.name!r} is a task label and cannot be a model feature")
+
+    ranking = _read_ranking(root.child("ranking"), column_types, set(task_seen))
+    split = _read_split(root.child("split"), column_types)
+    model = _read_model(root.child("model", required=False))
+    training = _read_training(root.child("training", required=False), tasks)
+    pipeline = _read_pipeline(root.child("pipeline", required=False))
+    sources = _read_sources(root.child("sources"), column_types) if root.data.get("sources") is not None else None
+    root.used.add("sources")
+    root.finish()
+    return FeatureSpec(name=name, description=description, features=features, columns=columns,
+                       tasks=tasks, ranking=ranking, split=split, model=model, training=training,
+                       pipeline=pipeline, sources=sources)
+
+
+def load_spec(path: str) -> FeatureSpec:
+    """Loads and validates a YAML (or JSON) spec file.
+
+    Args:
+        path: str. Local path of a ``.yaml``/``.yml``/``.json`` spec.
+
+    Raises:
+        SpecError: with the file name and the key path of the problem.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        raise SpecError("<yaml>", f"not valid YAML: {exc}", path) from exc
+    except OSError as exc:
+        raise SpecError("<file>", f"cannot read spec: {exc.strerror}", path) from exc
+    return spec_from_dict(data if data is not None else {}, source=path)
+
+
+def bundled_spec_path(name: str) -> str:
+    """Path of a spec shipped in this package, e.g. ``bundled_spec_path('clicklog')``."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.yaml")

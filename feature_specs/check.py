@@ -6,7 +6,9 @@ lacks, values that do not parse as the declared type, empty required values and 
 ``min``/``max`` (each when more of the sampled rows fail than ``pipeline.max_reject_rate``, the
 share at which a run fails), binary labels that are not 0/1, and undeclared columns when
 ``pipeline.unknown_columns`` is ``reject``. Values are typed by ``feature_specs.values``, the
-rules the pipeline's validation applies; this module imports neither Beam nor TensorFlow.
+rules the pipeline's validation applies, and the sample is read by the sampler ``mmoe spec infer``
+uses too (:mod:`feature_specs.sample`), with the pipeline's format rules. This module imports
+neither Beam nor TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from feature_specs.infer import SAMPLE_ROWS, InferError, Sample, read_sample
+from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_sample
 from feature_specs.spec import Column, FeatureSpec, SpecError, load_spec
 from feature_specs.values import InvalidValue, is_missing, typed_value
 
@@ -169,9 +171,10 @@ def check_spec(spec_path: str, data_path: str | None = None, max_rows: int = SAM
 
     Args:
         spec_path: str. The spec YAML (or JSON).
-        data_path: str or None. A CSV/Parquet/JSONL file or glob to check against the spec.
+        data_path: str or None. A CSV/Parquet/JSONL/TFRecord file or glob to check against the spec.
         max_rows: int. Rows of the data sampled at most.
-        input_format: str or None. ``csv``, ``parquet`` or ``jsonl``; default from the extension.
+        input_format: str or None. ``csv``, ``parquet``, ``jsonl`` or ``tfrecord``; default from the
+            extension.
 
     Returns:
         list of Problem, empty when the spec loads and the sample fits it.

@@ -1,0 +1,263 @@
+"""Decides what a proposed spec does with each sampled column that is not a label or the group.
+
+:func:`exclusion` says why a column is left out (a row id, a timestamp, a constant, a leaked
+label, ...), :func:`feature_choice` writes the feature entry of one that stays (its type,
+transform, embedding width, gaps, bias role) with the reason shown as the YAML comment.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from feature_specs.profile import TYPE_SHARE, ColumnProfile, correlation, moments
+from feature_specs.spec import Feature, field_default
+
+VOCABULARY_MAX_INT_DISTINCT = 50  # ints with at most this many values from 0/1 in a narrow span are codes
+CODE_MAX_SPAN = 100
+CODE_MAX_DISTINCT_ANY_RANGE = 12
+VOCABULARY_MAX_DISTINCT = 1000  # more distinct values in the sample: hashing
+HASHING_MAX_BINS = 2**18
+EMBEDDING_MAX_DIM = 32
+ID_UNIQUE_SHARE = 0.99
+ID_MIN_ROWS = 20
+MOSTLY_MISSING_SHARE = 0.5
+LEAK_CORRELATION = 0.98
+SKEW_LOG1P = 1.0
+HEAVY_TAIL_KURTOSIS = 10.0
+QUANTILE_BUCKETS = 16
+EPOCH_SECONDS = (1e9, 4.2e9)  # 2001-09 .. 2103: int columns in this range may be timestamps
+EPOCH_MILLIS = (1e12, 4.2e12)
+MISSING_STRING = "__missing__"
+
+_TIME_NAME = re.compile(r"(^|_)(ts|time|timestamp|date|datetime|epoch|created|updated|day)(_|$)|_at$|time")
+_CODE_NAME = re.compile(r"(^|_)(id|ids|code|cat|category|categorical|type|class)(_|$)")
+_POSITION_NAME = re.compile(r"^(position|pos|slot|display_position|rank_position)$")
+
+
+@dataclass
+class ColumnChoice:
+    """What the spec does with one column, and why.
+
+    Args:
+        name: str. Column name.
+        dtype: str or None. The inferred type (see :class:`ColumnProfile`).
+        role: str. ``feature``, ``bias``, ``label``, ``group`` (the ``group_by`` column) or
+            ``excluded`` (an excluded row id may still be declared under ``columns`` as the split key).
+        reason: str. The explanation written as the YAML comment.
+        entry: dict. The spec entry (under ``features`` or ``columns``); empty when excluded.
+        flag: str. Why an excluded column is out: ``id``, ``timestamp``, ``leak``, ``constant``,
+            ``empty``, ``unsupported`` or ``name``; empty otherwise.
+    """
+
+    name: str
+    dtype: str | None
+    role: str
+    reason: str
+    entry: dict = field(default_factory=dict)
+    flag: str = ""
+
+
+def embedding_dim(cardinality: int) -> int:
+    """``round(6 * cardinality ** 0.25)``, at least 2, at most :data:`EMBEDDING_MAX_DIM` and the cardinality."""
+    width = int(round(6 * max(cardinality, 1) ** 0.25))
+    return max(2, min(width, EMBEDDING_MAX_DIM, max(cardinality, 2)))
+
+
+def looks_like_timestamp(profile: ColumnProfile) -> bool:
+    if profile.dtype == "string":
+        sampled = [v for v in list(profile.counts)[:200]]
+        if len(sampled) < 2:
+            return False
+        parsed = 0
+        for value in sampled:
+            try:
+                datetime.datetime.fromisoformat(str(value))
+                parsed += 1
+            except ValueError:
+                pass
+        return parsed >= TYPE_SHARE * len(sampled) and any(not str(v).isdigit() for v in sampled)
+    if profile.dtype != "int":
+        return False
+    values = profile.valid_numbers
+    if values.size == 0:
+        return False
+    low, high = values.min(), values.max()
+    in_range = any(lo <= low and high <= hi for lo, hi in (EPOCH_SECONDS, EPOCH_MILLIS))
+    return in_range and (bool(_TIME_NAME.search(profile.name.lower())) or profile.distinct >= 10)
+
+
+def looks_like_id(profile: ColumnProfile) -> bool:
+    return (profile.dtype in ("int", "string") and profile.present >= ID_MIN_ROWS
+            and profile.distinct >= ID_UNIQUE_SHARE * profile.present)
+
+
+def looks_like_code(profile: ColumnProfile) -> bool:
+    """An int column of codes (few values in a narrow range, or a name such as ``*_id``/``*_code``)."""
+    if _CODE_NAME.search(profile.name.lower()):
+        return True
+    values = profile.valid_numbers
+    if profile.distinct <= CODE_MAX_DISTINCT_ANY_RANGE:
+        return True
+    # label-encoded codes start at 0 or 1 and fill a narrow range (hour 0..23; not age 18..80)
+    return (profile.distinct <= VOCABULARY_MAX_INT_DISTINCT and float(values.min()) <= 1
+            and float(values.max() - values.min()) < CODE_MAX_SPAN)
+
+
+def target_encoding(profile: ColumnProfile, label: ColumnProfile) -> np.ndarray:
+    """``(rows,)`` leave-one-out mean label of each row's category (NaN where missing or alone).
+
+    A column whose encoding correlates almost perfectly with the label names the label in other
+    words (``marital_stat`` for ``never_married``); leaving the row out keeps rare values from
+    looking perfect.
+    """
+    codes, labels = profile.codes, label.numbers
+    known = (codes >= 0) & np.isfinite(labels)
+    size = len(profile.counts)
+    sums = np.bincount(codes[known], weights=labels[known], minlength=size)
+    counts = np.bincount(codes[known], minlength=size)
+    encoded = np.full(codes.shape, math.nan)
+    shared = known & (counts[np.maximum(codes, 0)] > 1)
+    encoded[shared] = (sums[codes[shared]] - labels[shared]) / (counts[codes[shared]] - 1)
+    return encoded
+
+
+def categorical_entry(profile: ColumnProfile) -> tuple[dict, str]:
+    """A vocabulary or hashing feature entry and its explanation."""
+    distinct = profile.distinct
+    singletons = sum(1 for c in profile.counts.values() if c == 1)
+    singleton_share = singletons / distinct if distinct else 0.0
+    if distinct > VOCABULARY_MAX_DISTINCT or (distinct > 100 and singleton_share > 0.5):
+        bins = min(HASHING_MAX_BINS, 1 << max(1, math.ceil(math.log2(4 * distinct))))
+        dim = embedding_dim(distinct)
+        return (dict(transform="hashing", num_bins=bins, embedding_dim=dim),
+                f"{distinct:,} distinct values in {profile.present:,} rows ({singleton_share:.0%} seen once): too many "
+                f"to list, so hashing into {bins:,} bins (about 4x the values seen); "
+                f"embedding {dim} = 6 * {distinct}^0.25, capped")
+    min_count = 2 if distinct > 50 and singleton_share > 0.2 else field_default(Feature, "min_count")
+    top_k = min(field_default(Feature, "top_k"), max(16, 2 * distinct))  # never above the spec default
+    dim = embedding_dim(distinct)
+    why = (f"{distinct:,} distinct values: vocabulary of at most {top_k} (2x the values seen, room for new ones)"
+           + (f", values seen once in the train split out ({singleton_share:.0%} of values are singletons)"
+              if min_count > 1 else "")
+           + f"; embedding {dim} = 6 * {distinct}^0.25" + (", capped" if dim in (EMBEDDING_MAX_DIM, distinct) else ""))
+    return dict(transform="vocabulary", top_k=top_k, min_count=min_count, embedding_dim=dim), why
+
+
+def numeric_entry(profile: ColumnProfile) -> tuple[dict, str]:
+    """A zscore, log1p or quantile feature entry and its explanation."""
+    values = profile.valid_numbers
+    low, high = float(values.min()), float(values.max())
+    skew, kurtosis = moments(values)
+    if low >= 0 and skew > SKEW_LOG1P:
+        _, log_kurtosis = moments(np.log1p(values))
+        if log_kurtosis > HEAVY_TAIL_KURTOSIS:
+            return quantile_entry(profile, f"non-negative, skewness {skew:.1f}, and still heavy-tailed after log1p "
+                                            f"(kurtosis {log_kurtosis:.0f})")
+        return (dict(transform="log1p", min=0),
+                f"non-negative (range [{low:g}, {high:g}]) and right-skewed (skewness {skew:.1f}): log1p, then z-score; "
+                "min 0 keeps log1p defined")
+    if kurtosis > HEAVY_TAIL_KURTOSIS:
+        return quantile_entry(profile, f"heavy tails (excess kurtosis {kurtosis:.0f}, range [{low:g}, {high:g}])")
+    return (dict(transform="zscore"),
+            f"range [{low:g}, {high:g}], skewness {skew:.1f}: z-score with the train split's mean and variance")
+
+
+def quantile_entry(profile: ColumnProfile, why: str) -> tuple[dict, str]:
+    buckets = max(2, min(QUANTILE_BUCKETS, profile.distinct))
+    dim = embedding_dim(buckets)
+    return (dict(transform="quantile", num_buckets=buckets, embedding_dim=dim),
+            f"{why}: {buckets} quantile buckets of the train split, embedded in {dim}")
+
+
+def missing_value_entry(profile: ColumnProfile) -> tuple[dict, str]:
+    """``required: false`` and a default for a column with gaps; empty when it has none."""
+    if not profile.missing:
+        return {}, ""
+    share = profile.missing / profile.rows
+    if profile.dtype == "string":
+        default: Any = MISSING_STRING
+        said = f"the marker {MISSING_STRING}"
+    elif profile.dtype == "int":
+        default = int(np.median(profile.valid_numbers))
+        said = f"the median {default}"
+    else:
+        default = float(f"{np.median(profile.valid_numbers):.6g}")
+        said = f"the median {default:g}"
+    return dict(required=False, default=default), f"; {share:.1%} missing in the sample, filled with {said}"
+
+
+def exclusion(profile: ColumnProfile, labels: Mapping[str, ColumnProfile]) -> tuple[str, str] | None:
+    """(flag, reason) when a column should not be a feature; None when it should."""
+    name = profile.name
+    if not name.isidentifier():
+        return "name", f"the name {name!r} is not an identifier (letters, digits, _): rename the column to use it"
+    if profile.dtype is None:
+        kind = profile.kinds.most_common(1)[0][0] if profile.kinds else "no value"
+        if not profile.present:
+            return "empty", "no value in the sample"
+        hint = {"bool": "write booleans as 0/1", "nested": "lists and objects are not supported",
+                "datetime": "a timestamp; declare it under columns as type timestamp for a timestamp split"}.get(kind, "")
+        flag = "timestamp" if kind == "datetime" else "unsupported"
+        return flag, f"holds {kind} values: {hint}"
+    if profile.missing > MOSTLY_MISSING_SHARE * profile.rows:
+        return "empty", f"{profile.missing / profile.rows:.0%} of the sampled rows have no value"
+    if looks_like_timestamp(profile):
+        return "timestamp", ("looks like a timestamp: not a model feature (a split on it would be method: timestamp, "
+                             "declared under columns with type timestamp)")
+    if profile.distinct <= 1:
+        value = next(iter(profile.counts)) if profile.counts else f"{profile.valid_numbers[0]:g}"
+        return "constant", f"the same value in every sampled row ({value}): carries no signal"
+    if looks_like_id(profile):
+        return "id", (f"looks like a row id ({profile.distinct:,} distinct values in {profile.present:,} rows): "
+                      "memorizes rows, generalizes to none")
+    return leak(profile, labels)
+
+
+def leak(profile: ColumnProfile, labels: Mapping[str, ColumnProfile]) -> tuple[str, str] | None:
+    """("leak", reason) when the column predicts a label almost perfectly: as a number, as
+    "non-zero" (a dwell time for a click), or through its categories (leave-one-out encoding)."""
+    categorical = profile.dtype == "string" or (profile.dtype == "int" and looks_like_code(profile))
+    for label_name, label in labels.items():
+        series = []
+        if profile.numbers is not None:
+            nonzero = np.where(np.isfinite(profile.numbers), (profile.numbers != 0).astype(float), np.nan)
+            series += [("value", profile.numbers), ("non-zero", nonzero)]
+        if categorical and profile.distinct <= VOCABULARY_MAX_DISTINCT:
+            series.append(("category", target_encoding(profile, label)))
+        for how, values in series:
+            strength = correlation(values, label.numbers)
+            if strength >= LEAK_CORRELATION:
+                return "leak", (f"its {how} correlates {strength:.3f} with the label {label_name}: "
+                                "a leaked label, known only after the fact")
+    return None
+
+
+def feature_choice(profile: ColumnProfile) -> ColumnChoice:
+    """The feature entry for a column that passed :func:`exclusion`."""
+    dtype = profile.dtype
+    treat_as_code = dtype == "string" or (dtype == "int" and looks_like_code(profile))
+    if treat_as_code:
+        entry, why = categorical_entry(profile)
+        kind = "text" if dtype == "string" else "integer codes"
+        why = f"{kind}; {why}"
+    else:
+        entry, why = numeric_entry(profile)
+    missing_entry, missing_why = missing_value_entry(profile)
+    if profile.bad:
+        missing_why += (f"; {profile.bad} sampled value(s) are not {dtype} (e.g. {profile.bad_example!r}): "
+                        "the pipeline rejects those rows")
+    role = "feature"
+    full = {"name": profile.name, "type": dtype, **entry, **missing_entry}
+    if _POSITION_NAME.match(profile.name.lower()) and dtype == "int" and entry.get("transform") == "vocabulary":
+        serving = int(profile.valid_numbers.min())
+        full.update(role="bias", serving_value=serving)
+        role = "bias"
+        why += (f"; a display position: learned by the shallow bias tower in training and fixed to {serving} "
+                "(the top slot) at serving, so rankings ignore where items were logged")
+    return ColumnChoice(profile.name, dtype, role, why + missing_why, full)

@@ -1,0 +1,116 @@
+"""Decides each task of a proposed spec from its label column: kind, loss, label transform, mask,
+and the label column's bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from feature_specs.column_choices import SKEW_LOG1P
+from feature_specs.profile import ColumnProfile, moments
+from feature_specs.sample import InferError
+from feature_specs.spec import Task, field_default
+from feature_specs.spec_reader import default_loss
+
+
+@dataclass(frozen=True)
+class LabelPlan:
+    """A task as inferred.
+
+    Args:
+        task: str. The task's name.
+        column: str. Its label column.
+        kind: str. ``binary`` or ``regression``.
+        label_transform: str. ``none`` or ``log1p`` (regression).
+        mask: str or None. The first (click-like) label, when this one is observed only where it is 1.
+        reason: str. The explanation written as the YAML comment.
+    """
+
+    task: str
+    column: str
+    kind: str
+    label_transform: str = field_default(Task, "label_transform")
+    mask: str | None = field_default(Task, "mask")
+    reason: str = ""
+
+
+def only_where(label: ColumnProfile, click: ColumnProfile) -> bool:
+    """The label is non-zero (or missing) only in rows where ``click`` is 1, and non-zero somewhere."""
+    unclicked = click.numbers != 1
+    outside = np.nan_to_num(label.numbers[unclicked], nan=0.0)
+    return bool(np.all(outside == 0) and np.any(np.nan_to_num(label.numbers, nan=0.0) != 0))
+
+
+def plan_label(task: str, column: str, profile: ColumnProfile, first: LabelPlan | None,
+                first_profile: ColumnProfile | None) -> LabelPlan:
+    """Infers one task from its label column.
+
+    Raises:
+        InferError: text labels, a first (click-like) label that is not 0/1, or two values that
+            are not 0/1.
+    """
+    if profile.dtype not in ("int", "float"):
+        held = (f"e.g. {next(iter(profile.counts))!r}" if profile.counts
+                else f"{profile.kinds.most_common(1)[0][0]} values" if profile.kinds else "no values")
+        raise InferError(
+            f"label column {column!r} of task {task!r} does not hold numbers ({held}); "
+            "labels must be 0/1 for binary tasks or numbers for regression")
+    values = profile.valid_numbers
+    distinct = sorted(set(values.tolist()))
+    shown = ", ".join(f"{v:g}" for v in distinct[:6]) + (", ..." if len(distinct) > 6 else "")
+    if set(distinct) <= {0.0, 1.0}:
+        rate = float(values.mean()) if values.size else 0.0
+        why = f"task {task}: {column} is 0/1 (positive rate {rate:.1%} in the sample): binary, {default_loss('binary')}"
+        if first_profile is not None and only_where(profile, first_profile) and rate > 0:
+            why += (f"; 1 only where {first.column} is 1 (a post-click outcome), but a 0 elsewhere is observed, "
+                    f"so it is learned on every impression (the probability of {first.column} and {column}), not masked")
+        return LabelPlan(task, column, "binary", reason=why)
+    if first is None:
+        raise InferError(
+            f"label column {column!r} of task {task!r} is not binary: a binary label must be 0/1, "
+            f"found {shown}. The first --label is the click-like task the ranking builds on; recode it as 0/1")
+    if len(distinct) == 2:
+        raise InferError(
+            f"label column {column!r} of task {task!r} has two values ({shown}) but a binary label must be 0/1; "
+            "recode it as 0/1")
+    skew, _ = moments(values)
+    transform = "log1p" if values.min() >= 0 and skew > SKEW_LOG1P else field_default(Task, "label_transform")
+    mask = None
+    if first_profile is not None and values.min() >= 0 and only_where(profile, first_profile):
+        mask = first.column
+    why = [f"task {task}: {column} takes {len(distinct)} values in [{values.min():g}, {values.max():g}]: regression, {default_loss('regression')}"]
+    if transform == "log1p":
+        why.append(f"non-negative and right-skewed (skewness {skew:.1f}): learned as log1p, reported in original units")
+    if mask:
+        why.append(f"non-zero only where {mask} is 1, so observed only there: masked by {mask}")
+    return LabelPlan(task, column, "regression", transform, mask, "; ".join(why))
+
+
+def label_entry(plan: LabelPlan, profile: ColumnProfile, click: ColumnProfile | None) -> dict:
+    """The ``columns`` entry of a label column (bounds that the pipeline checks)."""
+    entry: dict = {"name": plan.column, "type": profile.dtype}
+    if plan.kind == "binary":
+        entry.update(min=0, max=1)
+    elif profile.valid_numbers.min() >= 0:
+        entry["min"] = 0
+    if profile.missing and plan.mask and click is not None:
+        unclicked = click.numbers != 1
+        if np.all(unclicked[~np.isfinite(profile.numbers)]):
+            entry.update(required=False, default=0 if profile.dtype == "int" else 0.0)
+    return entry
+
+
+def task_entry(plan: LabelPlan) -> dict:
+    """The ``tasks`` entry of one planned task; keys at their field default are written too where
+    a reader of the YAML wants to see them (loss, weight), left out otherwise."""
+    task = {"name": plan.task, "label": plan.column, "kind": plan.kind,
+            "loss": default_loss(plan.kind), "weight": field_default(Task, "weight")}
+    if plan.label_transform != field_default(Task, "label_transform"):
+        task["label_transform"] = plan.label_transform
+    if plan.mask:
+        task["mask"] = plan.mask
+    if plan.kind == "regression" and plan.column.endswith(("_seconds", "_secs")):
+        task["unit"] = "seconds"
+    return task

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 
 import pyarrow as pa
@@ -12,6 +11,7 @@ import pytest
 from feature_specs.check import check_spec
 from feature_specs.spec import bundled_spec_path
 from mmoe_cli.main import main
+from log_writers import write_csv
 
 SPEC = """
 name: tiny
@@ -32,14 +32,6 @@ split: {method: hash, key: request_id}
 def rows(n: int = 100) -> list[dict]:
     return [{"request_id": f"r{i // 5}", "user_id": f"u{i % 7}", "hour": i % 24, "price": 1.5 * i, "clicked": i % 2}
             for i in range(n)]
-
-
-def write_csv(path, data: list[dict]) -> str:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(data[0]))
-        writer.writeheader()
-        writer.writerows(data)
-    return str(path)
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@ real AliExpress and census samples checked against their documented schemas."""
 
 from __future__ import annotations
 
-import csv
 import gzip
-import json
 import os
 
 import numpy as np
@@ -18,6 +16,7 @@ from feature_specs.infer import InferError, embedding_dim, infer_spec, read_samp
 from feature_specs.spec import bundled_spec_path, load_spec, spec_from_dict
 from data_sets.census import convert
 from mmoe_cli.main import main
+from log_writers import write_csv, write_jsonl
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data")
 ALIEXPRESS = os.path.join(DATA, "aliexpress", "*.csv")
@@ -46,20 +45,6 @@ def impression_rows(n: int = 400, seed: int = 0) -> list[dict]:
         }
         for i in range(n)
     ]
-
-
-def write_csv(path, rows: list[dict]) -> str:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
-
-
-def write_jsonl(path, rows: list[dict]) -> str:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in rows)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
     mmoe spec infer DATA --label click=COL [--label engagement=COL] [--group-by COL] [--out FILE]
     mmoe spec check SPEC [DATA]
 
-Only argparse at import time: the work is imported when a command runs, so `mmoe --help` stays
+Only argparse and the sampler's constants at import time: the work is imported when a command runs, so `mmoe --help` stays
 instant (and neither command needs TensorFlow or Beam).
 """
 
@@ -13,7 +13,8 @@ import argparse
 import os
 import sys
 
-DEFAULT_MAX_ROWS = 20_000  # feature_specs.infer.SAMPLE_ROWS, without importing numpy at --help time
+from feature_specs.input_formats import INPUT_FORMATS
+from feature_specs.sample import SAMPLE_ROWS as DEFAULT_MAX_ROWS  # pyarrow, no TensorFlow: --help stays quick
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -47,7 +48,7 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
 
     infer = actions.add_parser(
         "infer", help="read a sample of DATA and print a complete spec, every choice explained in a comment",
-        description="Reads the first --max-rows rows of a CSV, Parquet or JSONL log (a file or a quoted glob) and "
+        description="Reads the first --max-rows rows of a CSV, Parquet, JSONL or TFRecord log (a file or a quoted glob) and "
         "prints a feature spec that `mmoe run --spec FILE --input DATA` runs as is.")
     infer.add_argument("data", metavar="DATA", help="log file or glob, e.g. 'logs/day1.csv' or 'logs/part-*.parquet'")
     infer.add_argument(
@@ -59,7 +60,7 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
     infer.add_argument("--max-rows", type=_positive, default=DEFAULT_MAX_ROWS,
                        help=f"rows sampled at most, from the start (default: {DEFAULT_MAX_ROWS})")
     infer.add_argument("--name", default=None, help="spec and served model name (default: from the file name)")
-    infer.add_argument("--input-format", choices=("csv", "parquet", "jsonl"), default=None,
+    infer.add_argument("--input-format", choices=INPUT_FORMATS, default=None,
                        help="default: from the extension")
     infer.add_argument("--out", default=None, metavar="FILE", help="write the YAML here instead of stdout")
 
@@ -69,7 +70,7 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
     check.add_argument("data", metavar="DATA", nargs="?", default=None, help="log file or glob to check against SPEC")
     check.add_argument("--max-rows", type=_positive, default=DEFAULT_MAX_ROWS,
                        help=f"rows of DATA sampled at most (default: {DEFAULT_MAX_ROWS})")
-    check.add_argument("--input-format", choices=("csv", "parquet", "jsonl"), default=None,
+    check.add_argument("--input-format", choices=INPUT_FORMATS, default=None,
                        help="default: from the extension")
     return spec
 

@@ -39,7 +39,7 @@ class PreprocessOptions(PipelineOptions):
         parser.add_argument(
             "--max_reject_rate", type=float, default=None,
             help="Fail the run (after writing report.json) when more than this share of input rows "
-                 "is rejected. Overrides the spec's pipeline.max_reject_rate (default 0.05).")
+                 "is rejected. Overrides the spec's pipeline.max_reject_rate.")
         parser.add_argument(
             "--reuse_artifacts", default=None,
             help="Workdir (or its artifacts/ directory) of an earlier run: reuse its vocabularies and "

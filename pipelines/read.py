@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from typing import Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam import coders
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.io.tfrecordio import ReadAllFromTFRecord
 from apache_beam.metrics import Metrics
 
+from feature_specs.example_proto import Example  # protobuf alone: workers never import TensorFlow
+from feature_specs.input_formats import csv_header, example_feature_value
 from pipelines.options import INPUT_FORMATS
 from pipelines.records import RawRecord
 
@@ -37,16 +37,9 @@ def read_csv_header(path: str) -> list[str]:
         first = handle.readline()
     try:
         text = first.decode("utf-8-sig").rstrip("\r\n")
-        names = next(csv.reader([text], strict=True), [])
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ValueError(f"{path}: the header line is not valid UTF-8 CSV: {exc}") from exc
-    names = [name.strip() for name in names]
-    if not names or not any(names):
-        raise ValueError(f"{path}: the first line must be a header naming the columns, got {text!r}")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"{path}: the header names column(s) {', '.join(duplicates)} more than once")
-    return names
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: the header line is not valid UTF-8: {exc}") from exc
+    return csv_header(text, path)
 
 
 def _decode_line(source: str, line: bytes | str) -> str | RawRecord:
@@ -127,34 +120,20 @@ def parse_json_line(source: str, line: bytes | str) -> RawRecord:
     return RawRecord(source, line, values)
 
 
-def _feature_value(feature):
-    """One tf.train.Feature as a Python value: None when empty, the value when single, else a list."""
-    kind = feature.WhichOneof("kind")
-    values = list(getattr(feature, kind).value) if kind else []
-    if kind == "float_list":
-        # float32 -> the shortest decimal that round-trips in float32 (0.1, not 0.100000001),
-        # as a CSV of the same data would hold it.
-        values = [float(str(np.float32(v))) if math.isfinite(v) else v for v in values]
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
-
-
 def parse_example(source: str, serialized: bytes) -> RawRecord:
     """Parses one serialized tf.train.Example into ``{feature name: value}``.
 
     bytes features stay bytes (validation decodes UTF-8), a feature with several values becomes a
     list (rejected as ``wrong_type`` for the spec's scalar columns), an empty one is missing.
     """
-    from tensorflow.core.example import example_pb2  # protobuf only; no TensorFlow runtime needed
     from google.protobuf.message import DecodeError
 
-    example = example_pb2.Example()
+    example = Example()
     try:
         example.ParseFromString(serialized)
     except DecodeError as exc:
         return RawRecord(source, serialized, None, f"record is not a serialized tf.train.Example ({exc})")
-    values = {name: _feature_value(feature) for name, feature in example.features.feature.items()}
+    values = {name: example_feature_value(feature) for name, feature in example.features.feature.items()}
     return RawRecord(source, values, values)
 
 

@@ -32,7 +32,6 @@ LOSSES = {"binary": ("binary_crossentropy",), "regression": ("mse", "huber")}
 LABEL_TRANSFORMS = ("none", "log1p")
 SCORE_KINDS = ("weighted_sum", "product")
 SPLIT_METHODS = ("hash", "timestamp")
-ARCHITECTURES = ("mmoe", "omoe", "shared_bottom", "single_task", "cgc", "ple")
 
 
 def field_default(cls: type, name: str) -> Any:
@@ -185,10 +184,9 @@ class ModelConfig:
     """Architecture and hyper-parameters of the multi-task model.
 
     Args:
-        architecture: str. ``mmoe`` (shared experts, one gate per task), ``omoe`` (one gate shared
-            by all tasks), ``shared_bottom`` (one shared MLP), ``single_task`` (an independent
-            network per task, embeddings included), ``cgc`` (task-specific plus shared experts,
-            Tang et al. 2020) or ``ple`` (``num_levels`` stacked CGC levels).
+        architecture: str. A name of ``mmoe.architectures.BACKBONES``, where each architecture's
+            builder and its one-line description live (mmoe, omoe, shared_bottom, ...); checked
+            there, by key path, when a model is built or the CLI loads the spec.
         num_experts: int. Shared experts (mmoe, omoe, cgc, ple).
         task_experts: int. Experts owned by each task (cgc, ple).
         num_levels: int. Extraction levels (ple).

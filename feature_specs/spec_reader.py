@@ -14,7 +14,6 @@ from typing import Any, Mapping
 import yaml
 
 from feature_specs.spec import (
-    ARCHITECTURES,
     DTYPES,
     EVENT_AGGREGATES,
     LABEL_TRANSFORMS,
@@ -155,7 +154,7 @@ def _check_unique(nodes: list[Node], names: list[str], seen: dict[str, str]) -> 
 def _read_model(node: Node) -> ModelConfig:
     defaults = ModelConfig()
     model = ModelConfig(
-        architecture=node.choice("architecture", ARCHITECTURES, defaults.architecture),
+        architecture=node.get("architecture", str, defaults.architecture),  # one of mmoe.architectures.ARCHITECTURES, checked there
         num_experts=node.positive_int("num_experts", defaults.num_experts),
         task_experts=node.positive_int("task_experts", defaults.task_experts),
         num_levels=node.positive_int("num_levels", defaults.num_levels),

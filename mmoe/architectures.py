@@ -11,14 +11,18 @@ single_task     an independent network per task, embeddings included: as if trai
 cgc             task-specific plus shared experts, one gate per task (Tang et al., RecSys 2020)
 ple             stacked CGC levels: Progressive Layered Extraction (Tang et al., RecSys 2020)
 ==============  ==========================================================================
+
+``BACKBONES`` below is the one list of architectures: the spec's ``model.architecture`` and the
+CLI's ``--model`` take their choices from it. To add one, write its builder here and add it to
+``BACKBONES``. This module imports its layers (Keras) only when a builder runs, so the CLI can read
+the names without starting TensorFlow.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from feature_specs.spec import FeatureSpec, ModelConfig
-from mmoe.layers import CGC, MLP, PLE, MMoE, OMoE
+from feature_specs.spec import FeatureSpec, ModelConfig, SpecError
 
 # encode(prefix) -> (batch, width): the encoded model features, built with layers named prefix*.
 Encode = Callable[[str], object]
@@ -38,10 +42,12 @@ def _gate_options(config: ModelConfig, seed: int) -> dict:
     )
 
 
-def _mixture(layer_cls):
+def _mixture(layer_name: str):
     def build(spec: FeatureSpec, encode: Encode):
+        from mmoe import layers
+
         config = spec.model
-        return layer_cls(
+        return getattr(layers, layer_name)(
             task_names=spec.task_names, num_experts=config.num_experts, expert_units=config.expert_units,
             name=spec.model.architecture, **_gate_options(config, spec.training.seed),
         )(encode(""))
@@ -51,6 +57,8 @@ def _mixture(layer_cls):
 
 def _extraction(num_levels: Callable[[ModelConfig], int]):
     def build(spec: FeatureSpec, encode: Encode):
+        from mmoe.layers import PLE
+
         config = spec.model
         return PLE(
             spec.task_names, num_levels=num_levels(config), num_experts=config.num_experts,
@@ -62,19 +70,23 @@ def _extraction(num_levels: Callable[[ModelConfig], int]):
 
 
 def _shared_bottom(spec: FeatureSpec, encode: Encode):
+    from mmoe.layers import MLP
+
     bottom = MLP(spec.model.bottom_units, name="shared_bottom")(encode(""))
     return {task: bottom for task in spec.task_names}, None
 
 
 def _single_task(spec: FeatureSpec, encode: Encode):
+    from mmoe.layers import MLP
+
     return {
         task: MLP(spec.model.bottom_units, name=f"bottom_{task}")(encode(f"{task}_")) for task in spec.task_names
     }, None
 
 
 BACKBONES: dict[str, Backbone] = {
-    "mmoe": _mixture(MMoE),
-    "omoe": _mixture(OMoE),
+    "mmoe": _mixture("MMoE"),
+    "omoe": _mixture("OMoE"),
     "shared_bottom": _shared_bottom,
     "single_task": _single_task,
     "cgc": _extraction(lambda config: 1),
@@ -82,16 +94,29 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+ARCHITECTURES = tuple(BACKBONES)
+
+
+def check_architecture(spec: FeatureSpec) -> FeatureSpec:
+    """Returns ``spec`` if its ``model.architecture`` is one of :data:`ARCHITECTURES`.
+
+    Raises:
+        SpecError: naming the key path ``model.architecture`` and the choices.
+    """
+    if spec.model.architecture not in BACKBONES:
+        raise SpecError(
+            "model.architecture", f"unknown value {spec.model.architecture!r}; expected one of {', '.join(BACKBONES)}"
+        )
+    return spec
+
+
 def build_backbone(spec: FeatureSpec, encode: Encode) -> tuple[dict, object]:
     """Per-task representations ``{task: (batch, width)}`` and gate weights (or None).
 
     Gate weights are ``(batch, tasks, experts)`` for gated architectures (for cgc/ple: each
     task's own experts first, then the shared ones).
+
+    Raises:
+        SpecError: an architecture not in :data:`ARCHITECTURES`.
     """
-    try:
-        backbone = BACKBONES[spec.model.architecture]
-    except KeyError:
-        raise ValueError(
-            f"unknown architecture {spec.model.architecture!r}; expected one of {', '.join(BACKBONES)}"
-        ) from None
-    return backbone(spec, encode)
+    return BACKBONES[check_architecture(spec).model.architecture](spec, encode)

@@ -21,7 +21,7 @@ import sys
 import time
 
 from feature_specs.input_formats import INPUT_FORMATS  # plain Python: keeps --help instant
-from feature_specs.spec import ARCHITECTURES  # PyYAML only: keeps --help instant
+from mmoe.architectures import ARCHITECTURES, check_architecture  # no Keras until a model is built: keeps --help instant
 from mmoe_cli.console import configure_logging, progress_verbosity, start_tensorflow_quietly
 from mmoe_cli.spec_commands import add_spec_parser, cmd_spec  # argparse only
 
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_spec(path: str | None):
     from feature_specs.spec import load_spec
 
-    return load_spec(path or _default_spec())
+    return check_architecture(load_spec(path or _default_spec()))
 
 
 def _workdir_spec(args, trained: bool = False):
@@ -220,7 +220,7 @@ def _workdir_spec(args, trained: bool = False):
     if not tf.io.gfile.exists(path):
         raise SystemExit(f"mmoe: {path} is missing: run `mmoe preprocess --workdir {args.workdir}` first")
     with tf.io.gfile.GFile(path) as handle:
-        return spec_from_dict(json.load(handle), source=path)
+        return check_architecture(spec_from_dict(json.load(handle), source=path))
 
 
 def _generate(args, out_dir: str) -> str:

@@ -107,6 +107,7 @@ def _check(args) -> int:
     from feature_specs.check import check_spec
 
     problems = check_spec(args.spec_path, args.data, max_rows=args.max_rows, input_format=args.input_format)
+    problems += _model_problems(args.spec_path) if not problems else []
     if problems:
         for problem in problems:
             print(f"mmoe spec check: {problem}", file=sys.stderr)
@@ -114,6 +115,18 @@ def _check(args) -> int:
     against = f" and {args.data} fits it (sampled)" if args.data else ""
     print(f"{args.spec_path}: valid{against}")
     return 0
+
+
+def _model_problems(spec_path: str) -> list[str]:
+    """What the model stage would refuse in a spec that loads: an unknown architecture."""
+    from feature_specs.spec import SpecError, load_spec
+    from mmoe.architectures import check_architecture
+
+    try:
+        check_architecture(load_spec(spec_path))
+    except SpecError as exc:
+        return [str(exc)]
+    return []
 
 
 def cmd_spec(args, extra: list[str]) -> int:

@@ -63,10 +63,23 @@ def test_single_task_networks_share_no_weights(trained_run):
     assert not any(n.startswith("user_id_embedding") for n in names)
 
 
-def test_registry_matches_the_spec_choices():
-    from feature_specs.spec import ARCHITECTURES
+def test_unknown_architecture_names_the_key_and_the_choices(trained_run):
+    from feature_specs.spec import SpecError
+    from mmoe.architectures import ARCHITECTURES, check_architecture
 
-    assert set(BACKBONES) == set(ARCHITECTURES)
+    assert ARCHITECTURES == tuple(BACKBONES)
+    with pytest.raises(SpecError, match=r"model.architecture: unknown value 'mmo'; expected one of mmoe, omoe"):
+        check_architecture(_spec(trained_run, "mmo"))
+
+
+def test_architecture_names_load_without_tensorflow():
+    """The CLI lists the choices in --help without starting TensorFlow."""
+    import subprocess
+    import sys
+
+    code = "import sys, mmoe.architectures as a; print(a.ARCHITECTURES, 'keras' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False"), out
 
 
 def test_task_outputs_start_at_the_train_split_label_means(trained_run):
@@ -87,3 +100,16 @@ def test_task_outputs_start_at_the_train_split_label_means(trained_run):
         assert initial_output_bias(task, Statistics()) == 0.0  # statistics written before label means
     click = next(t for t in trained_run.spec.tasks if t.kind == "binary")
     assert initial_output_bias(click, Statistics(label_means={click.name: 0.0})) == pytest.approx(np.log(1e-4 / (1 - 1e-4)))
+
+
+def test_spec_guide_lists_the_architectures():
+    import os
+    import re
+
+    guide = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "spec_guide.md")
+    with open(guide, encoding="utf-8") as handle:
+        row = next(line for line in handle if line.startswith("| `architecture` |"))
+    assert tuple(re.findall(r"`(\w+)`", row.split("|")[3])) == ARCHITECTURES_IN_ORDER
+
+
+ARCHITECTURES_IN_ORDER = tuple(BACKBONES)

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from feature_specs.spec import Column, FeatureSpec
 
+# spec dtype -> the tf.DType its values parse to, are served as and are checked against in requests
 TF_DTYPES = {"string": tf.string, "int": tf.int64, "timestamp": tf.int64, "float": tf.float32}
 KERAS_DTYPES = {"string": "string", "int": "int64", "timestamp": "int64", "float": "float32"}
 

@@ -17,7 +17,7 @@ from mmoe.metrics import (
     regression_metrics,
 )
 from mmoe.model import GATE_WEIGHTS
-from mmoe.score import SCORE, output_name, ranking_score, task_predictions
+from mmoe.score import SCORE, output_name, served_outputs
 
 
 def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batch_size: int = 4096) -> dict:
@@ -34,10 +34,7 @@ def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batc
     parts: dict[str, list] = {}
     for batch in raw_batches(files, spec, batch_size):
         outputs = {k: v.numpy() for k, v in predict({name: batch[name] for name in feature_names}).items()}
-        predictions = task_predictions(spec, outputs)
-        predictions[SCORE] = ranking_score(spec, predictions)
-        if GATE_WEIGHTS in outputs:
-            predictions[GATE_WEIGHTS] = outputs[GATE_WEIGHTS]
+        predictions = served_outputs(spec, outputs)
         columns = {name: value.numpy()[:, 0] for name, value in batch.items()}
         for name, value in {**columns, **predictions}.items():
             parts.setdefault(name, []).append(np.asarray(value))

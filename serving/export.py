@@ -1,12 +1,8 @@
 """SavedModel export in TF Serving's layout, with the preprocessing inside.
 
-``<export_base>/<spec name>/<version>/`` holds a SavedModel with two signatures:
-
-* ``serving_default``: ``examples`` (tf.string ``[None]``, serialized tf.Example of RAW features)
-  -> one output per task (``click_probability``, ``engagement`` in original units, ...) and
-  ``score`` ``[None]``.
-* ``predict_raw``: each raw model feature as a named ``[None]`` tensor -> the same outputs plus
-  ``gate_weights`` ``[None, tasks, experts]`` (gated architectures).
+``<export_base>/<spec name>/<version>/`` holds a SavedModel with the two signatures of
+:mod:`serving.contract`: ``serving_default`` (serialized tf.Examples of RAW features) and
+``predict_raw`` (named raw features), both answering :func:`mmoe.score.served_outputs`.
 
 Vocabularies travel as SavedModel assets; the normalized spec is written to
 ``assets.extra/spec.json``. The version directory appears atomically: everything is written to a
@@ -25,29 +21,26 @@ import tensorflow as tf
 from feature_specs.artifacts import join
 from feature_specs.spec import FeatureSpec
 from feature_specs.tensors import parse_spec, raw_tensor_specs, serving_columns
-from mmoe.model import GATE_WEIGHTS
-from mmoe.score import SCORE, ranking_score, task_predictions
+from mmoe.score import served_outputs
+from serving.contract import (
+    DEFAULT_SIGNATURE,
+    EXAMPLES_INPUT,
+    RANK_SIGNATURE,
+    assets_extra,
+    existing_versions,
+    model_dir,
+    spec_path,
+    version_dir,
+)
 from serving.warmup import write_warmup_requests
 
 log = logging.getLogger(__name__)
 
 
-def existing_versions(model_base: str) -> list[int]:
-    """Integer version directories under ``model_base``, ascending."""
-    if not tf.io.gfile.isdir(model_base):
-        return []
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(model_base)]
-    return sorted(int(name) for name in names if name.isdigit())
-
-
 def _outputs(spec: FeatureSpec, serving_model, features: dict, with_gates: bool) -> dict:
+    """:func:`served_outputs` for features of shape ``[batch]`` (the model takes ``[batch, 1]``)."""
     inputs = {name: tf.reshape(value, [-1, 1]) for name, value in features.items()}
-    model_outputs = serving_model(inputs, training=False)
-    outputs = task_predictions(spec, model_outputs)
-    outputs[SCORE] = ranking_score(spec, outputs)
-    if with_gates and GATE_WEIGHTS in model_outputs:
-        outputs[GATE_WEIGHTS] = model_outputs[GATE_WEIGHTS]
-    return outputs
+    return served_outputs(spec, serving_model(inputs, training=False), with_gates)
 
 
 def export_saved_model(
@@ -71,9 +64,9 @@ def export_saved_model(
     Raises:
         FileExistsError: if ``version`` already exists (versions are immutable).
     """
-    model_base = join(export_base, spec.name)
+    model_base = model_dir(export_base, spec.name)
     version = version if version is not None else (existing_versions(model_base) or [0])[-1] + 1
-    final = join(model_base, str(version))
+    final = version_dir(model_base, version)
     if tf.io.gfile.exists(final):
         raise FileExistsError(f"{final} already exists; versions are immutable, pick another")
     tf.io.gfile.makedirs(model_base)
@@ -82,7 +75,7 @@ def export_saved_model(
     columns = serving_columns(spec)
     features = parse_spec(columns)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serving_default(examples):
         parsed = tf.io.parse_example(examples, features)
         return _outputs(spec, serving_model, parsed, with_gates=False)
@@ -93,13 +86,12 @@ def export_saved_model(
 
     archive = keras.export.ExportArchive()
     archive.track(serving_model)
-    archive.add_endpoint("serving_default", serving_default)
-    archive.add_endpoint("predict_raw", predict_raw)
+    archive.add_endpoint(DEFAULT_SIGNATURE, serving_default)
+    archive.add_endpoint(RANK_SIGNATURE, predict_raw)
     try:
         archive.write_out(temporary, verbose=False)
-        extra = join(temporary, "assets.extra")
-        tf.io.gfile.makedirs(extra)
-        with tf.io.gfile.GFile(join(extra, "spec.json"), "w") as handle:
+        tf.io.gfile.makedirs(assets_extra(temporary))
+        with tf.io.gfile.GFile(spec_path(temporary), "w") as handle:
             handle.write(spec.to_json())
         if warmup_examples:
             write_warmup_requests(temporary, list(warmup_examples), spec.name)
@@ -114,7 +106,8 @@ def export_saved_model(
 
 def latest_export(export_base: str, name: str) -> str:
     """Path of the newest version of model ``name`` under ``export_base``."""
-    versions = existing_versions(join(export_base, name))
+    model_base = model_dir(export_base, name)
+    versions = existing_versions(model_base)
     if not versions:
-        raise FileNotFoundError(f"no exported versions under {join(export_base, name)}")
-    return os.fspath(join(export_base, name, str(versions[-1])))
+        raise FileNotFoundError(f"no exported versions under {model_base}")
+    return os.fspath(version_dir(model_base, versions[-1]))

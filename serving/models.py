@@ -18,17 +18,22 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from feature_specs.artifacts import join
 from feature_specs.spec import Column, FeatureSpec, spec_from_dict
 from feature_specs.tensors import serving_columns
 from serving.batching import Batcher
-from serving.export import existing_versions
+from serving.contract import (
+    DEFAULT_SIGNATURE,
+    RANK_SIGNATURE,
+    SIGNATURES,
+    existing_versions,
+    model_dir,
+    saved_model_path,
+    spec_path,
+    version_dir,
+)
 from serving.warmup import read_warmup_requests
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SIGNATURE = "serving_default"
-RANK_SIGNATURE = "predict_raw"
 
 
 @dataclass
@@ -104,14 +109,14 @@ class VersionStatus:
 
 def read_spec(path: str) -> FeatureSpec:
     """The spec stored with a SavedModel at ``assets.extra/spec.json``."""
-    with tf.io.gfile.GFile(join(path, "assets.extra", "spec.json")) as handle:
-        return spec_from_dict(json.load(handle), source=join(path, "assets.extra", "spec.json"))
+    with tf.io.gfile.GFile(spec_path(path)) as handle:
+        return spec_from_dict(json.load(handle), source=spec_path(path))
 
 
 def signature_def_json(path: str) -> dict:
     """The SavedModel's ``signature_def`` map as TF Serving's metadata endpoint prints it."""
     saved_model = saved_model_pb2.SavedModel()
-    with tf.io.gfile.GFile(join(path, "saved_model.pb"), "rb") as handle:
+    with tf.io.gfile.GFile(saved_model_path(path), "rb") as handle:
         saved_model.ParseFromString(handle.read())
     meta_graph = saved_model.meta_graphs[0]
     return {
@@ -143,7 +148,7 @@ def load_version(path: str, version: int, batch_max_size: int = 4096, batch_time
     """
     spec = read_spec(path)
     loaded = tf.saved_model.load(path)
-    missing = {DEFAULT_SIGNATURE, RANK_SIGNATURE} - set(loaded.signatures.keys())
+    missing = set(SIGNATURES) - set(loaded.signatures.keys())
     if missing:
         raise ValueError(f"{path}: SavedModel lacks signature(s) {sorted(missing)}")
     signatures = {}
@@ -164,7 +169,7 @@ def load_version(path: str, version: int, batch_max_size: int = 4096, batch_time
     expected = {c.name for c in columns}
     if set(signatures[RANK_SIGNATURE].inputs) != expected:
         raise ValueError(
-            f"{path}: predict_raw inputs {sorted(signatures[RANK_SIGNATURE].inputs)} do not match "
+            f"{path}: {RANK_SIGNATURE} inputs {sorted(signatures[RANK_SIGNATURE].inputs)} do not match "
             f"the spec's serving features {sorted(expected)}"
         )
     served = ServedVersion(version, path, spec, columns, signatures, signature_def_json(path), loaded)
@@ -251,14 +256,14 @@ class ModelRegistry:
     def _fingerprint(self, path: str) -> str:
         try:
             names = sorted(tf.io.gfile.listdir(path))
-            pb = join(path, "saved_model.pb")
+            pb = saved_model_path(path)
             size = tf.io.gfile.stat(pb).length if tf.io.gfile.exists(pb) else -1
             return f"{names}:{size}"
         except tf.errors.OpError as error:
             return f"error:{error}"
 
     def _load(self, version: int) -> None:
-        path = join(self.model_dir, str(version))
+        path = version_dir(self.model_dir, version)
         fingerprint = self._fingerprint(path)
         if self._failed.get(version) == fingerprint:
             return  # failed before and unchanged since: do not retry every poll
@@ -326,14 +331,14 @@ def resolve_model_dir(model_base: str, model_name: str | None) -> tuple[str, str
     """
     base = model_base.rstrip("/")
     if model_name:
-        return join(base, model_name), model_name
+        return model_dir(base, model_name), model_name
     if existing_versions(base):
         return base, base.rsplit("/", 1)[-1]
     if tf.io.gfile.isdir(base):
         names = [n.rstrip("/") for n in tf.io.gfile.listdir(base)]
-        models = sorted(n for n in names if not n.startswith(".") and existing_versions(join(base, n)))
+        models = sorted(n for n in names if not n.startswith(".") and existing_versions(model_dir(base, n)))
         if len(models) == 1:
-            return join(base, models[0]), models[0]
+            return model_dir(base, models[0]), models[0]
         if len(models) > 1:
             raise FileNotFoundError(f"{base} holds several models {models}; pass model_name to pick one")
     raise FileNotFoundError(

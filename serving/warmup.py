@@ -1,6 +1,6 @@
 """TF Serving warmup requests: ``<version>/assets.extra/tf_serving_warmup_requests``.
 
-TF Serving (and :mod:`serving.server`) replays the records of this file when it loads a version,
+TF Serving (and :mod:`serving.models`) replays the records of this file when it loads a version,
 so the first real request does not pay for graph warmup. The file is a TFRecord of
 ``tensorflow.serving.PredictionLog`` protos, each holding a ``PredictRequest`` for the
 ``serving_default`` signature whose ``examples`` input is a batch of serialized tf.Examples.
@@ -13,16 +13,7 @@ from typing import Iterator, Sequence
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from feature_specs.artifacts import join
-
-WARMUP_FILE = "tf_serving_warmup_requests"
-SIGNATURE = "serving_default"
-INPUT = "examples"
-
-
-def warmup_path(export_dir: str) -> str:
-    """Path of the warmup file inside a version directory."""
-    return join(export_dir, "assets.extra", WARMUP_FILE)
+from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, assets_extra, warmup_path
 
 
 def predict_log(examples: Sequence[bytes], model_name: str) -> prediction_log_pb2.PredictionLog:
@@ -33,9 +24,9 @@ def predict_log(examples: Sequence[bytes], model_name: str) -> prediction_log_pb
         model_name: the served model's name (the ``<name>`` of ``<base>/<name>/<version>``).
     """
     request = predict_pb2.PredictRequest(
-        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE)
+        model_spec=model_pb2.ModelSpec(name=model_name, signature_name=DEFAULT_SIGNATURE)
     )
-    request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(list(examples), dtype=tf.string))
+    request.inputs[EXAMPLES_INPUT].CopyFrom(tf.make_tensor_proto(list(examples), dtype=tf.string))
     return prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
 
 
@@ -59,7 +50,7 @@ def write_warmup_requests(export_dir: str, examples: list[bytes], model_name: st
     if bad:
         raise ValueError(f"warmup examples must be serialized tf.Examples (bytes), got {bad[0]}")
     path = warmup_path(export_dir)
-    tf.io.gfile.makedirs(join(export_dir, "assets.extra"))
+    tf.io.gfile.makedirs(assets_extra(export_dir))
     with tf.io.TFRecordWriter(path) as writer:
         for batch in (examples, examples[:1]):
             writer.write(predict_log(batch, model_name).SerializeToString())

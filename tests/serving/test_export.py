@@ -15,7 +15,8 @@ import tensorflow as tf
 from feature_specs.tensors import TF_DTYPES, serving_columns
 from mmoe.data import split_files
 from mmoe.evaluate import collect_predictions
-from serving.export import export_saved_model, existing_versions
+from serving.contract import existing_versions
+from serving.export import export_saved_model
 from mmoe.score import ranking_score, task_predictions
 
 OUTPUTS = ["click_probability", "engagement", "score"]

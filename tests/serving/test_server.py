@@ -30,11 +30,14 @@ from feature_specs.tensors import TF_DTYPES, serving_columns
 from mmoe.data import split_files
 from serving.batching import Batcher
 from serving.client import Client, ServingError, b64
+from serving.contract import WARMUP_FILE, prediction_names
 from serving.export import export_saved_model
+from serving.handler import RequestHandler
 from serving.models import resolve_model_dir
-from serving.rest import json_values, parse_rank, predict_response, rank_outputs, rank_response, rank_response_json
-from serving.server import RequestHandler, make_server
-from serving.warmup import WARMUP_FILE, write_warmup_requests
+from serving.requests import parse_rank
+from serving.responses import json_values, predict_response, rank_response, rank_response_json
+from serving.server import make_server
+from serving.warmup import write_warmup_requests
 
 OUTPUTS = ["click_probability", "engagement", "score"]
 MAX_BODY = 256 * 1024
@@ -315,7 +318,7 @@ def test_rank_parsing_accepts_every_valid_form_with_the_signatures_dtypes(traine
 
 def test_rank_response_json_is_the_rank_response_with_float32_digits(trained_run):
     spec = trained_run.spec
-    names = rank_outputs(spec)
+    names = prediction_names(spec)
     rng = np.random.default_rng(0)
     outputs = {name: rng.uniform(0, 50, 40).astype(np.float32) for name in names}
     outputs["score"][[3, 9, 30]] = outputs["score"][5]  # ties keep the candidates' order

@@ -1,0 +1,117 @@
+"""Response bodies: model outputs (numpy) to TF Serving's predict JSON and the rank JSON.
+
+Predict answers ``{"predictions": [...]}`` (row format) or ``{"outputs": ...}`` (columnar), as TF
+Serving does; rank answers ``{"model_spec": ..., "results": [...]}``, candidates by score.
+Binary strings that are not UTF-8 are written as ``{"b64": "..."}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from typing import Any, Mapping
+
+import numpy as np
+
+from feature_specs.spec import FeatureSpec
+from serving.contract import SCORE, prediction_names
+
+
+def to_json_bytes(value: Any) -> bytes:
+    """Compact JSON, numpy values converted."""
+    return json.dumps(value, separators=(",", ":"), default=_json_default).encode("utf-8")
+
+
+def json_values(array: Any) -> Any:
+    """``array.tolist()``, with float32 (and float16) values written as the shortest decimals that
+    read back as the same value: ``tolist`` alone writes their float64 expansions (0.1584 in
+    float32 would be sent as 0.15839999914169312).
+
+    Args:
+        array: numpy array or scalar, any shape.
+    """
+    array = np.asarray(array)
+    if array.dtype.kind == "f" and array.dtype.itemsize < 8:
+        return array.astype(str).astype(np.float64).tolist()  # numpy prints each float at its own precision
+    return array.tolist()
+
+
+def _json_default(value: Any):
+    if isinstance(value, (np.ndarray, np.generic)):
+        return json_values(value)
+    if isinstance(value, bytes):
+        return _bytes_to_json(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _bytes_to_json(value: bytes):
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(value).decode("ascii")}
+
+
+
+def predict_response(outputs: Mapping[str, np.ndarray], fmt: str) -> dict:
+    """TF Serving's predict response: ``predictions`` (row) or ``outputs`` (columnar)."""
+    names = sorted(outputs)
+    if fmt == "columnar":
+        if len(names) == 1:
+            return {"outputs": outputs[names[0]]}
+        return {"outputs": {name: outputs[name] for name in names}}
+    if len(names) == 1:
+        return {"predictions": outputs[names[0]]}
+    rows = len(outputs[names[0]])
+    lists = {name: json_values(outputs[name]) for name in names}
+    return {"predictions": [{name: lists[name][i] for name in names} for i in range(rows)]}
+
+
+
+def rank_order(outputs: Mapping[str, np.ndarray], top_k: int | None) -> np.ndarray:
+    """Candidate indices by score, highest first, ties by index; the first ``top_k`` if given."""
+    scores = np.asarray(outputs[SCORE], dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")  # stable: equal scores keep the candidates' order
+    return order if top_k is None else order[:top_k]
+
+
+def rank_response(outputs: Mapping[str, np.ndarray], spec: FeatureSpec, top_k: int | None) -> list[dict]:
+    """Candidates sorted by score (highest first, ties by index), each with its predictions.
+
+    Args:
+        outputs: the ``predict_raw`` outputs, each ``(candidates, ...)``.
+        spec: the served version's spec (its tasks name the outputs sent back).
+        top_k: how many candidates to return; None for all.
+    """
+    order = rank_order(outputs, top_k)
+    names = prediction_names(spec)  # each task's prediction and the score
+    lists = {name: json_values(outputs[name]) for name in names}
+    return [{"index": int(i), **{name: lists[name][i] for name in names}} for i in order]
+
+
+def rank_response_json(outputs: Mapping[str, np.ndarray], spec: FeatureSpec, top_k: int | None,
+                       model_spec: Mapping) -> bytes:
+    """The encoded rank response ``{"model_spec": ..., "results": rank_response(...)}``.
+
+    Each result row is one ``%``-format of a template, floats with as many significant digits as
+    their dtype round-trips (9 for float32): the same values as :func:`rank_response` through
+    ``json.dumps``, but about half the time to write and to parse (fewer digits, no dicts).
+    Outputs that are not all finite floats take the ``json.dumps`` path.
+    """
+    names = prediction_names(spec)  # each task's prediction and the score
+    columns = [np.asarray(outputs[name]) for name in names]
+    if not all(c.dtype.kind == "f" and np.isfinite(c).all() for c in columns):
+        return to_json_bytes({"model_spec": model_spec, "results": rank_response(outputs, spec, top_k)})
+    order = rank_order(outputs, top_k)
+    rows = zip(order.tolist(), *(column[order].tolist() for column in columns))
+    template = _row_template(tuple(names), tuple(c.dtype.itemsize for c in columns))
+    head = to_json_bytes({"model_spec": model_spec})[:-1]
+    return head + b',"results":[' + ",".join([template % row for row in rows]).encode("utf-8") + b"]}"
+
+
+@functools.lru_cache(maxsize=64)
+def _row_template(names: tuple[str, ...], itemsizes: tuple[int, ...]) -> str:
+    """``{"index":%d,"<name>":%.9g,...}``: 9 digits round-trip float32, 17 float64."""
+    fields = ['"index":%d'] + [json.dumps(name).replace("%", "%%") + (":%.9g" if size <= 4 else ":%.17g")
+                               for name, size in zip(names, itemsizes)]
+    return "{" + ",".join(fields) + "}"

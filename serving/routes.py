@@ -1,0 +1,218 @@
+"""The REST API's route table: which path and method run which endpoint, and the endpoints.
+
+Endpoints (``{name}`` is the model name, ``/versions/{v}`` is optional and defaults to the newest
+loaded version):
+
+* ``GET  /v1/models/{name}[/versions/{v}]``            model status, as TF Serving answers it
+* ``GET  /v1/models/{name}[/versions/{v}]/metadata``   signature_def metadata, as TF Serving
+* ``POST /v1/models/{name}[/versions/{v}]:predict``    ``instances`` (row) or ``inputs`` (columnar)
+* ``POST /v1/models/{name}[/versions/{v}]:rank``       context + candidates -> sorted by score
+* ``GET  /healthz`` (the process answers) and ``GET /readyz`` (a version is loaded)
+
+To add an endpoint, write a function ``endpoint(call: Call) -> (status, body)`` below and add a
+:class:`Route` to :data:`SERVER_ROUTES` (a fixed path) or :data:`MODEL_ROUTES` (an action after
+``/v1/models/{name}[/versions/{v}]``). Requests are parsed by :mod:`serving.requests`, answers
+encoded by :mod:`serving.responses`; HTTP itself (bodies, headers, errors) is
+:mod:`serving.handler`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Mapping
+
+from serving.contract import DEFAULT_SIGNATURE, RANK_SIGNATURE
+from serving.errors import RequestError
+from serving.models import ModelRegistry, ServedVersion
+from serving.requests import parse_json_object, parse_predict, parse_rank
+from serving.responses import predict_response, rank_response_json
+
+if TYPE_CHECKING:
+    from serving.server import ModelServer
+
+MODEL_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<action>/metadata|:[A-Za-z]+)?$"
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One routed request, as an endpoint sees it.
+
+    Args:
+        server: the :class:`~serving.server.ModelServer` (its ``registry``, ``config``).
+        version: the version named in the path; None for the newest (or a path without one).
+        body: the request body, already read (``b""`` when there is none).
+    """
+
+    server: ModelServer
+    version: int | None
+    body: bytes
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.server.registry
+
+
+Endpoint = Callable[[Call], tuple[int, dict | bytes]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint and the HTTP methods it answers.
+
+    Args:
+        methods: the methods allowed; any other is answered 405.
+        endpoint: returns ``(HTTP status, body)``, the body a dict or JSON already encoded.
+        model_call: whether it calls the model: counted in the server's requests in progress,
+            which the batchers read (:class:`serving.batching.InFlight`).
+    """
+
+    methods: tuple[str, ...]
+    endpoint: Endpoint
+    model_call: bool = False
+
+
+# -- endpoints -------------------------------------------------------------------------------------
+
+
+def healthz(call: Call) -> tuple[int, dict]:
+    """The process answers."""
+    return 200, {"status": "ok"}
+
+
+def readyz(call: Call) -> tuple[int, dict]:
+    """200 once a version is loaded, 503 before."""
+    registry = call.registry
+    versions = registry.versions()
+    if versions:
+        return 200, {"status": "ready", "model": registry.name, "versions": versions}
+    return 503, {"status": "not ready", "error": f"no version of {registry.name!r} is loaded yet"}
+
+
+def model_status(call: Call) -> tuple[int, dict]:
+    """TF Serving's ``model_version_status`` of every version seen (or of the one named)."""
+    registry, version = call.registry, call.version
+    statuses = registry.statuses()
+    if version is not None:
+        statuses = [s for s in statuses if s.version == version]
+        if not statuses:
+            raise RequestError(f"version {version} of model {registry.name!r} was not found", 404)
+    elif not statuses:
+        raise RequestError(f"model {registry.name!r} has no versions yet under {registry.model_dir}", 404)
+    return 200, {"model_version_status": [s.to_json() for s in statuses]}
+
+
+def metadata(call: Call) -> tuple[int, dict]:
+    """TF Serving's metadata: the version's ``signature_def`` map."""
+    served = served_version(call.registry, call.version)
+    return 200, {
+        "model_spec": {"name": call.registry.name, "signature_name": "", "version": str(served.version)},
+        "metadata": {"signature_def": {
+            "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap",
+            "signature_def": served.signature_def_json,
+        }},
+    }
+
+
+def predict(call: Call) -> tuple[int, dict]:
+    """TF Serving's predict, on any signature (``signature_name``, default ``serving_default``)."""
+    request = parse_json_object(call.body)
+    served = served_version(call.registry, call.version)
+    name = request.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(name, str):
+        raise RequestError(f"'signature_name' must be a string, got {json.dumps(name)[:40]}")
+    signature = served.signatures.get(name)
+    if signature is None:
+        raise RequestError(f"unknown signature_name {name!r}; this model has {sorted(served.signatures)}", 400)
+    inputs, fmt = parse_predict(request, signature.inputs)
+    return 200, predict_response(signature(inputs), fmt)
+
+
+def rank(call: Call) -> tuple[int, bytes]:
+    """Context + candidates through ``predict_raw``, answered sorted by score."""
+    request = parse_json_object(call.body)
+    served = served_version(call.registry, call.version)
+    inputs, top_k = parse_rank(request, served.columns, call.server.config.max_candidates)
+    outputs = served.signatures[RANK_SIGNATURE](inputs)
+    model_spec = {"name": call.registry.name, "version": str(served.version), "signature_name": RANK_SIGNATURE}
+    return 200, rank_response_json(outputs, served.spec, top_k, model_spec)
+
+
+def served_version(registry: ModelRegistry, version: int | None) -> ServedVersion:
+    """The loaded version (the newest when ``version`` is None), else a 503/404 that says why."""
+    served = registry.get(version)
+    if served is not None:
+        return served
+    if version is None:
+        raise RequestError(f"model {registry.name!r} has no loaded version yet", 503)
+    status = registry.status(version)
+    if status is not None and status.error:
+        raise RequestError(f"version {version} of {registry.name!r} failed to load: {status.error}", 404)
+    raise RequestError(f"version {version} of model {registry.name!r} is not available; "
+                       f"loaded versions: {registry.versions()}", 404)
+
+
+# -- the table -------------------------------------------------------------------------------------
+
+SERVER_ROUTES: Mapping[str, Route] = {
+    "/healthz": Route(("GET", "HEAD"), healthz),
+    "/readyz": Route(("GET", "HEAD"), readyz),
+}
+
+MODEL_ROUTES: Mapping[str | None, Route] = {  # the action after /v1/models/{name}[/versions/{v}]
+    None: Route(("GET", "HEAD"), model_status),
+    "/metadata": Route(("GET", "HEAD"), metadata),
+    ":predict": Route(("POST",), predict, model_call=True),
+    ":rank": Route(("POST",), rank, model_call=True),
+}
+
+
+def dispatch(server: ModelServer, method: str, path: str, body: bytes) -> tuple[int, dict | bytes]:
+    """Runs the endpoint for ``method`` and ``path`` (query string allowed, ignored).
+
+    Returns:
+        ``(HTTP status, body)``: a dict, or JSON already encoded.
+
+    Raises:
+        RequestError: 404 for an unknown path, model, version or action, 405 for a method the
+            route does not answer, and whatever the endpoint raises.
+    """
+    route, call = _resolve(server, path.split("?", 1)[0], body)
+    if method not in route.methods:
+        raise RequestError(f"{method} is not allowed here; use {' or '.join(route.methods)}", 405)
+    if route.model_call:
+        with server.in_flight:
+            return route.endpoint(call)
+    return route.endpoint(call)
+
+
+def _resolve(server: ModelServer, path: str, body: bytes) -> tuple[Route, Call]:
+    if path in SERVER_ROUTES:
+        return SERVER_ROUTES[path], Call(server, None, body)
+    registry = server.registry
+    match = MODEL_PATH.match(path)
+    if not match:
+        raise RequestError(f"no such endpoint {path!r}; see /v1/models/{registry.name}", 404)
+    if match["name"] != registry.name:
+        raise RequestError(f"unknown model {match['name']!r}; this server serves {registry.name!r}", 404)
+    if match["label"] is not None:
+        raise RequestError(f"version labels are not supported (got label {match['label']!r}); use /versions/<n>", 404)
+    version = _parse_version(match["version"])
+    route = MODEL_ROUTES.get(match["action"])
+    if route is None:
+        methods = " and ".join(action for action in MODEL_ROUTES if action and action.startswith(":"))
+        raise RequestError(f"unsupported method {match['action'][1:]!r}; this server answers {methods}", 404)
+    return route, Call(server, version, body)
+
+
+def _parse_version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise RequestError(f"version must be a non-negative integer, got {text!r}")
+    return int(text)

@@ -17,7 +17,18 @@ Layout of ``<workdir>``::
     rejected/rejected-*.jsonl          {"source", "row", "reason", "field"} per rejected row
     rejected/orphan_events-*.jsonl     label join: events without an impression, or that do not parse
     report.json                        row counts per stage and reject reason
-    model/                             Keras model, spec.json trained with, checkpoints, logs, plots
+    model/model.keras                  the training model (mmoe train)
+    model/serving.weights.h5           the serving model's weights, read by export
+    model/best.weights.h5              the best epoch's weights, kept while training
+    model/spec.json                    the spec trained with
+    model/history.json                 per-epoch metrics
+    model/gate_usage.json              gate statistics per epoch (gated architectures)
+    model/checkpoints/                 a running job's checkpoints and history (removed when done)
+    model/logs/                        TensorBoard logs
+    model/plots/<plot>.png             learning curves, gate heatmap, gate usage
+    model/report.html                  the run report
+    model/workers/worker-<id>/         another worker's private model/ (multi-worker training)
+    model/baselines/<architecture>/    a baseline's model/ (mmoe train --baselines)
     metrics.json                       eval metrics per task
     export/<spec name>/<version>/      SavedModel (TF Serving layout)
 """
@@ -25,7 +36,7 @@ Layout of ``<workdir>``::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 STATISTICS_FORMAT_VERSION = 1
@@ -132,6 +143,57 @@ class Workdir:
     @property
     def plots_dir(self) -> str:
         return join(self.model_dir, "plots")
+
+    @property
+    def learning_curves_png(self) -> str:
+        return join(self.plots_dir, "learning_curves.png")
+
+    @property
+    def gates_png(self) -> str:
+        """Mean gate weight per task and expert on the eval split."""
+        return join(self.plots_dir, "gates.png")
+
+    @property
+    def gate_usage_png(self) -> str:
+        """Gate weights per expert by epoch."""
+        return join(self.plots_dir, "gate_usage.png")
+
+    @property
+    def gate_usage_json(self) -> str:
+        return join(self.model_dir, "gate_usage.json")
+
+    @property
+    def report_html(self) -> str:
+        return join(self.model_dir, "report.html")
+
+    @property
+    def serving_weights(self) -> str:
+        """Weights of the serving model (shared with the training model), read by export."""
+        return join(self.model_dir, "serving.weights.h5")
+
+    @property
+    def best_weights(self) -> str:
+        """The best epoch's weights of the trained (core) model, kept while training."""
+        return join(self.model_dir, "best.weights.h5")
+
+    @property
+    def checkpoints_dir(self) -> str:
+        """A running job's checkpoints (weights, optimizer, loop position); removed when it ends."""
+        return join(self.model_dir, "checkpoints")
+
+    @property
+    def checkpoint_history_json(self) -> str:
+        """The history of the epochs a checkpointed job has run, for the job that resumes it."""
+        return join(self.checkpoints_dir, "history.json")
+
+    def worker(self, task_id: int) -> "Workdir":
+        """This run as a worker other than the chief writes it: the same data and artifacts,
+        training outputs under ``model/workers/worker-<task_id>``."""
+        return replace(self, model_root=join(self.model_dir, "workers", f"worker-{task_id}"))
+
+    def baseline(self, architecture: str) -> "Workdir":
+        """This run's data and artifacts, with training outputs under ``model/baselines/<architecture>``."""
+        return replace(self, model_root=join(self.model_dir, "baselines", architecture))
 
     @property
     def metrics_json(self) -> str:

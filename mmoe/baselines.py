@@ -2,29 +2,23 @@
 
 Each baseline is the same spec with another architecture (``single_task``: one network per task,
 embeddings included; ``shared_bottom``: one shared MLP), trained by the same loop with the same
-seed and settings, evaluated by the same code. Outputs go to ``model/baselines/<architecture>/``.
+seed and settings, evaluated by the same code. Outputs go to ``model/baselines/<architecture>/``
+(``Workdir.baseline``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
-import keras
-
-from feature_specs.artifacts import Workdir, join
+from feature_specs.artifacts import Workdir
 from feature_specs.spec import FeatureSpec
-from mmoe.evaluate import evaluate
-from mmoe.loop import Trainer
+from mmoe.overrides import with_overrides
 
 log = logging.getLogger(__name__)
 
+# The baselines ``mmoe train --baselines`` trains. This module imports TensorFlow and Keras only
+# inside its functions, so the CLI can read this without starting them.
 DEFAULT_BASELINES = ("single_task", "shared_bottom")
-
-
-def baseline_workdir(workdir: Workdir, architecture: str) -> Workdir:
-    """The run's data and artifacts, with training outputs under ``model/baselines/<architecture>``."""
-    return dataclasses.replace(workdir, model_root=join(workdir.model_dir, "baselines", architecture))
 
 
 def train_baseline(spec: FeatureSpec, workdir: Workdir, architecture: str, verbose: int = 1) -> dict:
@@ -35,9 +29,14 @@ def train_baseline(spec: FeatureSpec, workdir: Workdir, architecture: str, verbo
         workdir: the main run's Workdir.
         architecture: a registered architecture, e.g. ``single_task``.
     """
-    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, architecture=architecture))
+    import keras
+
+    from mmoe.evaluate import evaluate
+    from mmoe.loop import Trainer
+
+    spec = with_overrides(spec, architecture=architecture)
     keras.utils.set_random_seed(spec.training.seed)
-    trainer = Trainer(spec, baseline_workdir(workdir, architecture))
+    trainer = Trainer(spec, workdir.baseline(architecture))
     trainer.clear_checkpoints()
     log.info("baseline %s: training %d epochs", architecture, spec.training.epochs)
     history = trainer.fit(callbacks=(), verbose=verbose)

@@ -31,6 +31,7 @@ from mmoe.encoder import (
     preprocessed_inputs,
 )
 from mmoe.layers import MLP, FixedValue
+from mmoe.losses import task_loss
 
 GATE_WEIGHTS = "gate_weights"
 PRIOR_CLIP = 1e-4  # positive rates are clipped to [PRIOR_CLIP, 1 - PRIOR_CLIP] before the logit
@@ -150,13 +151,6 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
 
 
 def task_losses(spec: FeatureSpec) -> tuple[dict, dict]:
-    """Keras losses and loss weights per task, as ``compile`` takes them."""
-    losses = {}
-    for task in spec.tasks:
-        if task.loss == "binary_crossentropy":
-            losses[task.name] = keras.losses.BinaryCrossentropy(from_logits=True)
-        elif task.loss == "huber":
-            losses[task.name] = keras.losses.Huber()
-        else:
-            losses[task.name] = keras.losses.MeanSquaredError()
+    """Keras losses and loss weights per task, as ``compile`` takes them (:data:`mmoe.losses.LOSS_FUNCTIONS`)."""
+    losses = {task.name: task_loss(task.loss).keras_loss() for task in spec.tasks}
     return losses, {task.name: task.weight for task in spec.tasks}

@@ -13,22 +13,22 @@ import json
 
 import tensorflow as tf
 
-from feature_specs.artifacts import Workdir, join
+from feature_specs.artifacts import Workdir
 from feature_specs.spec import FeatureSpec
 
-PLOTS = (
-    ("learning_curves.png", "Learning curves (train and eval loss per task)"),
-    ("gates.png", "Gate weights on the eval split (task × expert)"),
-    ("gate_usage.png", "Gate usage over training"),
-)
+def plots(workdir: Workdir) -> tuple[tuple[str, str], ...]:
+    """``(path, caption)`` of each plot the report embeds (those written are shown)."""
+    return (
+        (workdir.learning_curves_png, "Learning curves (train and eval loss per task)"),
+        (workdir.gates_png, "Gate weights on the eval split (task × expert)"),
+        (workdir.gate_usage_png, "Gate usage over training"),
+    )
+
+
 # (column heading, metric section, key); the section is the task's name or "ranking"
 BINARY_COLUMNS = (("AUC", "auc"), ("log loss", "log_loss"), ("calibration", "calibration"))
 REGRESSION_COLUMNS = (("RMSE", "rmse"), ("MAE", "mae"))
 RANKING_COLUMNS = (("NDCG@10", "ndcg@10"), ("MRR", "mrr"))
-
-
-def report_path(workdir: Workdir) -> str:
-    return join(workdir.model_dir, "report.html")
 
 
 def _metric(values: dict, prefix: str) -> str:
@@ -103,7 +103,7 @@ def write_report(spec: FeatureSpec, workdir: Workdir, history: dict, metrics: di
         f"<code>{html.escape(training['early_stopping_metric'])}</code> ({training['best_value']:.4f}).</p>"
         if "best_epoch" in training and "early_stopping_metric" in training else ""
     )
-    figures = "".join(_image(join(workdir.plots_dir, name), caption) for name, caption in PLOTS)
+    figures = "".join(_image(path, caption) for path, caption in plots(workdir))
     plain = spec.to_dict()
     config = json.dumps({key: plain[key] for key in ("model", "training", "tasks", "ranking")}, indent=2)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(spec.name)}: training report</title>
@@ -115,7 +115,7 @@ def write_report(spec: FeatureSpec, workdir: Workdir, history: dict, metrics: di
 <h2>Configuration</h2><pre>{html.escape(config)}</pre>
 </body></html>
 """
-    path = report_path(workdir)
+    path = workdir.report_html
     with tf.io.gfile.GFile(path, "w") as handle:
         handle.write(page)
     return path

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 
-from feature_specs.artifacts import Workdir, join
+from feature_specs.artifacts import Workdir
 from feature_specs.spec import FeatureSpec
 from mmoe.baselines import train_baselines
 from mmoe.callbacks import GateUsageLogger
@@ -18,11 +18,11 @@ from mmoe.evaluate import evaluate
 from mmoe.loop import Trainer
 from mmoe.model import GATE_WEIGHTS, RankingModels, build_models, task_losses
 from mmoe.optimizers import make_optimizer
+from mmoe.overrides import with_overrides
 from mmoe.plots import plot_gate_heatmap, plot_gate_usage, plot_learning_curves
 from mmoe.report import write_report
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -78,7 +78,7 @@ def train(
     Args:
         spec: FeatureSpec. Usually the ``artifacts/spec.json`` the data was made with.
         workdir: Workdir holding ``data/`` and ``artifacts/``.
-        epochs: overrides ``spec.training.epochs``.
+        epochs: overrides ``spec.training.epochs`` (:func:`mmoe.overrides.with_overrides`).
         batch_size: overrides ``spec.training.batch_size``.
         verbose: 2: a progress bar per epoch; 1: one line per epoch; 0: silent.
         strategy: a tf.distribute strategy (e.g. MultiWorkerMirroredStrategy); only the chief
@@ -87,12 +87,8 @@ def train(
         baselines: architectures (e.g. ``single_task``, ``shared_bottom``) to train afterwards on
             the same data; their eval metrics go into ``metrics.json["baselines"]`` and the report.
     """
-    settings = replace(
-        spec.training,
-        epochs=epochs or spec.training.epochs,
-        batch_size=batch_size or spec.training.batch_size,
-    )
-    spec = replace(spec, training=settings)
+    spec = with_overrides(spec, epochs=epochs, batch_size=batch_size)
+    settings = spec.training
     keras.utils.set_random_seed(settings.seed)
     trainer = Trainer(spec, workdir, strategy=strategy)
     if not resume:
@@ -107,20 +103,20 @@ def train(
     log.info("training %s for %d epochs, batch %d", spec.name, settings.epochs, settings.batch_size)
     history = trainer.fit(settings.epochs, callbacks=callbacks, verbose=verbose)
     if not trainer.is_chief:
-        models.serving.save_weights(join(trainer.output_dir, "serving.weights.h5"))
+        models.serving.save_weights(trainer.outputs.serving_weights)
         trainer.clear_checkpoints()
         return TrainResult(spec=spec, models=models, history=history, metrics={})
 
     tf.io.gfile.makedirs(workdir.plots_dir)
     if gate_logger is not None and gate_logger.history:  # empty when resumed after the last epoch
-        write_json(join(workdir.model_dir, "gate_usage.json"), gate_logger.history)
-        plot_gate_usage(gate_logger.history, join(workdir.plots_dir, "gate_usage.png"))
+        write_json(workdir.gate_usage_json, gate_logger.history)
+        plot_gate_usage(gate_logger.history, workdir.gate_usage_png)
     models.train.save(workdir.keras_model)
     with tf.io.gfile.GFile(workdir.trained_spec_json, "w") as handle:
         handle.write(spec.to_json())
-    models.serving.save_weights(serving_weights_path(workdir))
+    models.serving.save_weights(workdir.serving_weights)
     write_json(workdir.history_json, history)
-    plot_learning_curves(history, join(workdir.plots_dir, "learning_curves.png"))
+    plot_learning_curves(history, workdir.learning_curves_png)
 
     metrics = evaluate(spec, workdir, models.serving)
     best_epoch = int(trainer.best_epoch)
@@ -132,7 +128,7 @@ def train(
         "loss_weighting": settings.loss_weighting,
     }
     if "gates" in metrics:
-        plot_gate_heatmap(metrics["gates"], join(workdir.plots_dir, "gates.png"))
+        plot_gate_heatmap(metrics["gates"], workdir.gates_png)
     trainer.clear_checkpoints()
     if baselines:
         metrics["baselines"] = train_baselines(spec, workdir, baselines, verbose=min(verbose, 1))
@@ -141,15 +137,10 @@ def train(
     return TrainResult(spec=spec, models=models, history=history, metrics=metrics)
 
 
-def serving_weights_path(workdir: Workdir) -> str:
-    """Weights of the serving model (shared with the training model), for export."""
-    return join(workdir.model_dir, "serving.weights.h5")
-
-
 def load_trained_models(spec: FeatureSpec, workdir: Workdir) -> RankingModels:
     """Rebuilds the models from spec + artifacts and loads the trained weights."""
     models = build_models(spec, workdir)
-    path = serving_weights_path(workdir)
+    path = workdir.serving_weights
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path} is missing: run `mmoe train --workdir {workdir.root}` first")
     models.serving.load_weights(path)

@@ -10,18 +10,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from feature_specs.artifacts import Workdir
 from feature_specs.spec import EarlyStopping
 from mmoe.baselines import train_baseline
-from mmoe.loop import Trainer, example_bytes, histogram_auc, pad_rows, per_example_loss
-from mmoe.report import metric_table
+from mmoe.input_pipeline import example_bytes, pad_rows
+from mmoe.loop import Trainer
+from mmoe.losses import per_example_loss
 from mmoe.metrics import exact_auc
+from mmoe.report import metric_table
+from mmoe.validation import histogram_auc
 
 
 def _trainer(trained_run, tmp_path, **training):
+    """A Trainer on the session run's data that writes (checkpoints, best weights) under ``tmp_path``."""
     spec = trained_run.spec
-    spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, **training))
-    return Trainer(spec, trained_run.workdir, batch_size=256, checkpoint_dir=str(tmp_path / "checkpoints"))
+    spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, **{"batch_size": 256, **training}))
+    return Trainer(spec, dataclasses.replace(trained_run.workdir, model_root=str(tmp_path / "model")))
 
 
 def test_histogram_auc_matches_the_exact_auc():
@@ -102,11 +105,10 @@ def test_eval_metrics_name_each_task(trained_run, tmp_path):
 
 def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience(trained_run, tmp_path):
     trainer = _trainer(trained_run, tmp_path, early_stopping=EarlyStopping(metric="val_click_auc", patience=2))
-    trainer.workdir = Workdir(str(tmp_path / "run"))  # the best weights go here, not into the session run
     stops = [trainer._end_epoch(epoch, {"val_click_auc": auc}) for epoch, auc in enumerate([0.60, 0.70, 0.65, 0.69])]
     assert stops == [False, False, False, True]
     assert int(trainer.best_epoch) == 1 and float(trainer.best_value.numpy()) == pytest.approx(0.70)
-    assert os.path.exists(trainer.best_weights_path)
+    assert os.path.exists(trainer.outputs.best_weights) and trainer.outputs.model_dir == str(tmp_path / "model")
 
 
 def test_early_stopping_metric_direction():
@@ -130,7 +132,7 @@ def test_a_baseline_trains_on_the_same_data_and_lands_in_the_report_table(traine
 
 
 def test_the_run_report_embeds_plots_metrics_and_configuration(trained_run):
-    with open(os.path.join(trained_run.workdir.model_dir, "report.html")) as handle:
+    with open(trained_run.workdir.report_html) as handle:
         page = handle.read()
     assert page.count("data:image/png;base64,") == 3
     assert "Eval metrics" in page and "val_click_auc" in page and "&quot;architecture&quot;: &quot;mmoe&quot;" in page
@@ -141,8 +143,7 @@ def test_an_xla_compiled_step_matches_the_plain_one(trained_run, tmp_path):
     results = []
     for jit in (False, True):
         keras.utils.set_random_seed(7)
-        trainer = Trainer(trained_run.spec, trained_run.workdir, jit_compile=jit, batch_size=128,
-                          checkpoint_dir=str(tmp_path / f"checkpoints-{jit}"))
+        trainer = _trainer(trained_run, tmp_path / str(jit), jit_compile=jit, batch_size=128)
         batch = next(iter(trainer.dataset("eval")))
         logs = trainer.train_step(batch)
         results.append((logs, [v.numpy() for v in trainer.models.core.trainable_variables]))
@@ -165,7 +166,7 @@ def test_cached_input_keeps_the_batches_and_reshuffles_their_order(trained_run, 
     epoch0, again, epoch1 = first_column(0), first_column(0), first_column(1)
     assert epoch0 == again, "an epoch's order is a function of the seed and the epoch"
     assert sorted(epoch0) == sorted(epoch1) and epoch0 != epoch1
-    assert trainer._cached_train is not None
+    assert trainer.input.cached_train is not None
     resumed = [batch[0]["user_id"].numpy()[:, 0].tolist() for batch in trainer.dataset("train", 1, skip_batches=1)]
     assert resumed == epoch1[1:], "a resumed epoch skips the batches already trained on"
 
@@ -178,18 +179,18 @@ def test_a_train_split_too_large_for_memory_is_read_every_epoch_instead_of_cache
     # 13 columns here: int64 ids, float32 values, labels and weights
     assert 4 * 13 <= per_example <= 8 * 13 + 16
 
-    monkeypatch.setattr("mmoe.loop.available_memory_bytes", lambda: int(rows * per_example * 1.9))
-    with caplog.at_level("WARNING", logger="mmoe.loop"):
+    monkeypatch.setattr("mmoe.input_pipeline.available_memory_bytes", lambda: int(rows * per_example * 1.9))
+    with caplog.at_level("WARNING", logger="mmoe.input_pipeline"):
         batches = [b[0]["user_id"].numpy()[:, 0].tolist() for b in trainer.dataset("train", 0)]
-    assert trainer._cached_train is None
+    assert trainer.input.cached_train is None
     assert f"the {rows:,} train rows would take" in caplog.text and "reads the TFRecords every epoch" in caplog.text
     uncached = [b[0]["user_id"].numpy()[:, 0].tolist() for b in trainer.dataset("train", 0, cache=False)]
     assert batches == uncached
 
     roomy = _trainer(trained_run, tmp_path / "roomy", cache=True)
-    monkeypatch.setattr("mmoe.loop.available_memory_bytes", lambda: int(rows * per_example * 2.1))
+    monkeypatch.setattr("mmoe.input_pipeline.available_memory_bytes", lambda: int(rows * per_example * 2.1))
     roomy.dataset("train", 0)
-    assert roomy._cached_train is not None
+    assert roomy.input.cached_train is not None
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
@@ -213,9 +214,9 @@ def test_lazy_embedding_updates_leave_the_rows_a_batch_did_not_look_up(trained_r
 def test_clearing_checkpoints_means_a_fresh_start(trained_run, tmp_path):
     first = _trainer(trained_run, tmp_path)
     first.train_step(next(iter(first.dataset("train"))))
-    first._save_checkpoint()
+    first.checkpoints.save()
     second = _trainer(trained_run, tmp_path)  # sees the checkpoint: it would resume
-    assert second.manager.latest_checkpoint is not None
+    assert second.checkpoints.manager.latest_checkpoint is not None
     second.clear_checkpoints()  # what `mmoe train --fresh` does
     assert not second.restore() and int(second.step) == 0
 
@@ -227,7 +228,7 @@ def test_eval_runs_several_batches_per_call_with_the_same_metrics(trained_run, t
     for per_call in (1, 2, 8):
         keras.utils.set_random_seed(7)  # the same initial weights
         trainer = _trainer(trained_run, tmp_path / str(per_call), steps_per_execution=per_call)
-        calls = list(trainer._eval_sums())
+        calls = list(trainer.validation.sums())
         assert len(calls) == (batches if per_call == 1 else -(-batches // per_call)), per_call
         logs[per_call] = trainer.evaluate()
     for per_call in (2, 8):
@@ -262,10 +263,10 @@ def test_checkpoints_land_on_their_steps_when_a_call_runs_several(trained_run, t
     spec = trained_run.spec
     spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, checkpoint_every_steps=5, steps_per_execution=4))
     workdir = dataclasses.replace(trained_run.workdir, model_root=str(tmp_path / "model"))  # not the session's run
-    trainer = Trainer(spec, workdir, batch_size=256)
+    trainer = Trainer(spec, workdir)
     history = trainer.fit(epochs=1, verbose=0)
     steps = int(trainer.step)
     assert steps == len(list(trainer.dataset("train"))) and len(history["loss"]) == 1
-    saved = sorted(int(path.rsplit("-", 1)[1]) for path in trainer.manager.checkpoints)
+    saved = sorted(int(path.rsplit("-", 1)[1]) for path in trainer.checkpoints.manager.checkpoints)
     assert saved[-1] == steps, "and one at the epoch's end"
     assert saved[:-1] and all(step % 5 == 0 for step in saved[:-1]), saved

@@ -37,10 +37,10 @@ def test_training_reduces_the_loss_and_writes_its_artifacts(trained_run):
     history = trained_run.result.history
     assert history["loss"][-1] < history["loss"][0]
     workdir = trained_run.workdir
-    for path in (workdir.keras_model, workdir.history_json, os.path.join(workdir.plots_dir, "learning_curves.png"),
-                 os.path.join(workdir.plots_dir, "gates.png"), os.path.join(workdir.plots_dir, "gate_usage.png")):
+    for path in (workdir.keras_model, workdir.history_json, workdir.learning_curves_png, workdir.gates_png,
+                 workdir.gate_usage_png, workdir.serving_weights, workdir.best_weights, workdir.report_html):
         assert os.path.getsize(path) > 0, path
-    with open(os.path.join(workdir.plots_dir, "gates.png"), "rb") as handle:
+    with open(workdir.gates_png, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(workdir.logs_dir), "TensorBoard logs"
 
@@ -81,7 +81,7 @@ def test_trained_weights_reload_into_rebuilt_models(trained_run):
 
 
 def test_gate_usage_is_recorded_every_epoch(trained_run):
-    with open(os.path.join(trained_run.workdir.model_dir, "gate_usage.json")) as handle:
+    with open(trained_run.workdir.gate_usage_json) as handle:
         usage = json.load(handle)
     assert len(usage) == trained_run.spec.training.epochs
     for epoch in usage:

@@ -69,7 +69,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(trained_run, tmp_path):
     # 3,200 train rows / batch 16 = 200 steps per epoch, 3 epochs; a checkpoint every 25 steps.
     spec_path = _spec_file(trained_run, tmp_path / "spec.json", batch_size=16, epochs=3, checkpoint_every_steps=25)
     interrupted = _copy_data(trained_run, tmp_path / "interrupted")
-    checkpoints = os.path.join(interrupted.model_dir, "checkpoints")
+    checkpoints = interrupted.checkpoints_dir
 
     process = subprocess.Popen(_train_command(interrupted, spec_path), env=_env(), cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,8 +96,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(trained_run, tmp_path):
     # The same run, never interrupted, ends with the same weights.
     straight = _copy_data(trained_run, tmp_path / "straight")
     subprocess.run(_train_command(straight, spec_path), env=_env(), cwd=ROOT, check=True, capture_output=True)
-    after_resume = _weights(os.path.join(interrupted.model_dir, "serving.weights.h5"))
-    uninterrupted = _weights(os.path.join(straight.model_dir, "serving.weights.h5"))
+    after_resume = _weights(interrupted.serving_weights)
+    uninterrupted = _weights(straight.serving_weights)
     assert after_resume.keys() == uninterrupted.keys()
     for name in uninterrupted:
         np.testing.assert_allclose(after_resume[name], uninterrupted[name], rtol=1e-4, atol=1e-5, err_msg=name)
@@ -141,8 +141,8 @@ def test_two_multi_worker_mirrored_workers_train_to_identical_weights(trained_ru
     assert "Eval metrics" in outputs[0][0], "worker 0 is the chief: it evaluates and writes the model"
     assert "worker finished" in outputs[1][0]
 
-    chief = _weights(os.path.join(workdir.model_dir, "serving.weights.h5"))
-    other = _weights(os.path.join(workdir.model_dir, "workers", "worker-1", "serving.weights.h5"))
+    chief = _weights(workdir.serving_weights)
+    other = _weights(workdir.worker(1).serving_weights)
     assert chief.keys() == other.keys() and len(chief) > 10
     for name in chief:
         np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
@@ -153,6 +153,6 @@ def test_two_multi_worker_mirrored_workers_train_to_identical_weights(trained_ru
     single = _copy_data(trained_run, tmp_path / "single")
     _train_cluster(single, _spec_file(trained_run, tmp_path / "single.json", epochs=2, batch_size=256,
                                       steps_per_execution=1, lazy_update_min_rows=200))
-    one_per_call = _weights(os.path.join(single.model_dir, "serving.weights.h5"))
+    one_per_call = _weights(single.serving_weights)
     for name in chief:
         np.testing.assert_allclose(chief[name], one_per_call[name], rtol=1e-4, atol=1e-5, err_msg=name)

@@ -48,7 +48,7 @@ import tensorflow as tf  # noqa: E402
 
 from feature_specs.tensors import TF_DTYPES, serving_columns  # noqa: E402
 from serving.models import read_spec, resolve_model_dir  # noqa: E402
-from serving.export import existing_versions  # noqa: E402
+from serving.contract import existing_versions  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 CONCURRENCY = (1, 8, 32)

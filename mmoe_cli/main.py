@@ -22,12 +22,13 @@ import time
 
 from feature_specs.input_formats import INPUT_FORMATS  # plain Python: keeps --help instant
 from mmoe.architectures import ARCHITECTURES, check_architecture  # no Keras until a model is built: keeps --help instant
+from mmoe.baselines import DEFAULT_BASELINES  # no TensorFlow at import
+from mmoe.overrides import with_overrides  # plain Python
 from mmoe_cli.console import configure_logging, progress_verbosity, start_tensorflow_quietly
 from mmoe_cli.spec_commands import add_spec_parser, cmd_spec  # argparse only
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
 GENERATOR_MANIFEST = "_generator.json"
-BASELINES = ("single_task", "shared_bottom")  # mmoe.baselines.DEFAULT_BASELINES, without importing TF
 SPELLING_NOTE = "Flags are written with dashes (--input-format); the snake_case spelling (--input_format) is accepted too, as Beam writes its own."
 
 def _default_spec() -> str:
@@ -82,7 +83,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--baselines", action="store_true",
-        help="also train single_task and shared_bottom on the same data; their metrics go beside the "
+        help=f"also train {' and '.join(DEFAULT_BASELINES)} on the same data; their metrics go beside the "
         "model's in metrics.json and model/report.html",
     )
 
@@ -291,18 +292,14 @@ def _strategy(args):
 
 
 def _train(spec, args):
-    import dataclasses
-
     strategy = _strategy(args)
     from feature_specs.artifacts import Workdir
     from mmoe.train import train
 
-    if args.model:
-        spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, architecture=args.model))
+    spec = with_overrides(spec, epochs=args.epochs, batch_size=args.batch_size, architecture=args.model)
     print(f"[train] {spec.model.architecture}, tasks {', '.join(spec.task_names)}", flush=True)
-    return train(spec, Workdir(args.workdir), epochs=args.epochs, batch_size=args.batch_size,
-                 verbose=progress_verbosity(args.quiet), strategy=strategy, resume=not getattr(args, "fresh", False),
-                 baselines=BASELINES if args.baselines else ())
+    return train(spec, Workdir(args.workdir), verbose=progress_verbosity(args.quiet), strategy=strategy,
+                 resume=not getattr(args, "fresh", False), baselines=DEFAULT_BASELINES if args.baselines else ())
 
 
 WARMUP_EXAMPLES = 8
@@ -353,7 +350,7 @@ def _print_summary(workdir, export_path: str | None) -> None:
         ("row counts", workdir.report_json),
         ("Keras model, checkpoints, logs", workdir.model_dir),
         ("plots", workdir.plots_dir),
-        ("report", f"{workdir.model_dir}/report.html"),
+        ("report", workdir.report_html),
         ("metrics", workdir.metrics_json),
     ]
     if export_path:

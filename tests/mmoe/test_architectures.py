@@ -13,6 +13,7 @@ from mmoe.architectures import BACKBONES
 from mmoe.data import split_files, training_dataset
 from mmoe.model import GATE_WEIGHTS, build_models
 from mmoe.loop import Trainer
+from mmoe.overrides import with_overrides
 from serving.export import export_saved_model
 
 GATED = {"mmoe": 4, "omoe": 4, "cgc": 5, "ple": 5}  # experts each gate sees (cgc/ple: 1 own + 4 shared)
@@ -27,7 +28,7 @@ def _spec(trained_run, architecture):
 @pytest.mark.parametrize("architecture", sorted(BACKBONES))
 def test_architecture_trains_reloads_and_exports(trained_run, architecture, tmp_path):
     spec = _spec(trained_run, architecture)
-    trainer = Trainer(spec, trained_run.workdir, batch_size=128)
+    trainer = Trainer(with_overrides(spec, batch_size=128), trained_run.workdir)
     models = trainer.models
     losses = [trainer.train_step(batch)["loss"] for batch in trainer.dataset("train").take(3)]
     assert np.isfinite(losses).all()

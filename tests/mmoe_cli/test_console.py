@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mmoe_cli.console import drop_startup_noise
-from mmoe_cli.main import build_parser, dashed_spelling, option_strings
+from mmoe_cli.flags import build_parser, dashed_spelling, option_strings
 
 TF_STARTUP = """WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
 I0000 00:00:1796212090.619739    4023 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.

@@ -39,14 +39,14 @@ class Validation:
         spec: FeatureSpec. Its tasks (``kind``, ``loss``, ``weight``).
         core: the core model, preprocessed features -> task -> ``(batch, 1)`` outputs (logits
             for binary tasks).
-        input: InputPipeline giving the eval split's distributed batches.
+        pipeline: InputPipeline giving the eval split's distributed batches.
         strategy: the ``tf.distribute`` strategy the steps run under.
         steps_per_execution: batches per call of the compiled loop (1: one call per batch).
     """
 
-    def __init__(self, spec: FeatureSpec, core, input: InputPipeline, strategy: tf.distribute.Strategy,
+    def __init__(self, spec: FeatureSpec, core, pipeline: InputPipeline, strategy: tf.distribute.Strategy,
                  steps_per_execution: int):
-        self.spec, self.core, self.input, self.strategy = spec, core, input, strategy
+        self.spec, self.core, self.pipeline, self.strategy = spec, core, pipeline, strategy
         self.steps_per_execution = steps_per_execution
         self._step_fn = tf.function(self._distributed_step)
         self._steps_fn = tf.function(self._distributed_steps)
@@ -90,7 +90,7 @@ class Validation:
 
         A call runs ``steps_per_execution`` batches in one compiled loop, as training does.
         """
-        batches = self.input.distributed("eval")
+        batches = self.pipeline.distributed("eval")
         if self.steps_per_execution == 1:
             for batch in batches:
                 yield {key: value.numpy() for key, value in self._step_fn(batch).items()}

@@ -38,7 +38,6 @@ from mmoe.input_pipeline import InputPipeline
 from mmoe.losses import combine_task_losses, task_loss_sums
 from mmoe.model import RankingModels, build_models
 from mmoe.optimizers import make_optimizer
-from mmoe.overrides import with_overrides
 from mmoe.steps import SUM, summed_over_replicas, summed_steps
 from mmoe.validation import Validation
 
@@ -87,8 +86,6 @@ class Trainer:
             weights).
         strategy: a ``tf.distribute`` strategy, e.g. ``MultiWorkerMirroredStrategy`` (create it
             first thing in the process); the default strategy (one device) when omitted.
-        batch_size: deprecated, for callers not yet on ``with_overrides``: the same as
-            ``with_overrides(spec, batch_size=batch_size)``.
 
     Attributes:
         models: RankingModels. ``models.core`` is what the step trains.
@@ -107,9 +104,7 @@ class Trainer:
         spec: FeatureSpec,
         workdir: Workdir,
         strategy: tf.distribute.Strategy | None = None,
-        batch_size: int | None = None,
     ):
-        spec = with_overrides(spec, batch_size=batch_size)
         self.spec, self.workdir = spec, workdir
         self.settings = spec.training
         self.strategy = strategy or tf.distribute.get_strategy()

@@ -28,6 +28,7 @@ TRANSFORMS = {
 NUMERIC_TRANSFORMS = ("zscore", "log1p", "quantile")
 ROLES = ("feature", "bias")
 TASK_KINDS = ("binary", "regression")
+# The losses a task of each kind may name, its default first; implemented in mmoe/losses.py.
 LOSSES = {"binary": ("binary_crossentropy",), "regression": ("mse", "huber")}
 LABEL_TRANSFORMS = ("none", "log1p")
 SCORE_KINDS = ("weighted_sum", "product")

@@ -1,5 +1,7 @@
-"""The task losses, in one table: name -> per-example loss, the Keras loss for ``compile``, and
-the task kinds each applies to.
+"""The task losses' implementations, in one table: name -> per-example loss and the Keras loss
+for ``compile``. Which names a spec may give a task of each kind (and the default) is the spec's
+vocabulary, ``feature_specs.spec.LOSSES``, checked when the spec loads; this table implements
+exactly those names (a test holds the two equal).
 
 The training loop (:mod:`mmoe.loop`) sums :func:`per_example_loss` over the rows where a task's
 label is observed; :func:`mmoe.model.task_losses` gives Keras ``compile`` the same losses as
@@ -21,14 +23,12 @@ class TaskLoss:
 
     Attributes:
         name: the spec's name of the loss (``tasks[].loss``).
-        kinds: the task kinds it applies to (``binary``, ``regression``).
         per_example: ``(labels, outputs) -> (batch,)``, labels and outputs ``(batch, 1)``
             (outputs are logits for binary tasks).
         keras_loss: makes the ``keras.losses.Loss`` that ``Model.compile`` takes.
     """
 
     name: str
-    kinds: tuple[str, ...]
     per_example: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
     keras_loss: Callable[[], keras.losses.Loss]
 
@@ -37,12 +37,12 @@ LOSS_FUNCTIONS: dict[str, TaskLoss] = {
     loss.name: loss
     for loss in (
         TaskLoss(
-            "binary_crossentropy", ("binary",),
+            "binary_crossentropy",
             lambda labels, outputs: keras.losses.binary_crossentropy(labels, outputs, from_logits=True),
             lambda: keras.losses.BinaryCrossentropy(from_logits=True),
         ),
-        TaskLoss("mse", ("regression",), keras.losses.mean_squared_error, keras.losses.MeanSquaredError),
-        TaskLoss("huber", ("regression",), keras.losses.huber, keras.losses.Huber),
+        TaskLoss("mse", keras.losses.mean_squared_error, keras.losses.MeanSquaredError),
+        TaskLoss("huber", keras.losses.huber, keras.losses.Huber),
     )
 }
 
@@ -58,16 +58,6 @@ def task_loss(name: str) -> TaskLoss:
 def per_example_loss(name: str, labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
     """Per-example loss ``(batch,)`` of ``(batch, 1)`` labels and outputs (logits for binary)."""
     return task_loss(name).per_example(labels, outputs)
-
-
-def losses_by_kind() -> dict[str, tuple[str, ...]]:
-    """Task kind -> the names of the losses that apply to it, in table order (the shape of
-    ``feature_specs.spec.LOSSES``)."""
-    kinds: dict[str, tuple[str, ...]] = {}
-    for loss in LOSS_FUNCTIONS.values():
-        for kind in loss.kinds:
-            kinds[kind] = kinds.get(kind, ()) + (loss.name,)
-    return kinds
 
 
 def task_loss_sums(spec, outputs: dict, labels: dict, weights: dict) -> dict[str, tf.Tensor]:

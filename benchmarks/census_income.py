@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from feature_specs.artifacts import Workdir  # noqa: E402
-from feature_specs.spec import EarlyStopping, bundled_spec_path, load_spec  # noqa: E402
+from feature_specs.spec import EarlyStopping  # noqa: E402
+from feature_specs.spec_reader import bundled_spec_path, load_spec
 from data_sets.census import convert  # noqa: E402
 from mmoe.data import parse_batches, split_batch, split_files  # noqa: E402
 from mmoe.loop import Trainer  # noqa: E402

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from feature_specs.artifacts import Workdir  # noqa: E402
-from feature_specs.spec import bundled_spec_path, load_spec  # noqa: E402
+from feature_specs.spec_reader import bundled_spec_path, load_spec  # noqa: E402
 from mmoe.data import raw_batches, split_files  # noqa: E402
 from mmoe.evaluate import collect_predictions  # noqa: E402
 from data_sets.clicklog import generate_clicklog, position_bias  # noqa: E402

@@ -42,7 +42,7 @@ def _peak_rss_mb() -> dict:
 
 
 def run_beam(pattern: str, workdir: str, beam_args: list[str]) -> dict:
-    from feature_specs.spec import bundled_spec_path
+    from feature_specs.spec_reader import bundled_spec_path
     from pipelines import preprocess
 
     start = time.perf_counter()
@@ -59,7 +59,7 @@ def run_pandas(pattern: str) -> dict:
     import numpy as np
     import pandas as pd
 
-    from feature_specs.spec import bundled_spec_path, load_spec
+    from feature_specs.spec_reader import bundled_spec_path, load_spec
     from pipelines.split import hash_fraction
 
     spec = load_spec(bundled_spec_path("clicklog"))

@@ -103,7 +103,7 @@ def generate_rows(rows: int, seed: int):
 
 def prepare(workdir: str, rows: int, seed: int) -> dict:
     """Writes raw Parquet under ``workdir/raw`` and preprocesses it into ``workdir``."""
-    from feature_specs.spec import bundled_spec_path
+    from feature_specs.spec_reader import bundled_spec_path
     from pipelines.run import preprocess
 
     raw = os.path.join(workdir, "raw")
@@ -564,7 +564,7 @@ def prepare_data(args, root: str) -> dict:
 def run(args, root: str, wall: float) -> dict:
     """Measures everything and writes the results (before the input iterators are torn down)."""
     from feature_specs.artifacts import Workdir
-    from feature_specs.spec import bundled_spec_path, load_spec
+    from feature_specs.spec_reader import bundled_spec_path, load_spec
 
     spec = load_spec(bundled_spec_path(SPEC_NAME))
     workdir = Workdir(root)

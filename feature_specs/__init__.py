@@ -9,10 +9,8 @@ from feature_specs.spec import (
     Split,
     SpecError,
     Task,
-    bundled_spec_path,
-    load_spec,
-    spec_from_dict,
 )
+from feature_specs.spec_reader import bundled_spec_path, load_spec, spec_from_dict
 
 __all__ = [
     "Column", "Feature", "FeatureSpec", "NumericStats", "Ranking", "Split", "SpecError",

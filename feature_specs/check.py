@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_sample
-from feature_specs.spec import Column, FeatureSpec, SpecError, load_spec
+from feature_specs.spec import Column, FeatureSpec, SpecError
+from feature_specs.spec_reader import load_spec
 from feature_specs.values import InvalidValue, is_missing, typed_value
 
 

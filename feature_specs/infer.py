@@ -39,7 +39,8 @@ from feature_specs.column_choices import ColumnChoice, embedding_dim, exclusion,
 from feature_specs.profile import ColumnProfile, profile_column
 from feature_specs.render import render_spec
 from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_sample
-from feature_specs.spec import FeatureSpec, ModelConfig, Split, TrainingConfig, field_default, spec_from_dict
+from feature_specs.spec import FeatureSpec, ModelConfig, Split, TrainingConfig, field_default
+from feature_specs.spec_reader import spec_from_dict
 from feature_specs.task_choices import LabelPlan, label_entry, plan_label
 
 __all__ = ["SAMPLE_ROWS", "InferError", "InferredSpec", "Sample", "embedding_dim", "infer_spec", "read_sample"]

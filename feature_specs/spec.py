@@ -7,9 +7,10 @@ else. Every default of a spec key is written once, on its dataclass field here; 
 (:mod:`feature_specs.spec_reader`), ``mmoe spec infer`` and the guide's tables take it from there
 (:func:`field_default`).
 
-The reader's names (:func:`load_spec`, :func:`spec_from_dict`, :class:`SpecError`,
-:func:`bundled_spec_path`) are re-exported here, so ``from feature_specs.spec import load_spec``
-keeps working. This module imports neither TensorFlow, Keras nor Beam.
+Reading a spec (:func:`~feature_specs.spec_reader.load_spec`, ``spec_from_dict``,
+``bundled_spec_path``) lives in :mod:`feature_specs.spec_reader`, which imports this module and
+never the other way round; :class:`SpecError` (from :mod:`feature_specs.spec_nodes`) is
+re-exported here. This module imports neither TensorFlow, Keras nor Beam.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from feature_specs.spec_nodes import SpecError  # noqa: F401  (re-exported: every stage catches it)
 
 DTYPES = ("string", "int", "float", "timestamp")
 TRANSFORMS = {
@@ -423,8 +426,3 @@ class FeatureSpec:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-
-# The reader's names, re-exported: other packages import them from here. Imported last because
-# the reader builds the dataclasses above (feature_specs/__init__.py imports this module first).
-from feature_specs.spec_nodes import SpecError  # noqa: E402
-from feature_specs.spec_reader import bundled_spec_path, load_spec, spec_from_dict  # noqa: E402

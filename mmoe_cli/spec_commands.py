@@ -119,7 +119,8 @@ def _check(args) -> int:
 
 def _model_problems(spec_path: str) -> list[str]:
     """What the model stage would refuse in a spec that loads: an unknown architecture."""
-    from feature_specs.spec import SpecError, load_spec
+    from feature_specs.spec import SpecError
+    from feature_specs.spec_reader import load_spec
     from mmoe.architectures import check_architecture
 
     try:

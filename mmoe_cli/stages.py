@@ -19,13 +19,13 @@ GENERATOR_MANIFEST = "_generator.json"
 
 
 def _default_spec() -> str:
-    from feature_specs.spec import bundled_spec_path
+    from feature_specs.spec_reader import bundled_spec_path
 
     return bundled_spec_path("clicklog")
 
 
 def _load_spec(path: str | None):
-    from feature_specs.spec import load_spec
+    from feature_specs.spec_reader import load_spec
 
     return check_architecture(load_spec(path or _default_spec()))
 
@@ -38,7 +38,7 @@ def _workdir_spec(args, trained: bool = False):
     import tensorflow as tf
 
     from feature_specs.artifacts import Workdir
-    from feature_specs.spec import spec_from_dict
+    from feature_specs.spec_reader import spec_from_dict
 
     workdir = Workdir(args.workdir)
     path = workdir.trained_spec_json if trained and tf.io.gfile.exists(workdir.trained_spec_json) else workdir.spec_json

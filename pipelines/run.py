@@ -35,7 +35,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from feature_specs.artifacts import Statistics, Workdir
-from feature_specs.spec import FeatureSpec, load_spec, spec_from_dict
+from feature_specs.spec import FeatureSpec
+from feature_specs.spec_reader import load_spec, spec_from_dict
 from pipelines.analyze import AnalyzeTrain
 from pipelines.files import delete_matching, matching_files, read_text, write_text
 from pipelines.join import JoinLabels

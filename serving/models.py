@@ -18,7 +18,8 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from feature_specs.spec import Column, FeatureSpec, spec_from_dict
+from feature_specs.spec import Column, FeatureSpec
+from feature_specs.spec_reader import spec_from_dict
 from feature_specs.tensors import serving_columns
 from serving.batching import Batcher
 from serving.contract import (

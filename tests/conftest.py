@@ -11,7 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 
 from feature_specs.artifacts import Workdir
-from feature_specs.spec import FeatureSpec, bundled_spec_path, load_spec
+from feature_specs.spec import FeatureSpec
+from feature_specs.spec_reader import bundled_spec_path, load_spec
 
 
 def small_clicklog_spec() -> FeatureSpec:

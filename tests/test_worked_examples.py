@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from feature_specs.artifacts import Workdir
 from feature_specs.infer import read_sample
-from feature_specs.spec import load_spec
+from feature_specs.spec_reader import load_spec
 from feature_specs.tensors import TF_DTYPES, serving_columns
 from data_sets.census import convert
 from mmoe_cli.main import main

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from feature_specs.artifacts import Workdir
-from feature_specs.spec import bundled_spec_path, load_spec
+from feature_specs.spec_reader import bundled_spec_path, load_spec
 from data_sets.census import OUTPUT_COLUMNS, convert, rows
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "census_income", "census-income.test.head3000.gz")

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from feature_specs.check import check_spec
-from feature_specs.spec import bundled_spec_path
+from feature_specs.spec_reader import bundled_spec_path
 from mmoe_cli.main import main
 from log_writers import write_csv
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from feature_specs.infer import InferError, embedding_dim, infer_spec, read_sample
-from feature_specs.spec import bundled_spec_path, load_spec, spec_from_dict
+from feature_specs.spec_reader import bundled_spec_path, load_spec, spec_from_dict
 from data_sets.census import convert
 from mmoe_cli.main import main
 from log_writers import write_csv, write_jsonl

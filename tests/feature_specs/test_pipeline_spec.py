@@ -3,7 +3,8 @@
 import pytest
 import yaml
 
-from feature_specs.spec import PipelineConfig, SpecError, bundled_spec_path, spec_from_dict
+from feature_specs.spec import PipelineConfig, SpecError
+from feature_specs.spec_reader import bundled_spec_path, spec_from_dict
 
 
 @pytest.fixture()

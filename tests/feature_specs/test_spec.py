@@ -5,7 +5,8 @@ import copy
 import pytest
 import yaml
 
-from feature_specs.spec import SpecError, bundled_spec_path, load_spec, spec_from_dict
+from feature_specs.spec import SpecError
+from feature_specs.spec_reader import bundled_spec_path, load_spec, spec_from_dict
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from feature_specs.spec import bundled_spec_path, load_spec
+from feature_specs.spec_reader import bundled_spec_path, load_spec
 from mmoe.architectures import build_backbone
 from mmoe.layers import PLE, ExpertBank, MMoE
 from mmoe.layers.mixture import mix, pool

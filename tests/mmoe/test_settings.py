@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from feature_specs.artifacts import Workdir
-from feature_specs.spec import LOSSES, bundled_spec_path, load_spec
+from feature_specs.spec import LOSSES
+from feature_specs.spec_reader import bundled_spec_path, load_spec
 from mmoe.overrides import with_overrides
 
 

@@ -92,7 +92,7 @@ def test_gate_usage_is_recorded_every_epoch(trained_run):
 
 
 def test_trained_spec_is_saved_beside_the_model(trained_run):
-    from feature_specs.spec import spec_from_dict
+    from feature_specs.spec_reader import spec_from_dict
 
     with open(trained_run.workdir.trained_spec_json) as handle:
         assert spec_from_dict(json.load(handle)) == trained_run.spec

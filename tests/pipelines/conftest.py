@@ -4,7 +4,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from feature_specs.spec import bundled_spec_path, load_spec, spec_from_dict
+from feature_specs.spec_reader import bundled_spec_path, load_spec, spec_from_dict
 
 TINY_SPEC = {
     "name": "tiny",

@@ -9,7 +9,7 @@ import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
 from feature_specs.artifacts import Statistics, Workdir
-from feature_specs.spec import spec_from_dict
+from feature_specs.spec_reader import spec_from_dict
 from pipelines import RejectRateError, preprocess
 from pipelines.options import infer_input_format
 from pipelines.quality import EXACT_LIMIT, DistinctSketch, Profile

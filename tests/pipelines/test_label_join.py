@@ -9,7 +9,8 @@ import tensorflow as tf
 from apache_beam.testing.util import assert_that, equal_to
 
 from feature_specs.artifacts import Workdir
-from feature_specs.spec import EventSource, SpecError, Sources, spec_from_dict
+from feature_specs.spec import EventSource, SpecError, Sources
+from feature_specs.spec_reader import spec_from_dict
 from data_sets.clicklog import clicklog_tables
 from data_sets.clicklog_events import generate_clicklog_events
 from pipelines import preprocess

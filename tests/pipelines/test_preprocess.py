@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from feature_specs.artifacts import Statistics, Workdir
-from feature_specs.spec import bundled_spec_path, spec_from_dict
+from feature_specs.spec_reader import bundled_spec_path, spec_from_dict
 from pipelines import preprocess, run
 from pipelines.split import EVAL, TRAIN, split_index
 

@@ -1,7 +1,7 @@
 """Command-line overrides of a spec's training settings, applied in one place.
 
-Plain Python (no TensorFlow): ``mmoe train`` applies them before it starts TensorFlow, and
-:func:`mmoe.train.train` and :func:`mmoe.baselines.train_baseline` go through the same function.
+Plain Python (no TensorFlow): ``mmoe train`` applies them to the spec it hands to :func:`mmoe.train.train`, and
+:func:`mmoe.baselines.train_baseline` goes through the same function.
 """
 
 from __future__ import annotations

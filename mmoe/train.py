@@ -18,7 +18,6 @@ from mmoe.evaluate import evaluate
 from mmoe.loop import Trainer
 from mmoe.model import GATE_WEIGHTS, RankingModels, build_models, task_losses
 from mmoe.optimizers import make_optimizer
-from mmoe.overrides import with_overrides
 from mmoe.plots import plot_gate_heatmap, plot_gate_usage, plot_learning_curves
 from mmoe.report import write_report
 
@@ -59,8 +58,6 @@ def compile_model(spec: FeatureSpec, models: RankingModels) -> None:
 def train(
     spec: FeatureSpec,
     workdir: Workdir,
-    epochs: int | None = None,
-    batch_size: int | None = None,
     verbose: int = 2,
     strategy: tf.distribute.Strategy | None = None,
     resume: bool = True,
@@ -76,10 +73,9 @@ def train(
     finished run removes them.
 
     Args:
-        spec: FeatureSpec. Usually the ``artifacts/spec.json`` the data was made with.
+        spec: FeatureSpec. Usually the ``artifacts/spec.json`` the data was made with, with any
+            command-line overrides already applied (:func:`mmoe.overrides.with_overrides`).
         workdir: Workdir holding ``data/`` and ``artifacts/``.
-        epochs: overrides ``spec.training.epochs`` (:func:`mmoe.overrides.with_overrides`).
-        batch_size: overrides ``spec.training.batch_size``.
         verbose: 2: a progress bar per epoch; 1: one line per epoch; 0: silent.
         strategy: a tf.distribute strategy (e.g. MultiWorkerMirroredStrategy); only the chief
             writes the model, metrics and plots.
@@ -87,7 +83,6 @@ def train(
         baselines: architectures (e.g. ``single_task``, ``shared_bottom``) to train afterwards on
             the same data; their eval metrics go into ``metrics.json["baselines"]`` and the report.
     """
-    spec = with_overrides(spec, epochs=epochs, batch_size=batch_size)
     settings = spec.training
     keras.utils.set_random_seed(settings.seed)
     trainer = Trainer(spec, workdir, strategy=strategy)

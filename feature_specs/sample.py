@@ -34,6 +34,7 @@ from typing import Iterable, Iterator
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from feature_specs.errors import UserError
 from feature_specs.input_formats import (
     COMPRESSION_CODECS,
     INPUT_FORMATS,
@@ -48,7 +49,7 @@ SAMPLE_ROWS = 20_000
 _CHUNK_BYTES = 1 << 16
 
 
-class InferError(ValueError):
+class InferError(UserError, ValueError):
     """The data cannot be sampled, or turned into a spec as asked; the message names the column
     or the file."""
 

@@ -12,8 +12,10 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from feature_specs.errors import UserError
 
-class SpecError(ValueError):
+
+class SpecError(UserError, ValueError):
     """A spec that cannot be used; the message starts with the offending key path."""
 
     def __init__(self, path: str, message: str, source: str | None = None):

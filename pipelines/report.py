@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import apache_beam as beam
 
+from feature_specs.errors import UserError
 from pipelines.records import REASONS
 
 COUNTS_SUFFIX = ".json"
@@ -21,8 +22,11 @@ class ReconciliationError(RuntimeError):
     """Input rows do not equal written plus rejected rows: some rows were lost or duplicated."""
 
 
-class RejectRateError(RuntimeError):
-    """More input rows were rejected than the run allows (``max_reject_rate``)."""
+class RejectRateError(UserError, RuntimeError):
+    """More input rows were rejected than the run allows (``max_reject_rate``): the run completed
+    and wrote its rejected rows, but its data must not be trained on."""
+
+    exit_code = 1
 
 
 def counts_from_parts(parts):

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 STATISTICS_FORMAT_VERSION = 1
+PREPROCESS_COMPLETE = "complete"  # report.json's "status" after a preprocess that passed every check
+PREPROCESS_FAILED = "failed"  # ... after one that wrote its outputs but failed a check ("failure" says which)
 
 
 def join(root: str, *parts: str) -> str:
@@ -272,3 +274,29 @@ class Statistics:
             train_rows=int(data["train_rows"]),
             label_means={k: float(v) for k, v in data.get("label_means", {}).items()},
         )
+
+
+def preprocess_problem(report_text: str | None) -> str | None:
+    """Why a workdir's data must not be trained on, or None when its preprocess completed.
+
+    Args:
+        report_text: the contents of ``report.json``, or None when there is none (``preprocess``
+            removes it first and writes it last, so a missing report means a run that never
+            finished, or was never run).
+
+    Returns:
+        None when the report's ``status`` is :data:`PREPROCESS_COMPLETE` (or absent: reports
+        written before the status existed), else one line saying what went wrong.
+    """
+    if report_text is None:
+        return "report.json is missing: `mmoe preprocess` did not finish on this workdir"
+    try:
+        report = json.loads(report_text)
+    except ValueError as exc:
+        return f"report.json is not valid JSON ({exc}): rerun `mmoe preprocess`"
+    status = report.get("status", PREPROCESS_COMPLETE) if isinstance(report, dict) else None
+    if status == PREPROCESS_COMPLETE:
+        return None
+    if status == PREPROCESS_FAILED:
+        return f"the last `mmoe preprocess` failed: {report.get('failure', 'no reason recorded')}"
+    return f"report.json has an unknown status {status!r}: rerun `mmoe preprocess`"

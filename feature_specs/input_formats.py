@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import math
 
+from feature_specs.errors import UserError
+
 INPUT_FORMATS = ("csv", "parquet", "jsonl", "tfrecord")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz", ".snappy")
 # Suffix -> codec of the compressions Beam's CompressionTypes.AUTO detects (and so the pipeline
@@ -23,6 +25,11 @@ EXTENSIONS = {
     "jsonl": (".jsonl", ".ndjson", ".json"),
     "tfrecord": (".tfrecord", ".tfrecords"),
 }
+
+
+class InputFileError(UserError, ValueError):
+    """An input file cannot be read as its format says (empty, a bad CSV header, a truncated
+    Parquet file, columns the spec needs missing); the message names the file and the problem."""
 
 
 def strip_compression(path: str, suffixes=COMPRESSION_SUFFIXES) -> str:
@@ -57,17 +64,17 @@ def csv_header(text: str, source: str) -> list[str]:
         source: str. The file, named in errors.
 
     Raises:
-        ValueError: when the line is not valid CSV, names no column or names a column twice.
+        InputFileError: when the line is not valid CSV, names no column or names a column twice.
     """
     try:
         names = [name.strip() for name in next(csv.reader([text], strict=True), [])]
     except csv.Error as exc:
-        raise ValueError(f"{source}: the header line is not valid CSV: {exc}") from exc
+        raise InputFileError(f"{source}: the header line is not valid CSV: {exc}") from exc
     if not any(names):
-        raise ValueError(f"{source}: the first line must be a header naming the columns, got {text!r}")
+        raise InputFileError(f"{source}: the first line must be a header naming the columns, got {text[:200]!r}")
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ValueError(f"{source}: the header names column(s) {', '.join(duplicates)} more than once")
+        raise InputFileError(f"{source}: the header names column(s) {', '.join(duplicates)} more than once")
     return names
 
 

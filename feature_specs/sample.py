@@ -8,10 +8,12 @@ both call :func:`read_sample`. It follows the pipeline's rules (``pipelines/read
   ``.zstd``, ``.deflate``, ``.xz``, ``.lzma``), which names how text and TFRecord files are
   decompressed (Parquet compresses inside the file);
 * CSV: the first line of every file is its header (UTF-8, a byte order mark dropped; no column
-  named twice); lines split on ``\\n`` (a trailing ``\\r`` dropped), blank ones skipped;
-* a CSV line that is not valid UTF-8 or CSV, or holds another number of fields than the header,
-  and a JSONL line that is not UTF-8 or does not hold a JSON object, are counted as unparsed
-  (the pipeline rejects them as ``unparseable_line``);
+  named twice); records as :func:`feature_specs.csv_records.csv_records` finds them (a quoted
+  field may hold line breaks), blank ones skipped; JSONL: lines split on ``\\n`` (a trailing
+  ``\\r`` dropped), blank ones skipped;
+* a CSV record that is not valid UTF-8 or CSV, or holds another number of fields than the
+  header, and a JSONL line that is not UTF-8 or does not hold a JSON object, are counted as
+  unparsed (the pipeline rejects them as ``unparseable_line``);
 * TFRecord: serialized tf.train.Example records, each feature a value by
   :func:`~feature_specs.input_formats.example_feature_value`.
 
@@ -21,7 +23,6 @@ Only the first ``max_rows`` rows are read; nothing loads a whole file.
 from __future__ import annotations
 
 import bz2
-import csv
 import fnmatch
 import json
 import lzma
@@ -31,15 +32,17 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from feature_specs.csv_records import csv_file_header, csv_records, text_lines, without_line_break
 from feature_specs.errors import UserError
 from feature_specs.input_formats import (
     COMPRESSION_CODECS,
     INPUT_FORMATS,
+    InputFileError,
     compression_suffix,
-    csv_header,
     example_feature_value,
     format_from_extension,
     strip_compression,
@@ -167,47 +170,23 @@ def _file_bytes(filesystem: pafs.FileSystem, path: str) -> Iterator[bytes]:
                 decompressor = _decompressor(codec)
 
 
-def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Lines of a text file as bytes, split on ``\\n`` without it and a trailing ``\\r`` (as Beam's
-    text source splits them)."""
-    pending = b""
-    for chunk in chunks:
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line[:-1] if line.endswith(b"\r") else line
-    if pending:
-        yield pending[:-1] if pending.endswith(b"\r") else pending
-
-
 def _csv_rows(lines: Iterator[bytes], path: str, sample: Sample) -> Iterator[dict]:
-    first = next(lines, None)
-    if first is None or not first.strip():
-        raise InferError(f"{path}: empty file (a CSV file needs a header line naming its columns)")
     try:
-        text = first.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InferError(f"{path}: the header line is not valid UTF-8 ({exc.reason})") from exc
-    try:
-        header = csv_header(text, path)
-    except ValueError as exc:
+        header = csv_file_header(next(lines, None), path)
+    except InputFileError as exc:
         raise InferError(str(exc)) from exc
     sample.add_columns(header)
-    for line in lines:
-        if not line.strip():
+    for record in csv_records(lines, len(header), path):
+        if record.blank:
             continue
-        try:
-            fields = next(csv.reader([line.decode("utf-8")], strict=True), [])
-        except (UnicodeDecodeError, csv.Error):
-            fields = None
-        if fields is None or len(fields) != len(header):
+        if record.fields is None:
             sample.unparsed_lines += 1
             continue
-        yield dict(zip(header, fields))
+        yield dict(zip(header, record.fields))
 
 
 def _jsonl_rows(lines: Iterator[bytes], sample: Sample) -> Iterator[dict]:
-    for line in lines:
+    for line in map(without_line_break, lines):
         if not line.strip():
             continue
         try:
@@ -256,7 +235,10 @@ def _tfrecord_rows(chunks: Iterable[bytes], path: str, sample: Sample) -> Iterat
 
 def _parquet_rows(filesystem: pafs.FileSystem, path: str, sample: Sample, max_rows: int) -> Iterator[dict]:
     with filesystem.open_input_file(path) as handle:
-        parquet = pq.ParquetFile(handle)
+        try:
+            parquet = pq.ParquetFile(handle)
+        except pa.ArrowException as exc:
+            raise InferError(f"{path}: not a readable Parquet file ({exc}); is it truncated?") from exc
         sample.add_columns(parquet.schema_arrow.names)
         for batch in parquet.iter_batches(batch_size=min(max_rows, 8192)):
             yield from batch.to_pylist()
@@ -270,8 +252,8 @@ def _file_rows(filesystem: pafs.FileSystem, path: str, sample: Sample, max_rows:
     if sample.input_format == "tfrecord":
         return _tfrecord_rows(chunks, path, sample)
     if sample.input_format == "csv":
-        return _csv_rows(_lines(chunks), path, sample)
-    return _jsonl_rows(_lines(chunks), sample)
+        return _csv_rows(text_lines(chunks), path, sample)
+    return _jsonl_rows(text_lines(chunks), sample)
 
 
 def read_sample(path: str, max_rows: int = SAMPLE_ROWS, input_format: str | None = None) -> Sample:

@@ -4,7 +4,7 @@ Use :func:`preprocess` from Python or ``python -m pipelines.run`` from the comma
 """
 
 from pipelines.options import PreprocessOptions
-from pipelines.report import ReconciliationError, RejectRateError
+from pipelines.report import EmptyTrainSplitError, ReconciliationError, RejectRateError
 from pipelines.run import preprocess, run
 
-__all__ = ["PreprocessOptions", "ReconciliationError", "RejectRateError", "preprocess", "run"]
+__all__ = ["EmptyTrainSplitError", "PreprocessOptions", "ReconciliationError", "RejectRateError", "preprocess", "run"]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from feature_specs.errors import UserError
 from feature_specs.input_formats import INPUT_FORMATS, format_from_extension
+
+
+class OptionError(UserError, ValueError):
+    """A preprocess argument is wrong (the input format, ``--events``, ``--max_reject_rate``,
+    ``--reuse_artifacts``); the message names the flag and what to pass."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """No file matches an input pattern, or a file the run needs is missing; the message names it."""
 
 
 class PreprocessOptions(PipelineOptions):
@@ -58,12 +68,12 @@ def infer_input_format(pattern: str) -> str:
         pattern: str. The input file pattern.
 
     Raises:
-        ValueError: when the extension names neither format.
+        OptionError: when the extension names no format.
     """
     input_format = format_from_extension(pattern)
     if input_format is not None:
         return input_format
-    raise ValueError(
+    raise OptionError(
         f"cannot tell the format of input {pattern!r} from its extension; "
         f"pass --input_format ({' or '.join(INPUT_FORMATS)})")
 
@@ -72,14 +82,14 @@ def parse_event_inputs(values) -> dict[str, str]:
     """``["clicks=logs/c-*.jsonl", ...]`` -> ``{"clicks": "logs/c-*.jsonl"}``.
 
     Raises:
-        ValueError: an item without ``=`` or a name given twice.
+        OptionError: an item without ``=`` or a name given twice.
     """
     inputs: dict[str, str] = {}
     for item in values or ():
         name, sep, pattern = item.partition("=")
         if not sep or not name or not pattern:
-            raise ValueError(f"--events expects NAME=PATTERN, got {item!r}")
+            raise OptionError(f"--events expects NAME=PATTERN, got {item!r}")
         if name in inputs:
-            raise ValueError(f"--events names source {name!r} twice")
+            raise OptionError(f"--events names source {name!r} twice")
         inputs[name] = pattern
     return inputs

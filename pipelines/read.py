@@ -1,45 +1,86 @@
 """Reading raw logs (CSV, Parquet, JSONL, TFRecord of tf.Example) into RawRecord elements.
 
-Files are streamed by Beam's sources, never loaded whole. A CSV or JSONL line or a serialized
-Example that cannot be parsed is not dropped: it becomes a record without values, which validation
-rejects as ``unparseable_line``.
+Files are streamed, never loaded whole. CSV is read by :class:`_CsvSource`, which follows quoting
+across lines (a quoted field may hold line breaks; see :mod:`feature_specs.csv_records`); JSONL by
+Beam's text source, line by line; Parquet and TFRecord by Beam's own sources. A CSV record, JSONL
+line or serialized Example that cannot be parsed is not dropped: it becomes a record without
+values, which validation rejects as ``unparseable_line``.
 """
 
 from __future__ import annotations
 
-import csv
+import functools
 import json
 from typing import Sequence
 
 import apache_beam as beam
 from apache_beam import coders
-from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.filebasedsource import FileBasedSource
 from apache_beam.io.parquetio import ReadAllFromParquet
 from apache_beam.io.tfrecordio import ReadAllFromTFRecord
 from apache_beam.metrics import Metrics
 
+from feature_specs.csv_records import (MAX_CSV_RECORD_BYTES, CsvRecord, csv_file_header, csv_records,
+                                       parse_csv_record, text_lines)
 from feature_specs.example_proto import Example  # protobuf alone: workers never import TensorFlow
-from feature_specs.input_formats import csv_header, example_feature_value
+from feature_specs.input_formats import example_feature_value
 from pipelines.options import INPUT_FORMATS
 from pipelines.records import RawRecord
 
+_CHUNK_BYTES = 1 << 16
 
-def read_csv_header(path: str) -> list[str]:
-    """Returns the column names in the first line of one CSV file (any filesystem, any compression).
+
+def _raw_record(source: str, record: CsvRecord, header: Sequence[str]) -> RawRecord:
+    if record.fields is None:
+        return RawRecord(source, record.text, None, record.error)
+    return RawRecord(source, record.text, dict(zip(header, record.fields)))
+
+
+def parse_csv_line(source: str, line: bytes | str, header: Sequence[str]) -> RawRecord:
+    """Splits one CSV record into named values.
 
     Args:
-        path: str. One file (not a pattern). Compression is inferred from its extension.
+        source: str. The file the record came from.
+        line: the record without its final line break (line breaks only inside quoted fields),
+            as bytes (UTF-8) or str.
+        header: the file's column names.
 
-    Raises:
-        ValueError: when the header is empty, not valid CSV or names a column twice.
+    Returns:
+        A record with ``values`` set, or with ``values=None`` and ``error`` saying why the record
+        does not parse (invalid UTF-8, broken quoting, wrong number of fields).
     """
-    with FileSystems.open(path) as handle:
-        first = handle.readline()
-    try:
-        text = first.decode("utf-8-sig").rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: the header line is not valid UTF-8: {exc}") from exc
-    return csv_header(text, path)
+    return _raw_record(source, parse_csv_record(line, len(header), source), header)
+
+
+class _CsvSource(FileBasedSource):
+    """The records of CSV files, each file's first line its header, quoting followed across lines.
+
+    A file is read whole by one worker, from its start: where a record begins cannot be told from
+    an arbitrary offset once quoted fields may hold line breaks, so files are not split (a
+    pattern of many files still reads in parallel, one file per bundle). Reading holds one record
+    at a time, at most ``max_record_bytes`` for one that spans lines.
+
+    Args:
+        pattern: str. File pattern, local or any Beam filesystem URI; compression from the extension.
+        max_record_bytes: int. How far an open quote may run (see :func:`feature_specs.csv_records.csv_records`).
+    """
+
+    def __init__(self, pattern: str, max_record_bytes: int = MAX_CSV_RECORD_BYTES):
+        super().__init__(pattern, splittable=False)
+        self._max_record_bytes = max_record_bytes
+
+    def read_records(self, file_name, offset_range_tracker):
+        if not offset_range_tracker.try_claim(offset_range_tracker.start_position()):
+            return
+        blank = Metrics.counter("pipelines.read", "blank_lines_skipped")
+        with self.open_file(file_name) as handle:
+            lines = text_lines(iter(functools.partial(handle.read, _CHUNK_BYTES), b""))
+            header = csv_file_header(next(lines, None), file_name)
+            for record in csv_records(lines, len(header), file_name, self._max_record_bytes):
+                if record.blank:
+                    blank.inc()
+                    continue
+                yield _raw_record(file_name, record, header)
 
 
 def _decode_line(source: str, line: bytes | str) -> str | RawRecord:
@@ -51,52 +92,6 @@ def _decode_line(source: str, line: bytes | str) -> str | RawRecord:
     except UnicodeDecodeError as exc:
         text = line.decode("utf-8", errors="backslashreplace")
         return RawRecord(source, text, None, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-
-
-def parse_csv_line(source: str, line: bytes | str, header: Sequence[str]) -> RawRecord:
-    """Splits one CSV line into named values.
-
-    Args:
-        source: str. The file the line came from.
-        line: the line without its line break, as bytes (UTF-8) or str.
-        header: the file's column names.
-
-    Returns:
-        A record with ``values`` set, or with ``values=None`` and ``error`` saying why the line does
-        not parse (invalid UTF-8, broken quoting, wrong number of fields).
-    """
-    line = _decode_line(source, line)
-    if isinstance(line, RawRecord):
-        return line
-    try:
-        fields = next(csv.reader([line], strict=True), [])
-    except csv.Error as exc:
-        return RawRecord(source, line, None, f"line is not valid CSV ({exc})")
-    if len(fields) != len(header):
-        return RawRecord(
-            source, line, None,
-            f"line has {len(fields)} field(s), the header of {source} names {len(header)}")
-    return RawRecord(source, line, dict(zip(header, fields)))
-
-
-class _ParseCsvLines(beam.DoFn):
-    """Parses ``(file, line)`` pairs using each file's own header, read once per file and worker."""
-
-    def __init__(self):
-        self._blank = Metrics.counter("pipelines.read", "blank_lines_skipped")
-
-    def setup(self):
-        self._headers: dict[str, list[str]] = {}
-
-    def process(self, element):
-        source, line = element
-        if not line.strip():
-            # Like csv.DictReader, a blank line holds no row.
-            self._blank.inc()
-            return
-        if source not in self._headers:
-            self._headers[source] = read_csv_header(source)
-        yield parse_csv_line(source, line, self._headers[source])
 
 
 def parse_json_line(source: str, line: bytes | str) -> RawRecord:
@@ -156,9 +151,9 @@ class ReadRecords(beam.PTransform):
 
     Args:
         pattern: str. File pattern, local or any Beam filesystem URI.
-        input_format: str. ``csv`` (first line of each file is its header), ``parquet``, ``jsonl``
-            (one JSON object per line) or ``tfrecord`` (serialized tf.train.Example records;
-            compression from the extension).
+        input_format: str. ``csv`` (first line of each file is its header; quoted fields may
+            hold line breaks), ``parquet``, ``jsonl`` (one JSON object per line) or ``tfrecord``
+            (serialized tf.train.Example records); compression from the extension.
     """
 
     def __init__(self, pattern: str, input_format: str):
@@ -170,12 +165,7 @@ class ReadRecords(beam.PTransform):
 
     def expand(self, pbegin):
         if self._format == "csv":
-            return (
-                pbegin
-                | "ReadLines" >> beam.io.ReadFromTextWithFilename(
-                    self._pattern, skip_header_lines=1, coder=coders.BytesCoder())
-                | "ParseCsv" >> beam.ParDo(_ParseCsvLines())
-            )
+            return pbegin | "ReadCsv" >> beam.io.Read(_CsvSource(self._pattern))
         if self._format == "jsonl":
             return (
                 pbegin
@@ -195,16 +185,3 @@ class ReadRecords(beam.PTransform):
             | "ReadParquet" >> ReadAllFromParquet(with_filename=True)
             | "ToRecords" >> beam.MapTuple(lambda source, row: RawRecord(source, row, row))
         )
-
-
-def check_header(header: Sequence[str], required: Sequence[str], source: str) -> None:
-    """Fails fast when a file's header lacks required columns (every row would be rejected).
-
-    Raises:
-        ValueError: naming the missing columns and the file.
-    """
-    missing = [name for name in required if name not in header]
-    if missing:
-        raise ValueError(
-            f"{source}: the header has no column(s) {', '.join(missing)} required by the spec "
-            f"(header: {', '.join(header)})")

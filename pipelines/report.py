@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 import apache_beam as beam
 
+from feature_specs.artifacts import PREPROCESS_COMPLETE, PREPROCESS_FAILED
 from feature_specs.errors import UserError
 from pipelines.records import REASONS
 
@@ -27,6 +28,11 @@ class RejectRateError(UserError, RuntimeError):
     and wrote its rejected rows, but its data must not be trained on."""
 
     exit_code = 1
+
+
+class EmptyTrainSplitError(UserError, RuntimeError):
+    """The run wrote no row to the train split, so there is nothing to train on (an input with
+    only a header, every row rejected, or every row split to eval)."""
 
 
 def counts_from_parts(parts):
@@ -110,7 +116,8 @@ def build_report(counts: Mapping[str, Any], spec_name: str, input_pattern: str, 
         ``{"input_rows", "written": {"train", "eval", "total"}, "rejected": {"total",
         "by_reason", "by_field"}, "reject_rate", "max_reject_rate", "reject_rate_ok",
         "reconciled", "mode", "data_quality", "join", "spec", "input", "seconds"}`` (``join``: the
-        label join's counts, None without a ``sources:`` section). ``by_reason`` lists
+        label join's counts, None without a ``sources:`` section); :func:`finish_report` adds the
+        verdict (``status``, ``failure``). ``by_reason`` lists
         every reason, zeros included; ``data_quality`` is the profile summary (per column
         missing rate, distinct values, min/max; unknown columns; values outside reused artifacts).
     """
@@ -162,6 +169,44 @@ def check_reject_rate(report: Mapping[str, Any]) -> None:
         f"Top reasons: {', '.join(f'{r} {n:,}' for n, r in reasons[:3])}"
         + (f"; top fields: {', '.join(f'{f} {n:,}' for n, f in fields[:3])}" if fields else "")
         + ". See report.json and the rows under rejected/.")
+
+
+def check_train_rows(report: Mapping[str, Any]) -> None:
+    """Raises :class:`EmptyTrainSplitError` when no row was written to the train split."""
+    if report["written"]["train"]:
+        return
+    rows = report["input_rows"]
+    raise EmptyTrainSplitError(
+        f"{report['input']}: no rows were written to the train split ({rows:,} input row(s), "
+        f"{report['rejected']['total']:,} rejected, {report['written']['eval']:,} written to eval): "
+        + ("the input holds no data rows, only headers or blank lines" if not rows
+           else "see report.json and the rows under rejected/"))
+
+
+def finish_report(report: dict) -> Exception | None:
+    """Checks a report and records the verdict in it, so training can tell usable data from not.
+
+    Sets ``report["status"]`` to :data:`~feature_specs.artifacts.PREPROCESS_COMPLETE`, or to
+    :data:`~feature_specs.artifacts.PREPROCESS_FAILED` with ``report["failure"]`` (one line) for
+    the first check that fails: rows that do not reconcile, a reject rate over the limit, an
+    empty train split.
+
+    Args:
+        report: dict. A report from :func:`build_report`; updated in place.
+
+    Returns:
+        The failed check's exception (:class:`ReconciliationError`, :class:`RejectRateError` or
+        :class:`EmptyTrainSplitError`), for the caller to raise once report.json is written; None
+        when every check passes.
+    """
+    for check in (check_reconciled, check_reject_rate, check_train_rows):
+        try:
+            check(report)
+        except (ReconciliationError, RejectRateError, EmptyTrainSplitError) as exc:
+            report.update(status=PREPROCESS_FAILED, failure=" ".join(str(exc).split()))
+            return exc
+    report["status"] = PREPROCESS_COMPLETE
+    return None
 
 
 def format_table(report: Mapping[str, Any]) -> str:

@@ -12,9 +12,16 @@ Python::
     report = preprocess("feature_specs/clicklog.yaml", "logs/day2/*.parquet", "runs/2",
                         reuse_artifacts="runs/1")
 
-The run fails with :class:`~pipelines.report.RejectRateError` (after writing report.json) when
-more rows are rejected than ``max_reject_rate`` allows (the spec's ``pipeline.max_reject_rate``,
-default 5%, or ``--max_reject_rate``).
+Before the pipeline starts, every input file's CSV header or Parquet footer is checked
+(:mod:`pipelines.input_checks`): an empty, truncated or malformed file, or one without a column
+the spec needs, fails at once with an :class:`~feature_specs.input_formats.InputFileError` naming it.
+
+``report.json`` is written last and says whether the data may be trained on: ``"status"`` is
+``complete``, or ``failed`` with a one-line ``"failure"`` when the run wrote its outputs but fails a
+check, after which the run raises: :class:`~pipelines.report.RejectRateError` when more rows are
+rejected than ``max_reject_rate`` allows (the spec's ``pipeline.max_reject_rate``, default 5%, or
+``--max_reject_rate``), :class:`~pipelines.report.EmptyTrainSplitError` when no row reached the
+train split, :class:`~pipelines.report.ReconciliationError` when rows were lost.
 
 Without ``--runner`` the pipeline runs in-process on the FnApiRunner, the DirectRunner's batch
 engine. (The DirectRunner itself first tries to download and start the Prism runner, which needs
@@ -39,12 +46,13 @@ from feature_specs.spec import FeatureSpec
 from feature_specs.spec_reader import load_spec, spec_from_dict
 from pipelines.analyze import AnalyzeTrain
 from pipelines.files import delete_matching, matching_files, read_text, write_text
+from pipelines.input_checks import check_input_files
 from pipelines.join import JoinLabels
-from pipelines.options import PreprocessOptions, infer_input_format, parse_event_inputs
+from pipelines.options import (MissingInputError, OptionError, PreprocessOptions, infer_input_format,
+                               parse_event_inputs)
 from pipelines.quality import MergeProfiles
-from pipelines.read import ReadRecords, check_header, read_csv_header
-from pipelines.report import (COUNTS_SUFFIX, CountRows, build_report, check_reconciled, check_reject_rate,
-                              counts_json, format_table)
+from pipelines.read import ReadRecords
+from pipelines.report import COUNTS_SUFFIX, CountRows, build_report, counts_json, finish_report, format_table
 from pipelines.split import SplitRows
 from pipelines.validate import ValidateRows, reference_checks
 from pipelines.write import WriteExamples, WriteFiles, WriteRejected, vocabulary_text
@@ -103,19 +111,19 @@ def load_reused_artifacts(path: str, spec: FeatureSpec) -> ReusedArtifacts:
         spec: FeatureSpec. This run's spec.
 
     Raises:
-        FileNotFoundError: an artifact file is missing.
-        ValueError: the earlier run's spec declares different features or transforms.
+        MissingInputError: an artifact file is missing.
+        OptionError: the earlier run's spec declares different features or transforms.
     """
     root = path.rstrip("/")
     earlier = Workdir(root[: -len("/artifacts")] if root.endswith("/artifacts") else root)
     for needed in (earlier.spec_json, earlier.statistics_json):
         if not matching_files(needed):
-            raise FileNotFoundError(f"--reuse_artifacts {path!r}: {needed} is missing")
+            raise MissingInputError(f"--reuse_artifacts {path!r}: {needed} is missing")
     earlier_spec = spec_from_dict(json.loads(read_text(earlier.spec_json)), source=earlier.spec_json)
     if _analyzed(earlier_spec) != _analyzed(spec):
         changed = sorted({f["name"] for f in _analyzed(earlier_spec)} ^ {f["name"] for f in _analyzed(spec)}
                          | {a["name"] for a, b in zip(_analyzed(earlier_spec), _analyzed(spec)) if a != b})
-        raise ValueError(
+        raise OptionError(
             f"--reuse_artifacts {path!r}: its spec's features differ from this spec's "
             f"({', '.join(changed) or 'order'}); artifacts can only be reused for the same features")
     vocabularies = {}
@@ -206,23 +214,34 @@ def pipeline_options(beam_args: Sequence[str] = ()) -> PipelineOptions:
 
 
 def _event_inputs(spec: FeatureSpec, patterns: Mapping[str, str]) -> dict[str, tuple[str, str]] | None:
-    """Checks that every event source of the spec has an input and nothing else does."""
+    """Checks that every event source of the spec has an input, and nothing else does, and that
+    each input's files are readable and hold the impression id, the time and the summed field.
+
+    Raises:
+        OptionError: ``--events`` names an unknown source or misses one.
+        MissingInputError: no file matches a source's pattern.
+        InputFileError: a file of a source is malformed or lacks a column the join needs.
+    """
     names = [e.name for e in spec.sources.events] if spec.sources else []
     unknown = sorted(set(patterns) - set(names))
     if unknown:
-        raise ValueError(f"--events names source(s) {', '.join(unknown)} that the spec's sources: section "
-                         f"does not declare ({', '.join(names) or 'none'})")
+        raise OptionError(f"--events names source(s) {', '.join(unknown)} that the spec's sources: section "
+                          f"does not declare ({', '.join(names) or 'none'})")
     if spec.sources is None:
         return None
     missing = [name for name in names if name not in patterns]
     if missing:
-        raise ValueError(f"the spec joins labels from event source(s) {', '.join(missing)}: "
-                         f"pass --events {missing[0]}=PATTERN")
+        raise OptionError(f"the spec joins labels from event source(s) {', '.join(missing)}: "
+                          f"pass --events {missing[0]}=PATTERN")
     inputs = {}
-    for name in names:
-        if not matching_files(patterns[name]):
-            raise FileNotFoundError(f"no file matches {patterns[name]!r} (event source {name!r})")
-        inputs[name] = (patterns[name], infer_input_format(patterns[name]))
+    for source in spec.sources.events:
+        pattern = patterns[source.name]
+        files = matching_files(pattern)
+        if not files:
+            raise MissingInputError(f"no file matches {pattern!r} (event source {source.name!r})")
+        inputs[source.name] = (pattern, infer_input_format(pattern))
+        needed = [spec.sources.impression_id, source.timestamp] + ([source.value] if source.value else [])
+        check_input_files(files, inputs[source.name][1], needed)
     return inputs
 
 
@@ -253,13 +272,17 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
         The report dict (see :func:`pipelines.report.build_report`).
 
     Raises:
-        FileNotFoundError: no file matches ``input_pattern``, or reused artifacts are missing.
-        ValueError: unknown input format, a CSV header without the spec's required columns, or
-            reused artifacts made for other features.
-        pipelines.report.ReconciliationError: input rows != written + rejected (report.json is
-            still written, with ``"reconciled": false``).
-        pipelines.report.RejectRateError: the reject rate is above ``max_reject_rate``
-            (report.json is still written, with ``"reject_rate_ok": false``).
+        pipelines.options.MissingInputError: no file matches ``input_pattern`` (or an event
+            pattern), or reused artifacts are missing.
+        pipelines.options.OptionError: unknown input format, ``max_reject_rate`` outside [0, 1],
+            ``--events`` that do not match the spec, reused artifacts made for other features.
+        feature_specs.input_formats.InputFileError: an input file is empty, truncated or
+            malformed, or lacks a column the spec requires (checked before the pipeline starts).
+        pipelines.report.ReconciliationError: input rows != written + rejected.
+        pipelines.report.RejectRateError: the reject rate is above ``max_reject_rate``.
+        pipelines.report.EmptyTrainSplitError: no row was written to the train split.
+        (For the last three report.json is still written, with ``"status": "failed"`` and the
+        ``"failure"``.)
     """
     start = time.monotonic()
     spec = load_spec(spec) if isinstance(spec, str) else spec
@@ -271,18 +294,17 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
     if max_reject_rate is None:
         max_reject_rate = spec.pipeline.max_reject_rate
     if not 0.0 <= max_reject_rate <= 1.0:
-        raise ValueError(f"max_reject_rate must be in [0, 1], got {max_reject_rate}")
+        raise OptionError(f"--max_reject_rate must be in [0, 1], got {max_reject_rate}")
     reuse_artifacts = reuse_artifacts or flags.reuse_artifacts
     input_format = input_format or infer_input_format(input_pattern)
     files = matching_files(input_pattern)
     if not files:
-        raise FileNotFoundError(f"no input file matches {input_pattern!r}")
+        raise MissingInputError(f"no input file matches {input_pattern!r}")
     logger.info("preprocess: spec %r, %d %s file(s) matching %s -> %s",
                 spec.name, len(files), input_format, input_pattern, workdir.root)
     derived = {e.label for e in spec.sources.events} if spec.sources else set()
-    if input_format == "csv":
-        required = [c.name for c in spec.all_columns if c.required and c.name not in derived]
-        check_header(read_csv_header(files[0]), required, files[0])
+    check_input_files(files, input_format,
+                      [c.name for c in spec.all_columns if c.required and c.name not in derived])
     events = _event_inputs(spec, event_inputs if event_inputs is not None else parse_event_inputs(flags.events))
     reused = load_reused_artifacts(reuse_artifacts, spec) if reuse_artifacts else None
     if reused is not None:
@@ -302,11 +324,12 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
     counts = json.loads(read_text(counts_path(workdir)))
     report = build_report(counts, spec.name, input_pattern, time.monotonic() - start,
                           max_reject_rate=max_reject_rate, mode="reuse" if reused else "analyze")
+    failure = finish_report(report)
     write_text(workdir.report_json, json.dumps(report, indent=2) + "\n")
-    logger.info("preprocess: wrote %s", workdir.report_json)
+    logger.info("preprocess: wrote %s (status %s)", workdir.report_json, report["status"])
     print(format_table(report))
-    check_reconciled(report)
-    check_reject_rate(report)
+    if failure is not None:
+        raise failure
     return report
 
 

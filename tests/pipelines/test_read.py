@@ -7,7 +7,8 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.options import infer_input_format
-from pipelines.read import ReadRecords, check_header, parse_csv_line, read_csv_header
+from pipelines.input_checks import check_header, read_csv_header
+from pipelines.read import ReadRecords, parse_csv_line
 from pipelines.records import RawRecord
 
 

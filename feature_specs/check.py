@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_sample
 from feature_specs.spec import Column, FeatureSpec, SpecError
+from feature_specs.spec_nodes import quoted
 from feature_specs.spec_reader import load_spec
 from feature_specs.values import InvalidValue, is_missing, typed_value
 
@@ -90,7 +91,7 @@ def _describe(column: Column, key: str, counts: _ColumnCounts, rows: int, limit:
     if counts.wrong_type > limit * rows:
         problems.append(Problem(
             f"{label}: {counts.wrong_type} of {rows} sampled rows of {where} hold a value that is not {column.dtype} "
-            f"(e.g. {counts.example_type!r}); is the column mistyped in the spec?", column.name))
+            f"(e.g. {quoted(counts.example_type)}); is the column mistyped in the spec?", column.name))
     if counts.missing > limit * rows:
         problems.append(Problem(
             f"{label}: {counts.missing} of {rows} sampled rows of {where} have no value but the column is required "
@@ -99,7 +100,7 @@ def _describe(column: Column, key: str, counts: _ColumnCounts, rows: int, limit:
         bounds = f"[{'' if column.min is None else f'{column.min:g}'}, {'' if column.max is None else f'{column.max:g}'}]"
         problems.append(Problem(
             f"{label}: {counts.out_of_range} of {rows} sampled rows of {where} are outside {bounds} "
-            f"(e.g. {counts.example_range!r})", column.name))
+            f"(e.g. {quoted(counts.example_range)})", column.name))
     return problems
 
 

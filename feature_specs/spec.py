@@ -37,6 +37,21 @@ LABEL_TRANSFORMS = ("none", "log1p")
 SCORE_KINDS = ("weighted_sum", "product")
 SPLIT_METHODS = ("hash", "timestamp")
 
+# Upper bounds of the spec's integer keys, each written once here and checked by the reader at its
+# key path (``mmoe train --epochs/--batch-size`` apply the same two). Far above any model this
+# project trains, low enough that a slip (three zeros too many, ``1e23``) is refused before a stage
+# allocates anything.
+MAX_BATCH_SIZE = 1 << 20  # training.batch_size
+MAX_EPOCHS = 10_000  # training.epochs and early_stopping.patience
+MAX_EXPERTS = 1_024  # model.num_experts, task_experts, gate_top_k
+MAX_LAYERS = 64  # model.num_levels, and the length of every *_units list
+MAX_UNITS = 1 << 16  # each width in model.*_units
+MAX_EMBEDDING_DIM = 4_096  # features[].embedding_dim
+MAX_TABLE_ROWS = 1 << 26  # features[].top_k, num_bins, num_oov: rows of one embedding table
+MAX_QUANTILE_BUCKETS = 10_000  # features[].num_buckets of a quantile feature
+MAX_SHUFFLE_BUFFER = 1 << 24  # training.shuffle_buffer: examples held in memory
+MAX_COUNT = 2**31 - 1  # counts, step numbers, seconds and seeds: the int32 TensorFlow's counters take
+
 
 def field_default(cls: type, name: str) -> Any:
     """The default of field ``name`` of dataclass ``cls`` (its factory called, if it has one).

@@ -11,14 +11,22 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-import yaml
-
 from feature_specs.spec import (
     DTYPES,
     EVENT_AGGREGATES,
     LABEL_TRANSFORMS,
     LOSS_WEIGHTINGS,
     LOSSES,
+    MAX_BATCH_SIZE,
+    MAX_COUNT,
+    MAX_EMBEDDING_DIM,
+    MAX_EPOCHS,
+    MAX_EXPERTS,
+    MAX_LAYERS,
+    MAX_QUANTILE_BUCKETS,
+    MAX_SHUFFLE_BUFFER,
+    MAX_TABLE_ROWS,
+    MAX_UNITS,
     ROLES,
     SCORE_KINDS,
     SPLIT_METHODS,
@@ -39,25 +47,27 @@ from feature_specs.spec import (
     TrainingConfig,
     field_default,
 )
-from feature_specs.spec_nodes import Node, SpecError
+from feature_specs.spec_file import read_spec_data
+from feature_specs.spec_nodes import Node, SpecError, quoted
+from feature_specs.values import InvalidValue, typed_value
 
 
 def _read_column(node: Node) -> dict:
     name = node.get("name", str)
     if not name.isidentifier():
-        raise node.error("name", f"must be a Python identifier (letters, digits, _), got {name!r}")
+        raise node.error("name", f"must be a Python identifier (letters, digits, _), got {quoted(name)}")
     dtype = node.choice("type", DTYPES)
     required = node.get("required", bool, field_default(Column, "required"))
     default = node.get("default", (str, int, float), field_default(Column, "default"))
     if not required and default is None:
         raise node.error("default", "a column with required: false needs a default value")
     if default is not None:
-        default = _coerce_default(node, dtype, default)
+        default = _coerce_default(node, name, dtype, default)
     bounds = {}
     for key in ("min", "max"):
         bound = node.get(key, float, field_default(Column, key))
         if bound is not None and dtype == "string":
-            raise node.error(key, f"bounds apply to numeric columns; {name!r} is a string")
+            raise node.error(key, f"bounds apply to numeric columns; {quoted(name)} is a string")
         bounds[key] = bound
     if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
         raise node.error("max", f"max {bounds['max']} is below min {bounds['min']}")
@@ -67,22 +77,32 @@ def _read_column(node: Node) -> dict:
     return dict(name=name, dtype=dtype, required=required, default=default, **bounds)
 
 
-def _coerce_default(node: Node, dtype: str, value: Any, key: str = "default") -> Any:
-    """``value`` (a default or serving value) as the column's Python type."""
+def _coerce_default(node: Node, name: str, dtype: str, value: Any, key: str = "default") -> Any:
+    """``value`` (a default or serving value) as column ``name``'s Python type, within the range a
+    tf.Example holds (int64, float32: the rules of :func:`feature_specs.values.typed_value`)."""
     if dtype == "string":
         return str(value)
     if dtype in ("int", "timestamp"):
         if isinstance(value, str) or (isinstance(value, float) and not value.is_integer()):
-            raise node.error(key, f"expected an integer for type {dtype}, got {value!r}")
-        return int(value)
-    if isinstance(value, str):
-        raise node.error(key, f"expected a number for type float, got {value!r}")
-    return float(value)
+            raise node.error(key, f"expected an integer for type {dtype}, got {quoted(value)}")
+        value = int(value)
+    elif isinstance(value, str):
+        raise node.error(key, f"expected a number for type float, got {quoted(value)}")
+    try:
+        return typed_value(Column(name=name, dtype=dtype), value)
+    except InvalidValue as exc:
+        raise node.error(key, exc.message) from None
 
 
-# Integer keys of a feature, by the smallest value each takes.
-_AT_LEAST_ONE = ("embedding_dim", "top_k", "min_count", "num_oov")
-_AT_LEAST_ZERO = ("num_bins", "num_buckets")
+# Integer keys of a feature: (smallest, largest) value each takes.
+_FEATURE_INT_RANGES = {
+    "embedding_dim": (1, MAX_EMBEDDING_DIM),
+    "top_k": (1, MAX_TABLE_ROWS),
+    "min_count": (1, MAX_COUNT),
+    "num_oov": (1, MAX_TABLE_ROWS),
+    "num_bins": (0, MAX_TABLE_ROWS),
+    "num_buckets": (0, MAX_QUANTILE_BUCKETS),
+}
 
 
 def _read_feature(node: Node) -> Feature:
@@ -94,8 +114,8 @@ def _read_feature(node: Node) -> Feature:
     kwargs = dict(
         transform=transform,
         role=node.choice("role", ROLES, field_default(Feature, "role")),
-        **{key: node.positive_int(key, field_default(Feature, key)) for key in _AT_LEAST_ONE},
-        **{key: node.positive_int(key, field_default(Feature, key), minimum=0) for key in _AT_LEAST_ZERO},
+        **{key: node.positive_int(key, field_default(Feature, key), minimum=low, maximum=high)
+           for key, (low, high) in _FEATURE_INT_RANGES.items()},
     )
     if transform == "hashing" and kwargs["num_bins"] < 2:
         raise node.error("num_bins", "hashing needs num_bins >= 2")
@@ -105,7 +125,7 @@ def _read_feature(node: Node) -> Feature:
     if kwargs["role"] == "bias":
         if serving_value is None:
             raise node.error("serving_value", "a bias feature needs the value it is fixed to at serving")
-        kwargs["serving_value"] = _coerce_default(node, dtype, serving_value, "serving_value")
+        kwargs["serving_value"] = _coerce_default(node, base["name"], dtype, serving_value, "serving_value")
     elif serving_value is not None:
         raise node.error("serving_value", "only features with role: bias take a serving_value")
     node.finish()
@@ -122,10 +142,10 @@ def _read_task(node: Node, column_types: Mapping[str, str]) -> Task:
     name = node.get("name", str)
     label = node.get("label", str)
     if label not in column_types:
-        raise node.error("label", f"label column {label!r} is not declared under features or columns")
+        raise node.error("label", f"label column {quoted(label)} is not declared under features or columns")
     kind = node.choice("kind", TASK_KINDS)
     if column_types[label] not in ("int", "float"):
-        raise node.error("label", f"label column {label!r} must be int or float, is {column_types[label]}")
+        raise node.error("label", f"label column {quoted(label)} must be int or float, is {column_types[label]}")
     loss = node.choice("loss", LOSSES[kind], default_loss(kind))
     weight = node.get("weight", float, field_default(Task, "weight"))
     if weight < 0:
@@ -135,10 +155,10 @@ def _read_task(node: Node, column_types: Mapping[str, str]) -> Task:
         raise node.error("label_transform", "binary tasks take their label as 0/1")
     mask = node.get("mask", str, field_default(Task, "mask"))
     if mask is not None and mask not in column_types:
-        raise node.error("mask", f"mask column {mask!r} is not declared under features or columns")
+        raise node.error("mask", f"mask column {quoted(mask)} is not declared under features or columns")
     unit = node.get("unit", str, field_default(Task, "unit"))
     if unit and not unit.isidentifier():
-        raise node.error("unit", f"must be a short identifier such as seconds, got {unit!r}")
+        raise node.error("unit", f"must be a short identifier such as seconds, got {quoted(unit)}")
     node.finish()
     return Task(name=name, label=label, kind=kind, loss=loss, weight=weight,
                 label_transform=label_transform, mask=mask, unit=unit)
@@ -147,26 +167,31 @@ def _read_task(node: Node, column_types: Mapping[str, str]) -> Task:
 def _check_unique(nodes: list[Node], names: list[str], seen: dict[str, str]) -> None:
     for node, name in zip(nodes, names):
         if name in seen:
-            raise node.error("name", f"duplicate name {name!r} (first declared at {seen[name]})")
+            raise node.error("name", f"duplicate name {quoted(name)} (first declared at {seen[name]})")
         seen[name] = f"{node.path}.name"
+
+
+def _units(node: Node, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """Layer widths: at most :data:`MAX_LAYERS` of them, each at most :data:`MAX_UNITS`."""
+    return node.int_list(key, default, maximum=MAX_UNITS, max_items=MAX_LAYERS)
 
 
 def _read_model(node: Node) -> ModelConfig:
     defaults = ModelConfig()
     model = ModelConfig(
         architecture=node.get("architecture", str, defaults.architecture),  # one of mmoe.architectures.ARCHITECTURES, checked there
-        num_experts=node.positive_int("num_experts", defaults.num_experts),
-        task_experts=node.positive_int("task_experts", defaults.task_experts),
-        num_levels=node.positive_int("num_levels", defaults.num_levels),
-        expert_units=node.int_list("expert_units", defaults.expert_units),
-        bottom_units=node.int_list("bottom_units", defaults.bottom_units),
-        tower_units=node.int_list("tower_units", defaults.tower_units),
+        num_experts=node.positive_int("num_experts", defaults.num_experts, maximum=MAX_EXPERTS),
+        task_experts=node.positive_int("task_experts", defaults.task_experts, maximum=MAX_EXPERTS),
+        num_levels=node.positive_int("num_levels", defaults.num_levels, maximum=MAX_LAYERS),
+        expert_units=_units(node, "expert_units", defaults.expert_units),
+        bottom_units=_units(node, "bottom_units", defaults.bottom_units),
+        tower_units=_units(node, "tower_units", defaults.tower_units),
         gate_temperature=node.get("gate_temperature", float, defaults.gate_temperature),
-        gate_units=node.int_list("gate_units", defaults.gate_units),
-        gate_top_k=node.positive_int("gate_top_k", defaults.gate_top_k, minimum=0),
+        gate_units=_units(node, "gate_units", defaults.gate_units),
+        gate_top_k=node.positive_int("gate_top_k", defaults.gate_top_k, minimum=0, maximum=MAX_EXPERTS),
         expert_dropout=node.get("expert_dropout", float, defaults.expert_dropout),
         load_balance_weight=node.get("load_balance_weight", float, defaults.load_balance_weight),
-        bias_tower_units=node.int_list("bias_tower_units", defaults.bias_tower_units),
+        bias_tower_units=_units(node, "bias_tower_units", defaults.bias_tower_units),
         dropout=node.get("dropout", float, defaults.dropout),
         fused_experts=node.get("fused_experts", bool, defaults.fused_experts),
     )
@@ -200,7 +225,7 @@ def _read_early_stopping(node: Node, tasks) -> EarlyStopping:
     defaults = EarlyStopping()
     config = EarlyStopping(
         metric=node.choice("metric", tuple(_early_stopping_metrics(tasks)), defaults.metric),
-        patience=node.positive_int("patience", defaults.patience, minimum=0),
+        patience=node.positive_int("patience", defaults.patience, minimum=0, maximum=MAX_EPOCHS),
         min_delta=node.get("min_delta", float, defaults.min_delta),
     )
     if config.min_delta < 0:
@@ -212,19 +237,21 @@ def _read_early_stopping(node: Node, tasks) -> EarlyStopping:
 def _read_training(node: Node, tasks) -> TrainingConfig:
     defaults = TrainingConfig()
     training = TrainingConfig(
-        batch_size=node.positive_int("batch_size", defaults.batch_size),
-        epochs=node.positive_int("epochs", defaults.epochs),
+        batch_size=node.positive_int("batch_size", defaults.batch_size, maximum=MAX_BATCH_SIZE),
+        epochs=node.positive_int("epochs", defaults.epochs, maximum=MAX_EPOCHS),
         learning_rate=node.get("learning_rate", float, defaults.learning_rate),
-        shuffle_buffer=node.positive_int("shuffle_buffer", defaults.shuffle_buffer),
-        seed=node.get("seed", int, defaults.seed),
+        shuffle_buffer=node.positive_int("shuffle_buffer", defaults.shuffle_buffer, maximum=MAX_SHUFFLE_BUFFER),
+        seed=node.positive_int("seed", defaults.seed, minimum=0, maximum=MAX_COUNT),
         loss_weighting=node.choice("loss_weighting", LOSS_WEIGHTINGS, defaults.loss_weighting),
         checkpoint_every_steps=node.positive_int(
-            "checkpoint_every_steps", defaults.checkpoint_every_steps, minimum=0
+            "checkpoint_every_steps", defaults.checkpoint_every_steps, minimum=0, maximum=MAX_COUNT
         ),
         jit_compile=node.get("jit_compile", bool, defaults.jit_compile),
-        steps_per_execution=node.positive_int("steps_per_execution", defaults.steps_per_execution),
+        steps_per_execution=node.positive_int("steps_per_execution", defaults.steps_per_execution, maximum=MAX_COUNT),
         cache=node.get("cache", bool, defaults.cache),
-        lazy_update_min_rows=node.positive_int("lazy_update_min_rows", defaults.lazy_update_min_rows, minimum=0),
+        lazy_update_min_rows=node.positive_int(
+            "lazy_update_min_rows", defaults.lazy_update_min_rows, minimum=0, maximum=MAX_COUNT
+        ),
         early_stopping=_read_early_stopping(node.child("early_stopping", required=False), tasks),
     )
     if training.learning_rate <= 0:
@@ -248,11 +275,12 @@ def _read_pipeline(node: Node) -> PipelineConfig:
 def _read_sources(node: Node, column_types: Mapping[str, str]) -> Sources:
     impression_id = node.get("impression_id", str)
     if impression_id not in column_types:
-        raise node.error("impression_id", f"column {impression_id!r} is not declared")
+        raise node.error("impression_id", f"column {quoted(impression_id)} is not declared")
     timestamp = node.get("timestamp", str)
     if column_types.get(timestamp) not in ("timestamp", "int"):
-        raise node.error("timestamp", f"{timestamp!r} must be a declared timestamp or int column")
-    window = node.positive_int("attribution_window_seconds", field_default(Sources, "attribution_window_seconds"))
+        raise node.error("timestamp", f"{quoted(timestamp)} must be a declared timestamp or int column")
+    window = node.positive_int("attribution_window_seconds", field_default(Sources, "attribution_window_seconds"),
+                               maximum=MAX_COUNT)
     events, labels = [], {}
     event_nodes = node.items("events")
     if not event_nodes:
@@ -260,14 +288,14 @@ def _read_sources(node: Node, column_types: Mapping[str, str]) -> Sources:
     for event_node in event_nodes:
         name = event_node.get("name", str)
         if not name.isidentifier():
-            raise event_node.error("name", f"must be an identifier, got {name!r}")
+            raise event_node.error("name", f"must be an identifier, got {quoted(name)}")
         if name in {e.name for e in events}:
-            raise event_node.error("name", f"duplicate event source {name!r}")
+            raise event_node.error("name", f"duplicate event source {quoted(name)}")
         label = event_node.get("label", str)
         if column_types.get(label) not in ("int", "float"):
-            raise event_node.error("label", f"label column {label!r} must be a declared int or float column")
+            raise event_node.error("label", f"label column {quoted(label)} must be a declared int or float column")
         if label in labels:
-            raise event_node.error("label", f"{label!r} is already derived by source {labels[label]!r}")
+            raise event_node.error("label", f"{quoted(label)} is already derived by source {quoted(labels[label])}")
         labels[label] = name
         aggregate = event_node.choice("aggregate", EVENT_AGGREGATES, field_default(EventSource, "aggregate"))
         value = event_node.get("value", str, field_default(EventSource, "value"))
@@ -286,13 +314,13 @@ def _read_sources(node: Node, column_types: Mapping[str, str]) -> Sources:
 def _read_ranking(node: Node, column_types: Mapping[str, str], task_names: set[str]) -> Ranking:
     group_by = node.get("group_by", str, field_default(Ranking, "group_by"))
     if group_by is not None and group_by not in column_types:
-        raise node.error("group_by", f"column {group_by!r} is not declared")
+        raise node.error("group_by", f"column {quoted(group_by)} is not declared")
     score_kind = node.choice("kind", SCORE_KINDS, field_default(Ranking, "kind"))
     weights_node = node.child("weights")
     weights = {}
     for task_name in list(weights_node.data):
         if task_name not in task_names:
-            raise weights_node.error(task_name, f"unknown task {task_name!r}")
+            raise weights_node.error(task_name, f"unknown task {quoted(task_name)}")
         weights[task_name] = weights_node.get(task_name, float)
     if not weights:
         raise node.error("weights", "name at least one task's weight")
@@ -304,18 +332,18 @@ def _read_split(node: Node, column_types: Mapping[str, str]) -> Split:
     method = node.choice("method", SPLIT_METHODS, field_default(Split, "method"))
     key = node.get("key", str)
     if key not in column_types:
-        raise node.error("key", f"column {key!r} is not declared")
+        raise node.error("key", f"column {quoted(key)} is not declared")
     eval_fraction = node.get("eval_fraction", float, field_default(Split, "eval_fraction"))
     if not 0.0 < eval_fraction < 1.0:
         raise node.error("eval_fraction", f"must be in (0, 1), got {eval_fraction}")
     cutoff = node.get("cutoff", int, field_default(Split, "cutoff"))
     if method == "timestamp":
         if column_types[key] not in ("timestamp", "int"):
-            raise node.error("key", f"a timestamp split needs an int/timestamp column, {key!r} is {column_types[key]}")
+            raise node.error("key", f"a timestamp split needs an int/timestamp column, {quoted(key)} is {column_types[key]}")
         if cutoff is None:
             raise node.error("cutoff", "a timestamp split needs a cutoff")
     split = Split(method=method, key=key, eval_fraction=eval_fraction, cutoff=cutoff,
-                  seed=node.get("seed", int, field_default(Split, "seed")))
+                  seed=node.positive_int("seed", field_default(Split, "seed"), minimum=0, maximum=MAX_COUNT))
     node.finish()
     return split
 
@@ -360,7 +388,7 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     label_names = {t.label for t in tasks}
     for node, feature in zip(feature_nodes, features):
         if feature.name in label_names:
-            raise node.error("name", f"{feature.name!r} is a task label and cannot be a model feature")
+            raise node.error("name", f"{quoted(feature.name)} is a task label and cannot be a model feature")
 
     ranking = _read_ranking(root.child("ranking"), column_types, set(task_seen))
     split = _read_split(root.child("split"), column_types)
@@ -382,15 +410,10 @@ def load_spec(path: str) -> FeatureSpec:
         path: str. Local path of a ``.yaml``/``.yml``/``.json`` spec.
 
     Raises:
-        SpecError: with the file name and the key path of the problem.
+        SpecError: with the file name and the key path of the problem, or what makes the file
+            unreadable (:func:`feature_specs.spec_file.read_spec_data`: size, encoding, YAML).
     """
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except yaml.YAMLError as exc:
-        raise SpecError("<yaml>", f"not valid YAML: {exc}", path) from exc
-    except OSError as exc:
-        raise SpecError("<file>", f"cannot read spec: {exc.strerror}", path) from exc
+    data = read_spec_data(path)
     return spec_from_dict(data if data is not None else {}, source=path)
 
 

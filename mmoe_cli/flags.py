@@ -10,8 +10,10 @@ import argparse
 import os
 
 from feature_specs.input_formats import INPUT_FORMATS
+from feature_specs.spec import MAX_BATCH_SIZE, MAX_EPOCHS
 from mmoe.architectures import ARCHITECTURES  # no Keras until a model is built
 from mmoe.baselines import DEFAULT_BASELINES  # no TensorFlow at import
+from mmoe_cli.flag_types import FRACTION, float_in, int_in
 from mmoe_cli.spec_commands import add_spec_parser
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
@@ -38,24 +40,26 @@ def _add_spec(parser: argparse.ArgumentParser, default_from_workdir: bool = Fals
 
 def _add_generate_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("synthetic data (clicklog)")
-    group.add_argument("--rows", type=int, default=100_000, help="impressions to generate (default: 100000)")
-    group.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    group.add_argument("--rows", type=int_in(1), default=100_000, help="impressions to generate (default: 100000)")
+    group.add_argument("--seed", type=int_in(0), default=0, help="generator seed (default: 0)")
     group.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="raw file format (default: parquet)")
     group.add_argument(
-        "--task-correlation", type=float, default=0.5,
+        "--task-correlation", type=FRACTION, default=0.5,
         help="how related click and dwell drivers are, 0..1 (default: 0.5)",
     )
     group.add_argument(
-        "--corrupt-fraction", type=float, default=0.001,
+        "--corrupt-fraction", type=FRACTION, default=0.001,
         help="share of rows made invalid so validation has something to reject (default: 0.001)",
     )
-    group.add_argument("--chunk-rows", type=int, default=50_000, help="rows per written file (default: 50000)")
+    group.add_argument("--chunk-rows", type=int_in(1), default=50_000, help="rows per written file (default: 50000)")
 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=None, help="epochs (default: the spec's training.epochs)")
-    group.add_argument("--batch-size", type=int, default=None, help="batch size (default: the spec's training.batch_size)")
+    group.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None,
+                       help="epochs (default: the spec's training.epochs)")
+    group.add_argument("--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=None,
+                       help="batch size (default: the spec's training.batch_size)")
     group.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar (the default when stdout is not a terminal)")
     group.add_argument(
         "--model", default=None, choices=ARCHITECTURES,
@@ -89,7 +93,7 @@ def _add_preprocess_args(parser: argparse.ArgumentParser, required_input: bool) 
     )
     group.add_argument("--input-format", choices=INPUT_FORMATS, default=None, help="default: from the file extension")
     group.add_argument(
-        "--max-reject-rate", type=float, default=None,
+        "--max-reject-rate", type=FRACTION, default=None,
         help="fail (after writing report.json) above this share of rejected rows (default: the spec's "
         "pipeline.max_reject_rate)",
     )
@@ -124,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true",
         help="debug logging, and TensorFlow's and Beam's start-up messages (hidden by default)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true",
+        help="on a mistake in the input (spec, file, flag, workdir), show the Python traceback "
+        "instead of the one-line message",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -165,12 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-base", default=None, help="export base directory (default: <workdir>/export)")
     serve.add_argument("--model-name", default=None, help="model under the base (default: the only one there)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8501, help="port (default: 8501, TF Serving's REST port)")
-    serve.add_argument("--batch-max-size", type=int, default=4096,
+    serve.add_argument("--port", type=int_in(0, 65535), default=8501, help="port (default: 8501, TF Serving's REST port)")
+    serve.add_argument("--batch-max-size", type=int_in(1), default=4096,
                        help="most rows merged into one model call; 1 disables batching (default: 4096)")
-    serve.add_argument("--batch-timeout-ms", type=float, default=2.0,
+    serve.add_argument("--batch-timeout-ms", type=float_in(0.0), default=2.0,
                        help="longest a request waits for others to batch with (default: 2)")
-    serve.add_argument("--poll-seconds", type=float, default=2.0,
+    serve.add_argument("--poll-seconds", type=float_in(0.0), default=2.0,
                        help="how often new versions are looked for; 0 disables hot reload (default: 2)")
     add_spec_parser(commands)
     return parser

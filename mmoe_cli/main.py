@@ -11,12 +11,19 @@
 
 Flags: mmoe_cli/flags.py; the stages: mmoe_cli/stages.py; `mmoe spec`: mmoe_cli/spec_commands.py;
 what reaches the console: mmoe_cli/console.py. Nothing imports this package.
+
+A user's mistake (any :class:`feature_specs.errors.UserError`, from any stage, or a missing file)
+is printed as one line, ``mmoe: <message>``, and exits with the error's ``exit_code`` (2 for bad
+input, 1 for a run that failed a check); ``--debug`` shows its traceback instead. Every other
+exception is a defect and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import sys
 
+from feature_specs.errors import UserError
+from feature_specs.spec import SpecError
 from mmoe_cli.console import configure_logging, start_tensorflow_quietly
 from mmoe_cli.flags import build_parser, dashed_spelling, option_strings
 from mmoe_cli.spec_commands import cmd_spec
@@ -28,6 +35,7 @@ COMMANDS = {
 }
 BEAM_COMMANDS = ("run", "preprocess")
 TENSORFLOW_COMMANDS = ("run", "preprocess", "train", "evaluate", "export", "serve")
+FILE_NOT_FOUND_EXIT_CODE = UserError.exit_code  # a missing input file is a bad input too
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,18 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     if args.command in TENSORFLOW_COMMANDS:
         start_tensorflow_quietly(args.verbose)
-    from feature_specs.spec import SpecError
-
     try:
         return COMMANDS[args.command](args, extra)
-    except SpecError as exc:
-        print(f"mmoe: invalid spec: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as exc:  # a missing input, a bad flag value or file
-        if args.verbose:
+    except (UserError, FileNotFoundError) as exc:  # a mistake the user can fix; any other error is a bug
+        if args.debug:
             raise
-        print(f"mmoe: {exc}", file=sys.stderr)
-        return 2
+        print(f"mmoe: {user_message(exc)}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, UserError) else FILE_NOT_FOUND_EXIT_CODE
+
+
+def user_message(exc: Exception) -> str:
+    """What ``mmoe`` prints for a user's mistake: one line (a message's later lines joined with
+    ``; ``), a spec's problem as ``invalid spec: <file>: <key path>: <problem>``.
+
+    Args:
+        exc: a :class:`~feature_specs.errors.UserError` or :class:`FileNotFoundError`.
+    """
+    message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    return f"invalid spec: {message}" if isinstance(exc, SpecError) else message
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 
 from feature_specs.input_formats import INPUT_FORMATS
 from feature_specs.sample import SAMPLE_ROWS as DEFAULT_MAX_ROWS  # pyarrow, no TensorFlow: --help stays quick
+from mmoe_cli.flag_types import int_in
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -25,13 +26,6 @@ def _label(text: str) -> tuple[str, str]:
     if not task or not column:
         raise argparse.ArgumentTypeError(f"expected TASK=COLUMN, e.g. click=clicked, got {text!r}")
     return task, column
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def add_spec_parser(commands) -> argparse.ArgumentParser:
@@ -57,7 +51,7 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
         "e.g. --label click=clicked --label engagement=dwell_seconds")
     infer.add_argument("--group-by", default=None, metavar="COLUMN",
                        help="request id: candidates of one request are ranked together and split together")
-    infer.add_argument("--max-rows", type=_positive, default=DEFAULT_MAX_ROWS,
+    infer.add_argument("--max-rows", type=int_in(1), default=DEFAULT_MAX_ROWS,
                        help=f"rows sampled at most, from the start (default: {DEFAULT_MAX_ROWS})")
     infer.add_argument("--name", default=None, help="spec and served model name (default: from the file name)")
     infer.add_argument("--input-format", choices=INPUT_FORMATS, default=None,
@@ -68,7 +62,7 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
         "check", help="validate SPEC, and DATA against it: missing or mistyped columns, named (exit 2 on problems)")
     check.add_argument("spec_path", metavar="SPEC", help="feature spec YAML")
     check.add_argument("data", metavar="DATA", nargs="?", default=None, help="log file or glob to check against SPEC")
-    check.add_argument("--max-rows", type=_positive, default=DEFAULT_MAX_ROWS,
+    check.add_argument("--max-rows", type=int_in(1), default=DEFAULT_MAX_ROWS,
                        help=f"rows of DATA sampled at most (default: {DEFAULT_MAX_ROWS})")
     check.add_argument("--input-format", choices=INPUT_FORMATS, default=None,
                        help="default: from the extension")

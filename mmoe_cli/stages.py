@@ -1,7 +1,9 @@
 """The stages behind `mmoe run|generate|preprocess|train|evaluate|export|serve`.
 
 Each ``cmd_<name>(args, beam_args) -> exit code`` runs one stage from the previous stage's
-artifacts in ``--workdir``; TensorFlow, Beam and the model are imported when a stage runs.
+artifacts in ``--workdir``; TensorFlow, Beam and the model are imported when a stage runs. A
+user's mistake is raised as :class:`~feature_specs.errors.UserError`, which ``mmoe`` prints on
+one line.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import time
 
+from feature_specs.errors import UserError
 from mmoe.architectures import check_architecture
 from mmoe.baselines import DEFAULT_BASELINES
 from mmoe.overrides import with_overrides
@@ -43,7 +46,7 @@ def _workdir_spec(args, trained: bool = False):
     workdir = Workdir(args.workdir)
     path = workdir.trained_spec_json if trained and tf.io.gfile.exists(workdir.trained_spec_json) else workdir.spec_json
     if not tf.io.gfile.exists(path):
-        raise SystemExit(f"mmoe: {path} is missing: run `mmoe preprocess --workdir {args.workdir}` first")
+        raise UserError(f"{path} is missing: run `mmoe preprocess --workdir {args.workdir}` first")
     with tf.io.gfile.GFile(path) as handle:
         return check_architecture(spec_from_dict(json.load(handle), source=path))
 
@@ -109,7 +112,7 @@ def _strategy(args):
     if not getattr(args, "distributed", False):
         return None
     if not os.environ.get("TF_CONFIG"):
-        raise SystemExit("mmoe: --distributed needs TF_CONFIG (the cluster and this worker's task) in the environment")
+        raise UserError("--distributed needs TF_CONFIG (the cluster and this worker's task) in the environment")
     import tensorflow as tf
 
     return tf.distribute.MultiWorkerMirroredStrategy()
@@ -195,7 +198,7 @@ def cmd_run(args, beam_args: list[str]) -> int:
     elif spec.name == "clicklog":
         input_pattern = _generate(args, workdir.raw_dir)
     else:
-        raise SystemExit(f"mmoe: spec {spec.name!r} has no generator; pass --input with its raw log files")
+        raise UserError(f"spec {spec.name!r} has no generator; pass --input with its raw log files")
     _preprocess(spec, args, input_pattern, beam_args)
     result = _train(spec, args)
     path = _export(result.spec, args, result.models.serving)

@@ -40,8 +40,20 @@ def test_invalid_spec_is_reported_by_key_path(tmp_path):
 
 def test_stage_without_its_inputs_says_what_to_run(tmp_path):
     result = mmoe("train", "--workdir", str(tmp_path / "empty"), check=False)
-    assert result.returncode != 0
-    assert "run `mmoe preprocess" in result.stderr + result.stdout
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("mmoe: ") and "run `mmoe preprocess" in result.stderr
+
+
+def test_a_hostile_spec_is_one_console_line(tmp_path):
+    bomb = tmp_path / "bomb.yaml"  # the nine-level alias bomb: 9**9 strings once expanded
+    bomb.write_text("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n" for previous, name in zip("abcdefgh", "bcdefghi")))
+    result = mmoe("spec", "check", str(bomb), check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"mmoe spec check: {bomb}: <yaml>: line 7, column 4: YAML aliases expand this value to more than "
+        "2,097,152 values, the most a spec may hold"]
 
 
 # What a newcomer must not see: library start-up chatter, terminal escape codes, progress-bar redraws.

@@ -48,7 +48,7 @@ from feature_specs.spec import (
     field_default,
 )
 from feature_specs.spec_file import read_spec_data
-from feature_specs.spec_nodes import Node, SpecError, quoted
+from feature_specs.spec_nodes import Node, quoted
 from feature_specs.values import InvalidValue, typed_value
 
 

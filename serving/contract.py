@@ -19,6 +19,11 @@ Layout of an export base::
     <export_base>/<model name>/<integer version>/     a SavedModel (saved_model.pb, variables/, ...)
         assets.extra/spec.json                        the normalized spec it was trained with
         assets.extra/tf_serving_warmup_requests       optional warmup requests (serving.warmup)
+    <export_base>/<model name>/.<anything>/           hidden: never a version (temporary exports)
+
+A version is TF Serving's int64 >= 0 (:data:`MAX_VERSION`), and its directory is named by that
+number written plainly: ASCII decimal digits, no sign, no leading zeros (:func:`parse_version`),
+so that :func:`version_dir` of the number is the directory it was read from.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from __future__ import annotations
 import tensorflow as tf
 
 from feature_specs.artifacts import join
+from feature_specs.errors import UserError
 from mmoe.model import GATE_WEIGHTS
 from mmoe.score import SCORE, output_name, prediction_names
 
 __all__ = [
-    "ASSETS_EXTRA", "DEFAULT_SIGNATURE", "EXAMPLES_INPUT", "GATE_WEIGHTS", "RANK_SIGNATURE", "SAVED_MODEL_FILE",
-    "SCORE", "SIGNATURES", "SPEC_FILE", "WARMUP_FILE", "assets_extra", "existing_versions", "model_dir",
-    "output_name", "prediction_names", "saved_model_path", "spec_path", "version_dir", "warmup_path",
+    "ASSETS_EXTRA", "DEFAULT_SIGNATURE", "EXAMPLES_INPUT", "GATE_WEIGHTS", "MAX_VERSION", "RANK_SIGNATURE",
+    "SAVED_MODEL_FILE", "SCORE", "SIGNATURES", "SPEC_FILE", "VersionError", "WARMUP_FILE", "assets_extra",
+    "check_version", "existing_versions", "model_dir", "output_name", "parse_version", "prediction_names",
+    "saved_model_path", "scan_versions", "spec_path", "version_dir", "warmup_path",
 ]
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -45,6 +52,47 @@ ASSETS_EXTRA = "assets.extra"
 SPEC_FILE = "spec.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 
+MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64 values >= 0
+
+
+class VersionError(UserError, ValueError):
+    """A model version TF Serving cannot hold (not an integer from 0 to :data:`MAX_VERSION`)."""
+
+
+def check_version(version: int) -> int:
+    """Returns ``version`` if it is a valid model version.
+
+    Args:
+        version: int. The version to write or request.
+
+    Raises:
+        VersionError: if ``version`` is not an int (bools excluded) from 0 to :data:`MAX_VERSION`.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
+        raise VersionError(
+            f"model version {version!r} is out of range: TF Serving versions are int64 integers >= 0 "
+            f"(0 to {MAX_VERSION}); pick one in that range"
+        )
+    return version
+
+
+def parse_version(name: str) -> int | None:
+    """The version a directory entry's name stands for, or None if it is not a version's name.
+
+    Args:
+        name: str. An entry of a model directory (a trailing ``/``, as some filesystems list
+            directories, is ignored).
+
+    Returns:
+        The int for plain ASCII decimal digits without leading zeros (``"0"`` itself is a version)
+        up to :data:`MAX_VERSION`; None for anything else (``"²"``, ``"007"``, ``"-1"``, hidden names).
+    """
+    name = name.rstrip("/")
+    if not (name.isascii() and name.isdigit()) or (len(name) > 1 and name[0] == "0"):
+        return None
+    version = int(name)
+    return version if version <= MAX_VERSION else None
+
 
 def model_dir(export_base: str, name: str) -> str:
     """``<export_base>/<name>``: the directory holding model ``name``'s versions."""
@@ -56,12 +104,34 @@ def version_dir(model_base: str, version: int) -> str:
     return join(model_base, str(version))
 
 
-def existing_versions(model_base: str) -> list[int]:
-    """Integer version directories under ``model_base``, ascending; [] if it does not exist."""
+def scan_versions(model_base: str) -> tuple[list[int], list[str]]:
+    """``(versions, ignored)`` of a model directory; ``([], [])`` if it does not exist.
+
+    Args:
+        model_base: str. A model directory (local path or tf.io.gfile URI).
+
+    Returns:
+        versions: the ints of the subdirectories named by :func:`parse_version`, ascending.
+        ignored: the other visible entry names (files, odd names such as ``"²"``), sorted; hidden
+            entries (a leading ``.``, such as temporary exports) are in neither list.
+    """
     if not tf.io.gfile.isdir(model_base):
-        return []
-    names = [name.rstrip("/") for name in tf.io.gfile.listdir(model_base)]
-    return sorted(int(name) for name in names if name.isdigit())
+        return [], []
+    versions, ignored = [], []
+    for name in sorted(entry.rstrip("/") for entry in tf.io.gfile.listdir(model_base)):
+        if name.startswith("."):
+            continue
+        version = parse_version(name)
+        if version is not None and tf.io.gfile.isdir(join(model_base, name)):
+            versions.append(version)
+        else:
+            ignored.append(name)
+    return sorted(versions), ignored
+
+
+def existing_versions(model_base: str) -> list[int]:
+    """Version directories under ``model_base`` (see :func:`scan_versions`), ascending; [] if none."""
+    return scan_versions(model_base)[0]
 
 
 def saved_model_path(export_dir: str) -> str:

@@ -6,19 +6,19 @@
 
 Vocabularies travel as SavedModel assets; the normalized spec is written to
 ``assets.extra/spec.json``. The version directory appears atomically: everything is written to a
-temporary sibling first and renamed into place.
+hidden staging sibling first and renamed into place (:mod:`serving.staging`, which also removes the
+staging directories of exports that were killed).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import uuid
 
 import keras
 import tensorflow as tf
 
-from feature_specs.artifacts import join
+from feature_specs.errors import UserError
 from feature_specs.spec import FeatureSpec
 from feature_specs.tensors import parse_spec, raw_tensor_specs, serving_columns
 from mmoe.score import served_outputs
@@ -27,14 +27,32 @@ from serving.contract import (
     EXAMPLES_INPUT,
     RANK_SIGNATURE,
     assets_extra,
+    check_version,
     existing_versions,
     model_dir,
     spec_path,
     version_dir,
 )
+from serving.staging import remove_stale_staging, staging_dir
 from serving.warmup import write_warmup_requests
 
 log = logging.getLogger(__name__)
+
+
+class VersionExistsError(UserError, FileExistsError):
+    """The version to export exists already (versions are immutable)."""
+
+
+def next_version(model_base: str) -> int:
+    """One more than the newest version under ``model_base``; 1 if there is none."""
+    return (existing_versions(model_base) or [0])[-1] + 1
+
+
+def _exists_error(final: str, model_base: str) -> VersionExistsError:
+    return VersionExistsError(
+        f"{final} already exists and versions are immutable: export to another version "
+        f"(leave the version out to get the next free one, {next_version(model_base)}) or remove {final} first"
+    )
 
 
 def _outputs(spec: FeatureSpec, serving_model, features: dict, with_gates: bool) -> dict:
@@ -56,21 +74,24 @@ def export_saved_model(
         spec: FeatureSpec the model was trained with (its features, tasks and ranking score).
         serving_model: the serving model of :func:`mmoe.model.build_models`.
         export_base: base directory (local or any tf.io.gfile URI).
-        version: integer version; defaults to one more than the newest existing version.
+        version: integer version, 0 to ``serving.contract.MAX_VERSION``; defaults to one more
+            than the newest existing version.
         warmup_examples: optional serialized tf.Examples of raw features; when given, they are
             written as TF Serving's ``assets.extra/tf_serving_warmup_requests``
             (:func:`serving.warmup.write_warmup_requests`).
 
     Raises:
-        FileExistsError: if ``version`` already exists (versions are immutable).
+        serving.contract.VersionError: if ``version`` is not an int64 >= 0 (checked before any work).
+        VersionExistsError: if ``version`` already exists (versions are immutable).
     """
     model_base = model_dir(export_base, spec.name)
-    version = version if version is not None else (existing_versions(model_base) or [0])[-1] + 1
+    version = check_version(next_version(model_base) if version is None else version)
     final = version_dir(model_base, version)
     if tf.io.gfile.exists(final):
-        raise FileExistsError(f"{final} already exists; versions are immutable, pick another")
+        raise _exists_error(final, model_base)
     tf.io.gfile.makedirs(model_base)
-    temporary = join(model_base, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+    remove_stale_staging(model_base)
+    temporary = staging_dir(model_base, version)
 
     columns = serving_columns(spec)
     features = parse_spec(columns)
@@ -95,7 +116,10 @@ def export_saved_model(
             handle.write(spec.to_json())
         if warmup_examples:
             write_warmup_requests(temporary, list(warmup_examples), spec.name)
-        tf.io.gfile.rename(temporary, final)
+        try:
+            tf.io.gfile.rename(temporary, final)  # refuses an existing destination
+        except tf.errors.AlreadyExistsError:  # another export took this version while this one wrote
+            raise _exists_error(final, model_base) from None
     except BaseException:
         if tf.io.gfile.exists(temporary):
             tf.io.gfile.rmtree(temporary)

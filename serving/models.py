@@ -3,11 +3,16 @@
 A background thread polls the model directory. A new version is loaded (and warmed up with its
 ``assets.extra/tf_serving_warmup_requests``) before it becomes visible, so requests never see a
 half-loaded model; a version that fails to load is reported in the model status and the versions
-already loaded keep serving. Versions deleted from disk are unloaded.
+already loaded keep serving. A failed version is retried when any file under it changes (its
+:func:`version_fingerprint`), so a version copied in piece by piece is loaded once it is complete,
+and nothing is retried while nothing changes. Versions deleted from disk are unloaded. Only
+directories named by a version number are versions (:func:`serving.contract.scan_versions`);
+other visible entries are logged once and ignored, hidden ones (staging directories) silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -18,17 +23,20 @@ import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from feature_specs.artifacts import join
 from feature_specs.spec import Column, FeatureSpec
 from feature_specs.spec_reader import spec_from_dict
 from feature_specs.tensors import serving_columns
 from serving.batching import Batcher
 from serving.contract import (
     DEFAULT_SIGNATURE,
+    MAX_VERSION,
     RANK_SIGNATURE,
     SIGNATURES,
     existing_versions,
     model_dir,
     saved_model_path,
+    scan_versions,
     spec_path,
     version_dir,
 )
@@ -131,6 +139,32 @@ def signature_def_json(path: str) -> dict:
     }
 
 
+def version_fingerprint(path: str) -> str:
+    """A digest of everything under a version directory: each entry's relative path, size and mtime.
+
+    It changes whenever a file is added, removed, grown or rewritten, so a failed version is
+    retried exactly when its files change.
+
+    Args:
+        path: str. A version directory (local path or tf.io.gfile URI).
+
+    Returns:
+        A hex digest; a failed listing or stat (say, a file removed mid-walk) digests its error.
+    """
+    entries = []
+    try:
+        for directory, subdirectories, files in tf.io.gfile.walk(path):
+            relative = directory[len(path):].strip("/")
+            for name in subdirectories:
+                entries.append((join(relative, name.rstrip("/")), "directory"))
+            for name in files:
+                stat = tf.io.gfile.stat(join(directory, name))
+                entries.append((join(relative, name), stat.length, stat.mtime_nsec))
+    except tf.errors.OpError as error:
+        entries = [("error", str(error))]
+    return hashlib.sha256(repr(sorted(entries)).encode()).hexdigest()
+
+
 def load_version(path: str, version: int, batch_max_size: int = 4096, batch_timeout_ms: float = 2.0,
                  in_flight: Callable[[], int] | None = None) -> ServedVersion:
     """Loads, checks and warms up one SavedModel version directory.
@@ -212,7 +246,8 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self._served: dict[int, ServedVersion] = {}
         self._status: dict[int, VersionStatus] = {}
-        self._failed: dict[int, str] = {}  # version -> fingerprint of the directory that failed
+        self._failed: dict[int, str] = {}  # version -> version_fingerprint of the directory that failed
+        self._ignored: set[str] = set()  # entries of model_dir that are not versions, logged once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -242,8 +277,17 @@ class ModelRegistry:
     # -- loading ---------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Loads versions new on disk and unloads removed ones. Never raises for a bad version."""
-        on_disk = set(existing_versions(self.model_dir))
+        """Loads versions new on disk (and failed ones whose files changed), unloads removed ones.
+
+        Never raises for a bad version or an entry that is not a version.
+        """
+        versions, ignored = scan_versions(self.model_dir)
+        for name in sorted(set(ignored) - self._ignored):
+            log.warning("model %s: ignoring %s, which is not a version directory (a version is a directory "
+                        "named by an integer from 0 to %d in plain digits)", self.name, join(self.model_dir, name),
+                        MAX_VERSION)
+        self._ignored = set(ignored)
+        on_disk = set(versions)
         for version in sorted(on_disk - set(self.versions()), reverse=True):
             self._load(version)
         for version in set(self.versions()) - on_disk:
@@ -254,20 +298,13 @@ class ModelRegistry:
                     del self._status[version]
                     self._failed.pop(version, None)
 
-    def _fingerprint(self, path: str) -> str:
-        try:
-            names = sorted(tf.io.gfile.listdir(path))
-            pb = saved_model_path(path)
-            size = tf.io.gfile.stat(pb).length if tf.io.gfile.exists(pb) else -1
-            return f"{names}:{size}"
-        except tf.errors.OpError as error:
-            return f"error:{error}"
-
     def _load(self, version: int) -> None:
         path = version_dir(self.model_dir, version)
-        fingerprint = self._fingerprint(path)
-        if self._failed.get(version) == fingerprint:
-            return  # failed before and unchanged since: do not retry every poll
+        fingerprint = version_fingerprint(path)  # taken before loading: a copy still running changes it
+        if version in self._failed:
+            if self._failed[version] == fingerprint:
+                return  # failed before and unchanged since: do not retry every poll
+            log.info("model %s version %d changed on disk since it failed to load; retrying", self.name, version)
         with self._lock:
             self._status[version] = VersionStatus(version, "LOADING")
         try:

@@ -15,8 +15,10 @@ import tensorflow as tf
 from feature_specs.tensors import TF_DTYPES, serving_columns
 from mmoe.data import split_files
 from mmoe.evaluate import collect_predictions
-from serving.contract import existing_versions
-from serving.export import export_saved_model
+from feature_specs.errors import UserError
+from serving.contract import VersionError, existing_versions
+from serving.export import VersionExistsError, export_saved_model
+from serving.staging import STALE_AFTER_SECONDS, STAGING_PREFIX
 from mmoe.score import ranking_score, task_predictions
 
 OUTPUTS = ["click_probability", "engagement", "score"]
@@ -121,15 +123,36 @@ def test_score_in_saved_model_is_the_spec_score(trained_run):
     np.testing.assert_allclose(expected, out["click_probability"].numpy() * out["engagement"].numpy(), rtol=1e-5)
 
 
-def test_versions_increment_and_are_immutable(trained_run, tmp_path):
+def test_versions_increment_are_immutable_and_stale_staging_is_cleaned(trained_run, tmp_path):
     base = str(tmp_path / "export")
+    model_base = os.path.join(base, "clicklog")
+    killed = os.path.join(model_base, f"{STAGING_PREFIX}1-deadbeef", "variables")  # a killed export's leftover
+    os.makedirs(killed)
+    old = os.path.getmtime(killed) - 2 * STALE_AFTER_SECONDS
+    for path in (killed, os.path.dirname(killed)):
+        os.utime(path, (old, old))
+    os.mkdir(os.path.join(model_base, "99999999999999999999"))  # beyond int64: not a version
     serving = trained_run.result.models.serving
     first = export_saved_model(trained_run.spec, serving, base)
     second = export_saved_model(trained_run.spec, serving, base)
     assert [os.path.basename(first), os.path.basename(second)] == ["1", "2"]
-    assert existing_versions(os.path.join(base, "clicklog")) == [1, 2]
-    with pytest.raises(FileExistsError, match="versions are immutable"):
+    assert existing_versions(model_base) == [1, 2]
+    assert sorted(os.listdir(model_base)) == ["1", "2", "99999999999999999999"], "no staging directory is left"
+    with pytest.raises(VersionExistsError) as error:
         export_saved_model(trained_run.spec, serving, base, version=2)
+    assert isinstance(error.value, UserError) and isinstance(error.value, FileExistsError)
+    message = str(error.value)
+    assert "\n" not in message and second in message and "versions are immutable" in message
+    assert "next free one, 3" in message
+
+
+@pytest.mark.parametrize("version", [-1, 99999999999999999999, 2**63])
+def test_export_refuses_versions_tf_serving_cannot_hold_before_writing(trained_run, tmp_path, version):
+    base = tmp_path / "export"
+    with pytest.raises(VersionError, match="int64 integers >= 0") as error:
+        export_saved_model(trained_run.spec, trained_run.result.models.serving, str(base), version=version)
+    assert isinstance(error.value, UserError)
+    assert not base.exists(), "nothing is written for a refused version"
 
 
 def test_task_predictions_undo_the_label_transform(trained_run):

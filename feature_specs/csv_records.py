@@ -6,11 +6,13 @@ A CSV record ends at a line break outside quotes, so a quoted field may hold lin
 * a line with an even number of ``"`` ends its record (the usual case: one line, one record);
 * a line with an odd number opens a quoted field, and the record runs on over the next lines
   until one of them closes it (an odd number again), for at most :data:`MAX_CSV_RECORD_BYTES`;
-* the joined lines are kept as one record only when they decode as UTF-8, parse as CSV and hold
-  the header's number of fields. Otherwise (a stray quote, no closing quote within the bound or
-  before the end of the file) the first line is read on its own, as a row or as one rejected
-  line, and reading resumes at the line after it: broken quoting costs one row, never the rest of
-  the file. At most one record's worth of lines is held in memory.
+* the joined lines are kept as one record (a row, or one rejected row when its bytes are not
+  UTF-8) only when they parse as CSV and hold the header's number of fields. Otherwise (a stray
+  quote, no closing quote within the bound or before the end of the file) the first line is read
+  on its own, as a row or as one rejected line, and reading resumes at the line after it. So a
+  stray quote costs the line it is on (or, where the lines after it happen to complete a valid
+  record with it, those lines), never the rest of the file; at most one record's worth of lines
+  is held in memory.
 
 Plain Python on iterables of bytes, so any reader (Beam's FileSystems in the pipeline, pyarrow in
 the sampler) can feed it.
@@ -86,23 +88,31 @@ def parse_csv_record(data: bytes | str, width: int, source: str) -> CsvRecord:
 
     Returns:
         A record with ``fields``, or with ``fields=None`` and ``error`` saying why it does not
-        parse (not UTF-8, broken quoting, another number of fields than the header).
+        parse (broken quoting, another number of fields than the header, not UTF-8).
     """
+    return _parse(data, width, source)[0]
+
+
+def _parse(data: bytes | str, width: int, source: str) -> tuple[CsvRecord, bool]:
+    """The record, and whether its structure holds (valid CSV of ``width`` fields, even when its
+    bytes are not UTF-8: then it is still one record, rejected for its encoding)."""
+    bad_utf8 = None
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return CsvRecord(data.decode("utf-8", errors="backslashreplace"), None,
-                             f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+            text, bad_utf8 = data.decode("utf-8", errors="backslashreplace"), exc
     else:
         text = data
     try:
         fields = next(csv.reader([text], strict=True), [])
     except csv.Error as exc:
-        return CsvRecord(text, None, f"line is not valid CSV ({exc})")
+        return CsvRecord(text, None, f"line is not valid CSV ({exc})"), False
     if len(fields) != width:
-        return CsvRecord(text, None, f"line has {len(fields)} field(s), the header of {source} names {width}")
-    return CsvRecord(text, fields)
+        return CsvRecord(text, None, f"line has {len(fields)} field(s), the header of {source} names {width}"), False
+    if bad_utf8 is not None:
+        return CsvRecord(text, None, f"line is not valid UTF-8 ({bad_utf8.reason} at byte {bad_utf8.start})"), True
+    return CsvRecord(text, fields), True
 
 
 def csv_records(lines: Iterable[bytes], width: int, source: str,
@@ -135,8 +145,8 @@ def csv_records(lines: Iterable[bytes], width: int, source: str,
             size += len(line)
             closed = line.count(_QUOTE) % 2 == 1
         if closed and size <= max_record_bytes:
-            record = parse_csv_record(without_line_break(b"".join(taken)), width, source)
-            if record.fields is not None:
+            record, whole = _parse(without_line_break(b"".join(taken)), width, source)
+            if whole:
                 yield record
                 continue
         read_again.extendleft(reversed(taken[1:]))

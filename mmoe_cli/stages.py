@@ -246,7 +246,10 @@ def cmd_evaluate(args, beam_args: list[str]) -> int:
 def cmd_export(args, beam_args: list[str]) -> int:
     from feature_specs.artifacts import Workdir
     from mmoe.train import load_trained_models
+    from serving.contract import check_version
 
+    if args.version is not None:
+        check_version(args.version)  # before loading the model: a bad --version fails at once
     spec = _workdir_spec(args, trained=True)
     path = _export(spec, args, load_trained_models(spec, Workdir(args.workdir)).serving)
     print(f"SavedModel: {path}")

@@ -4,7 +4,10 @@ A :class:`Batcher` owns one worker thread. Requests (dicts of numpy arrays, rows
 the worker takes the first, then keeps adding queued requests until the batch holds
 ``max_size`` rows or ``timeout_ms`` has passed since it started collecting, concatenates them,
 calls the model once and hands each caller its slice of the outputs. Like TF Serving's batching,
-a request is never split: one larger than ``max_size`` runs alone.
+a request is never split: one larger than ``max_size`` runs alone. If a batched call fails, the
+batch is halved until each failing request stands alone, so one bad request among n costs about
+2·log2(n) more calls, not n; the server checks inputs before they are queued
+(:mod:`serving.input_checks`), so this is the rare case.
 
 With an ``in_flight`` counter (requests the server is handling right now), the worker stops
 waiting as soon as every in-flight request is in the batch, and a request that is the only one in
@@ -182,20 +185,23 @@ class Batcher:
 
     def _execute(self, batch: list[_Request]) -> None:
         try:
+            self._isolate(batch)
+        finally:
+            for request in batch:
+                request.done.set()
+
+    def _isolate(self, batch: list[_Request]) -> None:
+        """Runs ``batch`` in one call; if that fails, each half on its own, down to the requests
+        that fail alone, which get their error: one bad request must not fail the others."""
+        try:
             self._call(batch)
         except Exception as error:  # noqa: BLE001 - reported to the callers, never kills the worker
             if len(batch) == 1:
                 batch[0].error = error
-            else:
-                # one bad request must not fail the others: run each alone to find it
-                for request in batch:
-                    try:
-                        self._call([request])
-                    except Exception as single:  # noqa: BLE001
-                        request.error = single
-        finally:
-            for request in batch:
-                request.done.set()
+                return
+            middle = len(batch) // 2
+            self._isolate(batch[:middle])
+            self._isolate(batch[middle:])
 
     def _call(self, batch: list[_Request]) -> None:
         if len(batch) == 1:

@@ -10,7 +10,7 @@ field, the feature, the index.
 from __future__ import annotations
 
 import operator
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -76,6 +76,14 @@ def parse_predict(request: Mapping, inputs: Mapping[str, tf.TensorSpec]) -> tupl
     if sizes and set(sizes.values()) == {0}:
         raise RequestError("the request holds no rows to predict")
     return arrays, fmt
+
+
+def predict_rows(fmt: str) -> Callable[[int], str]:
+    """Names row ``i`` of a predict request in error messages: ``instances[i]`` (row format) or
+    ``row i of 'inputs'`` (columnar)."""
+    if fmt == "row":
+        return lambda index: f"instances[{index}]"
+    return lambda index: f"row {index} of 'inputs'"
 
 
 def _row_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
@@ -160,6 +168,19 @@ def parse_rank(request: Mapping, columns: Sequence[Column], max_candidates: int)
     _check_candidates(candidates, known)
     own = _uniform_columns(candidates)
     return {column.name: _column_values(column, context, candidates, own) for column in columns}, top_k
+
+
+def rank_sources(request: Mapping) -> Callable[[int, str], str]:
+    """Names where candidate ``i``'s value of a feature came from, for a request that
+    :func:`parse_rank` accepted: ``candidates[i]``, else ``context``, else the spec's default."""
+    candidates, context = request["candidates"], request.get("context") or {}
+
+    def source(index: int, feature: str) -> str:
+        if feature in candidates[index]:
+            return f"candidates[{index}]"
+        return "context" if feature in context else f"the spec's default (candidates[{index}])"
+
+    return source
 
 
 def _check_candidates(candidates: list, known: set[str]) -> None:

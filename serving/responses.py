@@ -2,7 +2,9 @@
 
 Predict answers ``{"predictions": [...]}`` (row format) or ``{"outputs": ...}`` (columnar), as TF
 Serving does; rank answers ``{"model_spec": ..., "results": [...]}``, candidates by score.
-Binary strings that are not UTF-8 are written as ``{"b64": "..."}``.
+Binary strings that are not UTF-8 are written as ``{"b64": "..."}``. No answer holds NaN or
+Infinity, which are not JSON: :func:`check_finite` turns a non-finite model output into a 400
+naming the row, and :func:`to_json_bytes` refuses to write one.
 """
 
 from __future__ import annotations
@@ -10,17 +12,46 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from feature_specs.spec import FeatureSpec
 from serving.contract import SCORE, prediction_names
+from serving.errors import RequestError
 
 
 def to_json_bytes(value: Any) -> bytes:
-    """Compact JSON, numpy values converted."""
-    return json.dumps(value, separators=(",", ":"), default=_json_default).encode("utf-8")
+    """Compact, strict JSON (RFC 8259), numpy values converted.
+
+    Raises:
+        ValueError: if ``value`` holds NaN or an infinity (:func:`check_finite` comes first).
+    """
+    return json.dumps(value, separators=(",", ":"), default=_json_default, allow_nan=False).encode("utf-8")
+
+
+def check_finite(outputs: Mapping[str, np.ndarray], row: Callable[[int], str]) -> None:
+    """Refuses outputs holding NaN or an infinity, naming the first such row and output.
+
+    Inputs within the spec's ranges can still be far beyond the training data (a ``float``
+    feature without ``max``), where the model's exponentials overflow: a 400 for that input.
+
+    Args:
+        outputs: output name -> numpy array, rows first.
+        row: names row ``i`` of the request, e.g. ``candidates[3]``.
+
+    Raises:
+        RequestError: 400, ``"<row>: the model's <output> is inf ..."``.
+    """
+    for name in sorted(outputs):
+        value = np.asarray(outputs[name])
+        if value.dtype.kind != "f" or np.isfinite(value).all():
+            continue
+        index = np.argwhere(~np.isfinite(value))[0]
+        where = row(int(index[0])) if value.ndim else "the request"
+        raise RequestError(f"{where}: the model's {name!r} is {float(value[tuple(index)])}, not a finite number: "
+                           "its features are far outside the data the model was trained on (the spec's "
+                           "min/max bound what is accepted)")
 
 
 def json_values(array: Any) -> Any:
@@ -97,6 +128,9 @@ def rank_response_json(outputs: Mapping[str, np.ndarray], spec: FeatureSpec, top
     their dtype round-trips (9 for float32): the same values as :func:`rank_response` through
     ``json.dumps``, but about half the time to write and to parse (fewer digits, no dicts).
     Outputs that are not all finite floats take the ``json.dumps`` path.
+
+    Raises:
+        ValueError: if an output is NaN or infinite (:func:`check_finite` comes first).
     """
     names = prediction_names(spec)  # each task's prediction and the score
     columns = [np.asarray(outputs[name]) for name in names]

@@ -13,7 +13,10 @@ To add an endpoint, write a function ``endpoint(call: Call) -> (status, body)`` 
 :class:`Route` to :data:`SERVER_ROUTES` (a fixed path) or :data:`MODEL_ROUTES` (an action after
 ``/v1/models/{name}[/versions/{v}]``). Requests are parsed by :mod:`serving.requests`, answers
 encoded by :mod:`serving.responses`; HTTP itself (bodies, headers, errors) is
-:mod:`serving.handler`'s job.
+:mod:`serving.handler`'s job. Inputs are checked against the served spec
+(:mod:`serving.input_checks`) before the model call, and outputs for finiteness after it
+(:func:`serving.responses.check_finite`): a client's bad value is its own 400, and never makes the
+batcher split a batch it shares with others.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from serving.contract import DEFAULT_SIGNATURE, RANK_SIGNATURE
-from serving.errors import RequestError
+from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RANK_SIGNATURE
+from serving.errors import MethodNotAllowed, RequestError
+from serving.input_checks import check_examples, check_ranges
 from serving.models import ModelRegistry, ServedVersion
-from serving.requests import parse_json_object, parse_predict, parse_rank
-from serving.responses import predict_response, rank_response_json
+from serving.requests import parse_json_object, parse_predict, parse_rank, predict_rows, rank_sources
+from serving.responses import check_finite, predict_response, rank_response_json
 
 if TYPE_CHECKING:
     from serving.server import ModelServer
@@ -130,7 +134,14 @@ def predict(call: Call) -> tuple[int, dict]:
     if signature is None:
         raise RequestError(f"unknown signature_name {name!r}; this model has {sorted(served.signatures)}", 400)
     inputs, fmt = parse_predict(request, signature.inputs)
-    return 200, predict_response(signature(inputs), fmt)
+    row = predict_rows(fmt)
+    if name == RANK_SIGNATURE:
+        check_ranges(inputs, served.columns, lambda index, feature: row(index))
+    elif name == DEFAULT_SIGNATURE:
+        check_examples(inputs[EXAMPLES_INPUT], served.columns, lambda index, feature: row(index))
+    outputs = signature(inputs)
+    check_finite(outputs, row)
+    return 200, predict_response(outputs, fmt)
 
 
 def rank(call: Call) -> tuple[int, bytes]:
@@ -138,7 +149,9 @@ def rank(call: Call) -> tuple[int, bytes]:
     request = parse_json_object(call.body)
     served = served_version(call.registry, call.version)
     inputs, top_k = parse_rank(request, served.columns, call.server.config.max_candidates)
+    check_ranges(inputs, served.columns, rank_sources(request))
     outputs = served.signatures[RANK_SIGNATURE](inputs)
+    check_finite(outputs, lambda index: f"candidates[{index}]")
     model_spec = {"name": call.registry.name, "version": str(served.version), "signature_name": RANK_SIGNATURE}
     return 200, rank_response_json(outputs, served.spec, top_k, model_spec)
 
@@ -171,6 +184,9 @@ MODEL_ROUTES: Mapping[str | None, Route] = {  # the action after /v1/models/{nam
     ":rank": Route(("POST",), rank, model_call=True),
 }
 
+# every method some route answers: any other (OPTIONS, TRACE, CONNECT, an unknown token) is a 405
+METHODS = tuple(sorted({m for table in (SERVER_ROUTES, MODEL_ROUTES) for r in table.values() for m in r.methods}))
+
 
 def dispatch(server: ModelServer, method: str, path: str, body: bytes) -> tuple[int, dict | bytes]:
     """Runs the endpoint for ``method`` and ``path`` (query string allowed, ignored).
@@ -179,12 +195,18 @@ def dispatch(server: ModelServer, method: str, path: str, body: bytes) -> tuple[
         ``(HTTP status, body)``: a dict, or JSON already encoded.
 
     Raises:
-        RequestError: 404 for an unknown path, model, version or action, 405 for a method the
-            route does not answer, and whatever the endpoint raises.
+        RequestError: 404 for an unknown path, model, version or action; 405
+            (:class:`~serving.errors.MethodNotAllowed`) for a method the route does not answer,
+            or, whatever the path, one that no route answers; and whatever the endpoint raises.
     """
-    route, call = _resolve(server, path.split("?", 1)[0], body)
+    try:
+        route, call = _resolve(server, path.split("?", 1)[0], body)
+    except RequestError:
+        if method not in METHODS:  # e.g. CONNECT host:443, whose target is no path at all
+            raise MethodNotAllowed(method, METHODS) from None
+        raise
     if method not in route.methods:
-        raise RequestError(f"{method} is not allowed here; use {' or '.join(route.methods)}", 405)
+        raise MethodNotAllowed(method, route.methods)
     if route.model_call:
         with server.in_flight:
             return route.endpoint(call)

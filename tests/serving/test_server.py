@@ -93,15 +93,22 @@ def client(server) -> Client:
     return Client(server.url, "clicklog")
 
 
+def strict_json(payload: bytes):
+    """``payload`` parsed as RFC 8259 JSON: NaN and Infinity, which Python's json takes, fail."""
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant} in {payload[:200]!r}")
+    return json.loads(payload, parse_constant=refuse)
+
+
 def http_call(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    """(status, parsed JSON body) of one raw HTTP request."""
+    """(status, parsed JSON body) of one raw HTTP request; the body must be strict JSON."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
         payload = response.read()
-        return response.status, json.loads(payload)
+        return response.status, strict_json(payload)
     finally:
         connection.close()
 
@@ -333,9 +340,9 @@ def test_rank_response_json_is_the_rank_response_with_float32_digits(trained_run
                 assert np.float32(got[name]) == np.float32(want[name]), (name, got, want)
         tied = [r["index"] for r in fast["results"] if r["index"] in (3, 5, 9, 30)]
         assert tied == sorted(tied) and (top_k is not None or len(tied) == 4)
-    outputs["score"][0] = np.nan  # not all finite: the json.dumps path, same order as rank_response
-    slow = json.loads(rank_response_json(outputs, spec, None, model_spec).replace(b"NaN", b"null"))
-    assert [r["index"] for r in slow["results"]] == [r["index"] for r in rank_response(outputs, spec, None)]
+    outputs["score"][0] = np.nan  # not JSON: refused (the rank endpoint answers such outputs 400 before)
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        rank_response_json(outputs, spec, None, model_spec)
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(server, trained_run, eval_rows):
@@ -394,7 +401,8 @@ def test_client_mistakes_get_4xx_json_errors(server):
         ("POST", "/v1/models/clicklog:predict", b"[1, 2]", 400, "must be a JSON object"),
         ("POST", "/v1/models/clicklog:predict", b'{"instances": [NaN]}', 400, "invalid JSON"),
         ("POST", "/v1/models/clicklog:predict", b'{"instances": [{"b64": "%%%"}]}', 400, "invalid base64"),
-        ("POST", "/v1/models/clicklog:predict", b'{"instances": [{"b64": "aGVsbG8="}]}', 400, "model rejected"),
+        ("POST", "/v1/models/clicklog:predict", b'{"instances": [{"b64": "aGVsbG8="}]}', 400,
+         "instances[0]: 5 bytes that do not parse as a serialized tf.Example"),
         ("POST", "/v1/models/clicklog:predict", b'{"instances": [1]}', 400, "expected a string"),
         ("POST", "/v1/models/clicklog:predict", b'{"instances": []}', 400, "'instances' is empty"),
         ("POST", "/v1/models/clicklog:predict", b'{"instances": ["a"], "inputs": ["a"]}', 400, "exactly one"),
@@ -449,18 +457,42 @@ def test_server_without_versions_is_live_but_not_ready(tmp_path):
         resolve_model_dir(str(tmp_path), None)
 
 
+# numbers at and past every edge a feature's value can cross: the spec's bounds, log1p's -1,
+# float32 and int64, subnormals, negative zero
+_extreme = st.sampled_from([
+    1e308, -1e308, 3.4028234663852886e38, 3.5e38, -3.5e38, 2**63 - 1, -(2**63), 2**63, 2**64, 5e-324, 1e-45,
+    -0.0, -1, -1.0000001, -0.9999999, 0, 23, 24, 120, 121, 1e6, 1e30, 10**18, 0.5,
+]) | st.floats(allow_nan=False, allow_infinity=False) | st.integers(min_value=-(2**64), max_value=2**64)
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8) | _extreme
     | st.sampled_from([10**400, -(2**64), 1e308, 2**63, {"b64": "AA=="}, {"b64": 5}]),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
+# every method a client may send: those served, those not (405), and tokens no server knows
+_methods = st.sampled_from(["POST", "POST", "POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]) \
+    | st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ-_!~"), min_size=1, max_size=12)
+
+
+def _mutated_example(data, example: bytes) -> bytes:
+    """A serialized tf.Example cut short, with bytes overwritten, or replaced by random bytes."""
+    how = data.draw(st.sampled_from(["truncate", "overwrite", "random"]))
+    if how == "random":
+        return data.draw(st.binary(max_size=80))
+    cut = data.draw(st.integers(min_value=0, max_value=len(example)))
+    if how == "truncate":
+        return example[:cut]
+    patch = data.draw(st.binary(min_size=1, max_size=8))
+    return example[:cut] + patch + example[cut + len(patch):]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_malformed_requests_never_get_a_5xx(server, trained_run, eval_rows, data):
-    names = [c.name for c in serving_columns(trained_run.spec)]
+def test_malformed_requests_never_get_a_5xx(server, trained_run, eval_rows, eval_examples, data):
+    """Whatever a client sends, the answer is strict JSON (no NaN/Infinity) and never a 5xx
+    other than 503 (no such version loaded)."""
+    columns = serving_columns(trained_run.spec)
+    names = [c.name for c in columns]
     candidate = {n: eval_rows[0][n] for n in names}
     valid = {
         ":rank": {"context": {}, "candidates": [candidate], "top_k": 1},
@@ -474,28 +506,33 @@ def test_malformed_requests_never_get_a_5xx(server, trained_run, eval_rows, data
         st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=30).map(lambda t: "/" + t),
     ))
     body = valid.get(action, {})
-    mutation = data.draw(st.sampled_from(["json", "field", "feature", "bytes", "top_k"]))
+    mutation = data.draw(st.sampled_from(["json", "field", "feature", "extreme", "example", "bytes", "top_k"]))
     if mutation == "json":
         raw = json.dumps(data.draw(_json)).encode()
     elif mutation == "field":
         key = data.draw(st.sampled_from(["context", "candidates", "instances", "inputs", "signature_name", "zz"]))
         raw = json.dumps({**body, key: data.draw(_json)}).encode()
-    elif mutation == "feature":
+    elif mutation in ("feature", "extreme"):
         feature = data.draw(st.sampled_from(names + ["unknown"]))
         changed = dict(candidate)
-        if data.draw(st.booleans()):
+        if mutation == "extreme":
+            changed[data.draw(st.sampled_from([c.name for c in columns if c.is_numeric]))] = data.draw(_extreme)
+        elif data.draw(st.booleans()):
             changed.pop(feature, None)
         else:
             changed[feature] = data.draw(_json)
         key = "candidates" if action == ":rank" else "instances"
         raw = json.dumps({**body, key: [changed]}).encode()
+    elif mutation == "example":  # serving_default's serialized tf.Examples, mangled
+        examples = [eval_examples[0], _mutated_example(data, eval_examples[1])]
+        raw = json.dumps({"instances": [b64(e) for e in data.draw(st.permutations(examples))]}).encode()
     elif mutation == "top_k":
         top_k = data.draw(st.integers(min_value=-(2**70), max_value=2**70) | _json)
         raw = json.dumps({**valid[":rank"], "top_k": top_k}).encode()
     else:
         raw = data.draw(st.binary(max_size=64))
-    method = data.draw(st.sampled_from(["POST", "POST", "GET", "PUT"]))
-    status, response = http_call(server.url, method, path, raw)
+    method = data.draw(_methods)
+    status, response = http_call(server.url, method, path, raw)  # strict JSON, or it fails
     assert status < 500 or status == 503, (method, path, raw, response)
     if status >= 400:
         assert isinstance(response.get("error"), str) and response["error"]

@@ -1,0 +1,147 @@
+"""Signature inputs against the spec, checked before the model sees them (and before batching).
+
+A client's value the spec rules out is a 400 naming the row and the feature, never a model call
+that fails (and, batched, makes its neighbours' batch fail) or scores garbage:
+
+* :func:`check_ranges`: numeric raw features (``predict_raw``: rank requests and predict with
+  ``signature_name: predict_raw``) against each column's ``min``/``max``, finiteness and, for
+  ``log1p`` features, log1p's domain: the pipeline's own rules
+  (:func:`feature_specs.values.typed_value`), so the server takes what training could have seen.
+* :func:`check_examples`: serialized tf.Examples (``serving_default``) decoded with protobuf and
+  read as the model's ``tf.io.parse_example`` would read them (a missing required feature, a
+  feature of the wrong kind or with other than one value is refused), then their ranges.
+
+The spec has no option to clip an out-of-range value: such a value is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from feature_specs.example_proto import Example
+from feature_specs.spec import Column
+from feature_specs.tensors import TF_DTYPES
+from feature_specs.values import InvalidValue, typed_value
+from serving.errors import RequestError
+
+# (row index, feature name) -> where that value came from, e.g. "candidates[3]" or "context"
+Where = Callable[[int, str], str]
+
+# the tf.Example list each spec dtype is parsed from, holding its TF_DTYPES (bytes, int64, float32)
+EXAMPLE_KINDS = {"string": "bytes_list", "int": "int64_list", "timestamp": "int64_list", "float": "float_list"}
+
+
+def goes_through_log1p(column: Column) -> bool:
+    """Whether the model applies log1p to the column (a ``log1p`` feature), so it must be > -1."""
+    return getattr(column, "transform", None) == "log1p"
+
+
+def check_ranges(arrays: Mapping[str, np.ndarray], columns: Sequence[Column], where: Where) -> None:
+    """Refuses the first numeric value outside its column's range.
+
+    Each column costs two numpy reductions when all is well (:func:`_limits`); otherwise the
+    values outside the limits are candidates, and the pipeline's
+    :func:`~feature_specs.values.typed_value` decides each one and words the error.
+
+    Args:
+        arrays: input name -> 1-D numpy array, one value per row (columns absent here are skipped).
+        columns: the served spec's columns (:func:`feature_specs.tensors.serving_columns`).
+        where: names the source of row ``i``'s value of a feature.
+
+    Raises:
+        RequestError: 400, ``"<where>: <feature>=<value> is above the maximum <max>"`` and the like.
+    """
+    for column in columns:
+        array = arrays.get(column.name)
+        if array is None or not column.is_numeric or array.dtype.kind not in "iuf" or not array.size:
+            continue
+        log1p = goes_through_log1p(column)
+        low, high = _limits(column.min, column.max, log1p, array.dtype.str)
+        if array.min() >= low and array.max() <= high:  # false for NaN too
+            continue
+        for index in np.flatnonzero(~((array >= low) & (array <= high))):
+            try:
+                typed_value(column, array[index].item(), log1p)
+            except InvalidValue as error:
+                raise RequestError(f"{where(int(index), column.name)}: {error.message}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _limits(minimum: float | None, maximum: float | None, log1p: bool, dtype: str) -> tuple[float, float]:
+    """``(low, high)``: the values of numpy ``dtype`` (its ``str``, e.g. ``"<f4"``) that a column
+    with these bounds accepts lie within.
+
+    Bounds are taken in the array's own dtype (a float32 value equal to ``max`` as float32 is in
+    range); floats without a bound are still limited to finite values, log1p features to > -1.
+    """
+    kind = np.dtype(dtype)
+    with np.errstate(over="ignore"):  # a bound beyond float32 becomes inf, and holds every value
+        if kind.kind == "f":
+            largest = float(np.finfo(kind).max)
+            low = kind.type(minimum if minimum is not None else -largest)
+            high = kind.type(maximum if maximum is not None else largest)
+            log1p_low = np.nextafter(kind.type(-1), kind.type(0))
+        else:
+            low = minimum if minimum is not None else -np.inf
+            high = maximum if maximum is not None else np.inf
+            log1p_low = 0
+    if log1p:
+        low = max(low, log1p_low)
+    return low, high
+
+
+def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where: Where) -> None:
+    """Refuses the first serialized tf.Example that ``serving_default`` could not parse or score.
+
+    Mirrors ``tf.io.parse_example`` with :func:`feature_specs.tensors.parse_spec`: a feature that
+    is absent (or holds no list) takes the column's default when ``required: false``, else is an
+    error; a present feature needs the list of its dtype holding exactly one value. Features the
+    model does not read are ignored. The numeric values then go through :func:`check_ranges`.
+    About 15 µs an example of eight features: one protobuf parse and three lookups per feature.
+
+    Args:
+        serialized: the ``examples`` input, bytes per row.
+        columns: the served spec's columns.
+        where: names row ``i`` (its feature argument is the feature at fault).
+
+    Raises:
+        RequestError: 400 naming the row and, where one is at fault, the feature.
+    """
+    values: dict[str, list] = {c.name: [] for c in columns if c.is_numeric}
+    plan = [(column, EXAMPLE_KINDS[column.dtype], values.get(column.name)) for column in columns]
+    parse = Example.FromString
+    for index, data in enumerate(serialized):
+        try:
+            features = parse(data).features.feature
+        except DecodeError:
+            raise RequestError(f"{where(index, '')}: {len(data)} bytes that do not parse as a serialized "
+                               "tf.Example") from None
+        for column, kind, sink in plan:
+            feature = features.get(column.name)
+            items = getattr(feature, kind).value if feature is not None else ()
+            value = items[0] if len(items) == 1 else _absent_or_wrong(feature, column, where(index, column.name))
+            if sink is not None:
+                sink.append(value)
+    arrays = {c.name: np.array(values[c.name], dtype=TF_DTYPES[c.dtype].as_numpy_dtype) for c in columns
+              if c.is_numeric}
+    check_ranges(arrays, columns, where)
+
+
+def _absent_or_wrong(feature, column: Column, where: str):
+    """The default of an optional ``column`` absent from an Example; else the error saying why its
+    ``feature`` (None when absent) does not hold one value of the column's kind."""
+    kind = feature.WhichOneof("kind") if feature is not None else None
+    if kind is None:
+        if column.required:
+            raise RequestError(f"{where}: feature {column.name!r} ({column.dtype}) is missing from the tf.Example")
+        return column.default
+    expected = EXAMPLE_KINDS[column.dtype]
+    if kind != expected:
+        raise RequestError(f"{where}: feature {column.name!r} holds a {kind}; "
+                           f"the spec's {column.dtype} column needs a {expected}")
+    raise RequestError(f"{where}: feature {column.name!r} holds {len(getattr(feature, kind).value)} values; "
+                       "expected exactly 1")

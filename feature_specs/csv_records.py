@@ -53,7 +53,8 @@ class CsvRecord(NamedTuple):
 
 
 def text_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Splits a byte stream on ``\\n``, each line keeping its line break (the last may have none).
+    """Splits a byte stream on ``\\n``, as Beam's text source does: lines without the ``\\n`` (a
+    ``\\r`` before it is kept, see :func:`without_cr`), no empty line after a final ``\\n``.
 
     Args:
         chunks: iterable of bytes. The stream's bytes in order, in chunks of any size.
@@ -65,16 +66,13 @@ def text_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
             continue
         *lines, rest = b"".join(parts).split(b"\n")
         parts = [rest]
-        for line in lines:
-            yield line + b"\n"
+        yield from lines
     if rest := b"".join(parts):
         yield rest
 
 
-def without_line_break(line: bytes) -> bytes:
-    """``line`` without its trailing ``\\n`` or ``\\r\\n`` (as Beam's text source strips them)."""
-    if line.endswith(b"\n"):
-        line = line[:-1]
+def without_cr(line: bytes) -> bytes:
+    """A line of :func:`text_lines` without the ``\\r`` of a ``\\r\\n`` line break."""
     return line[:-1] if line.endswith(b"\r") else line
 
 
@@ -120,7 +118,7 @@ def csv_records(lines: Iterable[bytes], width: int, source: str,
     """The records of a CSV file's body (the lines after its header), quoting followed across lines.
 
     Args:
-        lines: iterable of bytes. The body's lines, each with its line break (see :func:`text_lines`).
+        lines: iterable of bytes. The body's lines, split on ``\\n`` (see :func:`text_lines`).
         width: int. The number of fields the header names.
         source: str. The file, named in errors.
         max_record_bytes: int. The most bytes a record that spans several lines may hold.
@@ -137,20 +135,20 @@ def csv_records(lines: Iterable[bytes], width: int, source: str,
 
     while (first := next_line()) is not None:
         if first.count(_QUOTE) % 2 == 0:
-            yield parse_csv_record(without_line_break(first), width, source)
+            yield _parse(without_cr(first), width, source)[0]
             continue
-        taken, size, closed = [first], len(first), False
+        taken, size, closed = [first], len(first) + 1, False
         while not closed and size <= max_record_bytes and (line := next_line()) is not None:
             taken.append(line)
-            size += len(line)
+            size += len(line) + 1
             closed = line.count(_QUOTE) % 2 == 1
         if closed and size <= max_record_bytes:
-            record, whole = _parse(without_line_break(b"".join(taken)), width, source)
+            record, whole = _parse(without_cr(b"\n".join(taken)), width, source)
             if whole:
                 yield record
                 continue
         read_again.extendleft(reversed(taken[1:]))
-        alone = parse_csv_record(without_line_break(first), width, source)
+        alone = _parse(without_cr(first), width, source)[0]
         if alone.fields is None:
             alone = alone._replace(error=(
                 f"{alone.error}; the quoted field it opens is not closed by the lines after it into one "
@@ -162,8 +160,8 @@ def csv_file_header(first_line: bytes | None, source: str) -> list[str]:
     """The column names in a CSV file's first line.
 
     Args:
-        first_line: bytes or None. The first line (its line break optional; a UTF-8 byte order
-            mark dropped), None for an empty file.
+        first_line: bytes or None. The first line as :func:`text_lines` gives it (a UTF-8 byte
+            order mark dropped), None for an empty file.
         source: str. The file, named in errors.
 
     Raises:
@@ -173,7 +171,7 @@ def csv_file_header(first_line: bytes | None, source: str) -> list[str]:
     if first_line is None or not first_line.strip():
         raise InputFileError(f"{source}: empty file: a CSV file needs a first line naming its columns")
     try:
-        text = without_line_break(first_line).decode("utf-8-sig")
+        text = without_cr(first_line).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputFileError(f"{source}: the header line is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     return csv_header(text, source)

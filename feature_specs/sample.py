@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from feature_specs.csv_records import csv_file_header, csv_records, text_lines, without_line_break
+from feature_specs.csv_records import csv_file_header, csv_records, text_lines, without_cr
 from feature_specs.errors import UserError
 from feature_specs.input_formats import (
     COMPRESSION_CODECS,
@@ -186,7 +186,7 @@ def _csv_rows(lines: Iterator[bytes], path: str, sample: Sample) -> Iterator[dic
 
 
 def _jsonl_rows(lines: Iterator[bytes], sample: Sample) -> Iterator[dict]:
-    for line in map(without_line_break, lines):
+    for line in map(without_cr, lines):
         if not line.strip():
             continue
         try:

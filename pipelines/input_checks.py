@@ -8,6 +8,7 @@ inside a Beam worker later. Only each file's header or footer is read, on a few 
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -32,7 +33,7 @@ def read_csv_header(path: str) -> list[str]:
         InputFileError: the file is empty, or its header is not UTF-8, not CSV or names a column twice.
     """
     with FileSystems.open(path) as handle:
-        first = next(text_lines(iter(lambda: handle.read(_HEADER_CHUNK_BYTES), b"")), None)
+        first = next(text_lines(iter(functools.partial(handle.read, _HEADER_CHUNK_BYTES), b"")), None)
     return csv_file_header(first, path)
 
 

@@ -2,7 +2,9 @@
 
 The pipeline counts with Beam combiners and writes one JSON element (``Workdir.counts_prefix``
 + ``.json``); after it finishes, :func:`build_report` turns the counts into ``report.json`` and
-checks that every input row is accounted for: ``input_rows == written + rejected``.
+:func:`finish_report` checks it (every input row accounted for: ``input_rows == written +
+rejected``; the reject rate within its limit; rows in the train split) and records the verdict,
+``"status"`` and ``"failure"``, which :func:`feature_specs.artifacts.preprocess_problem` reads.
 """
 
 from __future__ import annotations

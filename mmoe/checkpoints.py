@@ -5,6 +5,13 @@ objects (weights, optimizer, loss weights) and the loop's position: the global s
 the step within it, and the early-stopping state (best value and epoch). Beside it,
 ``Workdir.checkpoint_history_json`` holds the per-epoch history of the epochs done, and
 ``Workdir.best_weights`` the best epoch's weights.
+
+A checkpoint is restored only once it proves intact: every tensor it holds reads back (a
+truncated or overwritten file fails its length or checksum), and ``history.json`` covers the
+epochs it has done. A newest checkpoint that fails is skipped with a warning naming it, for
+the one before it; when none is intact the run starts from scratch, with a warning. An index
+file (``checkpoint``) that does not parse is removed with a warning, and the checkpoints are
+then found by their file names.
 """
 
 from __future__ import annotations
@@ -12,15 +19,34 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 
 import keras
 import tensorflow as tf
 
-from feature_specs.artifacts import Workdir
+from feature_specs.artifacts import Workdir, join
+from feature_specs.errors import UserError
 
 log = logging.getLogger(__name__)
 
 MAX_TO_KEEP = 3  # checkpoints kept; older ones are deleted
+INDEX_FILE = "checkpoint"  # tf.train.CheckpointManager's index of the checkpoints in its directory
+PREFIX = "ckpt"  # ... and the prefix of their names, ``ckpt-<step>``
+# The epoch variable as a checkpoint names it: the ``epoch=`` keyword of LoopCheckpoints' tf.train.Checkpoint.
+EPOCH_KEY = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
+# What reading a damaged checkpoint raises: a short file (IndexError "Read less bytes than
+# requested"), a failed checksum or a missing file (tf.errors.OpError), an unparsable index (ValueError).
+UNREADABLE = (IndexError, ValueError, tf.errors.OpError)
+
+
+class CheckpointMismatchError(UserError):
+    """An intact checkpoint that was written by another model than the one being trained."""
+
+
+def first_line(exc: BaseException) -> str:
+    """``<type>: <first line of the message>`` of ``exc`` (TensorFlow's messages run to many lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def worker_role(strategy: tf.distribute.Strategy) -> tuple[bool, int]:
@@ -47,7 +73,8 @@ class LoopCheckpoints:
             (0-based) epoch and the steps done in it.
         best_value: float64 scalar, the best early-stopping metric so far (nan before any).
         best_epoch: int64 scalar, its (0-based) epoch; -1 before any.
-        manager: the ``tf.train.CheckpointManager``.
+        manager: the ``tf.train.CheckpointManager``, made on first use (so that a run that
+            starts afresh clears the directory without reading it).
     """
 
     def __init__(self, outputs: Workdir, trained: dict):
@@ -62,26 +89,108 @@ class LoopCheckpoints:
             **trained, step=self.step, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
             best_value=self.best_value, best_epoch=self.best_epoch,
         )
-        self.manager = self._manager()
+        self._manager: tf.train.CheckpointManager | None = None
+        self._history: dict[str, list[float]] = {}
 
     @property
     def directory(self) -> str:
         return self.outputs.checkpoints_dir
 
-    def _manager(self) -> tf.train.CheckpointManager:
-        return tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=MAX_TO_KEEP)
+    @property
+    def index_file(self) -> str:
+        return join(self.directory, INDEX_FILE)
+
+    @property
+    def manager(self) -> tf.train.CheckpointManager:
+        if self._manager is None:
+            self._index_state()  # removes an index that does not parse, which the manager would raise on
+            self._manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=MAX_TO_KEEP)
+        return self._manager
+
+    def _index_state(self):
+        """The index's ``CheckpointState`` proto; None when there is none or it does not parse
+        (then it is removed, with a warning)."""
+        try:
+            state = tf.train.get_checkpoint_state(self.directory)  # None for text that does not parse
+            problem = "not a checkpoint state"
+        except ValueError as exc:  # bytes that are not UTF-8 text, or a state without a newest checkpoint
+            state, problem = None, str(exc)
+        if state is None and tf.io.gfile.exists(self.index_file):
+            log.warning("the checkpoint index %s is unreadable (%s); removed it, and looking for checkpoints "
+                        "by their file names", self.index_file, problem)
+            tf.io.gfile.remove(self.index_file)
+        return state
+
+    def saved_checkpoints(self) -> list[str]:
+        """Paths (prefixes) of the saved checkpoints, newest first.
+
+        The index's list when it parses; otherwise every ``ckpt-<step>.index`` in the
+        directory, the highest step first.
+        """
+        state = self._index_state()
+        if state is not None:
+            paths = [path for path in state.all_model_checkpoint_paths if path != state.model_checkpoint_path]
+            return [state.model_checkpoint_path, *reversed(paths)]
+        if not tf.io.gfile.isdir(self.directory):
+            return []
+        steps = []
+        for name in tf.io.gfile.listdir(self.directory):
+            match = re.fullmatch(rf"{PREFIX}-(\d+)\.index", name)
+            if match:
+                steps.append(int(match.group(1)))
+        return [join(self.directory, f"{PREFIX}-{step}") for step in sorted(steps, reverse=True)]
+
+    def problem(self, path: str, history: dict[str, list[float]] | None) -> str | None:
+        """Why checkpoint ``path`` cannot be resumed from, or None when it is intact.
+
+        Args:
+            path: str. A checkpoint prefix (``.../ckpt-40``).
+            history: the saved per-epoch history (metric -> values), or None when it is unreadable.
+        """
+        try:
+            reader = tf.train.load_checkpoint(path)
+            for key in reader.get_variable_to_dtype_map():
+                reader.get_tensor(key)  # reads and checksums every tensor
+            epochs_done = int(reader.get_tensor(EPOCH_KEY))
+        except UNREADABLE as exc:
+            return first_line(exc)
+        covered = 0 if history is None else min((len(values) for values in history.values()), default=0)
+        if covered < epochs_done:
+            return f"it has done {epochs_done} epochs, and {self.outputs.checkpoint_history_json} holds {covered}"
+        return None
 
     def restore(self) -> bool:
-        """Restores the newest checkpoint, if any; returns whether one was found."""
-        latest = self.manager.latest_checkpoint
-        if latest is None:
-            return False
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        log.info(
-            "resuming from %s: step %d (epoch %d, step %d of the epoch)",
-            latest, int(self.step), int(self.epoch) + 1, int(self.step_in_epoch),
-        )
-        return True
+        """Restores the newest intact checkpoint, if any; returns whether one was restored.
+
+        Damaged checkpoints are skipped with a warning (see the module's docstring).
+
+        Raises:
+            CheckpointMismatchError: the checkpoint is intact but holds another model's variables
+                (the spec changed since it was written).
+        """
+        history = self._read_history()
+        candidates = self.saved_checkpoints()
+        for index, path in enumerate(candidates):
+            problem = self.problem(path, history)
+            if problem is not None:
+                fallback = "trying the one before it" if index + 1 < len(candidates) else "starting from scratch"
+                log.warning("checkpoint %s cannot be resumed from (%s): %s", path, problem, fallback)
+                continue
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (AssertionError, ValueError) as exc:
+                raise CheckpointMismatchError(
+                    f"checkpoint {path} does not match the model being trained ({first_line(exc)}): "
+                    f"was the spec changed? Train with --fresh to start over, or with the spec it was written with"
+                ) from exc
+            epochs_done = int(self.epoch)
+            self._history = {key: values[:epochs_done] for key, values in (history or {}).items() if epochs_done}
+            log.info(
+                "resuming from %s: step %d (epoch %d, step %d of the epoch)",
+                path, int(self.step), epochs_done + 1, int(self.step_in_epoch),
+            )
+            return True
+        return False
 
     def save(self) -> None:
         """Saves a checkpoint numbered by the global step."""
@@ -91,16 +200,33 @@ class LoopCheckpoints:
         """Removes the checkpoints and their history (a finished run is not resumed by the next one)."""
         if tf.io.gfile.exists(self.directory):
             tf.io.gfile.rmtree(self.directory)
-        # The manager read the directory's state when it was made: make it anew.
-        self.manager = self._manager()
+        # The manager read the directory's state when it was made: make it anew when next used.
+        self._manager = None
+        self._history = {}
 
-    def load_history(self) -> dict[str, list[float]]:
-        """The per-epoch history saved with the checkpoints; ``{}`` when there is none."""
+    def _read_history(self) -> dict[str, list[float]] | None:
+        """The saved per-epoch history; ``{}`` when there is none, None (with a warning) when unreadable."""
         path = self.outputs.checkpoint_history_json
         if not tf.io.gfile.exists(path):
             return {}
-        with tf.io.gfile.GFile(path) as handle:
-            return json.load(handle)
+        try:
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                history = json.loads(handle.read().decode("utf-8"))
+            if isinstance(history, dict) and all(isinstance(values, list) for values in history.values()):
+                return history
+            problem = "not an object of lists"
+        except (ValueError, tf.errors.OpError) as exc:  # not UTF-8, not JSON, or not readable
+            problem = str(exc)
+        log.warning("the checkpoint history %s is unreadable (%s)", path, problem)
+        return None
+
+    def load_history(self) -> dict[str, list[float]]:
+        """The per-epoch history of the epochs the restored checkpoint has done; ``{}`` before any.
+
+        The saved history is cut to those epochs: it may hold more when the run was killed
+        between writing it and saving the checkpoint, or when an older checkpoint was restored.
+        """
+        return {key: list(values) for key, values in self._history.items()}
 
     def save_history(self, history: dict[str, list[float]]) -> None:
         """Saves ``history`` (metric -> one value per epoch done) beside the checkpoints."""

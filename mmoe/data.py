@@ -4,9 +4,36 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from feature_specs.artifacts import Workdir
+from feature_specs.artifacts import Workdir, preprocess_problem
+from feature_specs.errors import UserError
 from feature_specs.spec import FeatureSpec, Task
 from feature_specs.tensors import parse_spec, training_columns
+
+
+class UnfinishedPreprocessError(UserError):
+    """The workdir's data is not the output of a preprocess that passed its checks."""
+
+
+def require_preprocessed(workdir: Workdir) -> None:
+    """Raises unless ``workdir``'s ``report.json`` says its last preprocess completed.
+
+    Args:
+        workdir: Workdir whose ``data/`` is about to be trained on.
+
+    Raises:
+        UnfinishedPreprocessError: the report is missing, unreadable, or records a failed run
+            (see :func:`feature_specs.artifacts.preprocess_problem`).
+    """
+    text = None
+    if tf.io.gfile.exists(workdir.report_json):
+        with tf.io.gfile.GFile(workdir.report_json, "rb") as handle:
+            text = handle.read().decode("utf-8", errors="replace")  # bytes that are not UTF-8 fail as JSON
+    problem = preprocess_problem(text)
+    if problem is not None:
+        raise UnfinishedPreprocessError(
+            f"will not train on {workdir.root}: {problem}. Rerun `mmoe preprocess --input <log> --workdir "
+            f"{workdir.root}` (after fixing the input, if a check failed), then train"
+        )
 
 
 def split_files(workdir: Workdir, split: str) -> list[str]:

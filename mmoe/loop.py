@@ -34,6 +34,7 @@ import tensorflow as tf
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import EarlyStopping, FeatureSpec
 from mmoe.checkpoints import LoopCheckpoints, worker_role
+from mmoe.data import require_preprocessed
 from mmoe.input_pipeline import InputPipeline
 from mmoe.losses import combine_task_losses, task_loss_sums
 from mmoe.model import RankingModels, build_models
@@ -81,9 +82,10 @@ class Trainer:
     Args:
         spec: FeatureSpec. Tasks, model and ``training`` settings (``batch_size`` is the global
             batch).
-        workdir: Workdir holding ``data/`` and ``artifacts/``; the chief writes under its
-            ``model/``, other workers under ``model/workers/worker-<id>`` (checkpoints, best
-            weights).
+        workdir: Workdir holding ``data/`` and ``artifacts/`` of a preprocess that completed
+            (its ``report.json`` says so; else :class:`mmoe.data.UnfinishedPreprocessError`).
+            The chief writes under its ``model/``, other workers under
+            ``model/workers/worker-<id>`` (checkpoints, best weights).
         strategy: a ``tf.distribute`` strategy, e.g. ``MultiWorkerMirroredStrategy`` (create it
             first thing in the process); the default strategy (one device) when omitted.
 
@@ -105,6 +107,7 @@ class Trainer:
         workdir: Workdir,
         strategy: tf.distribute.Strategy | None = None,
     ):
+        require_preprocessed(workdir)
         self.spec, self.workdir = spec, workdir
         self.settings = spec.training
         self.strategy = strategy or tf.distribute.get_strategy()

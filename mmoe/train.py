@@ -69,8 +69,8 @@ def train(
     ``model/spec.json`` (the spec trained with, read by evaluate and export),
     ``model/history.json``, ``model/best.weights.h5``, TensorBoard logs under ``model/logs``,
     plots under ``model/plots``, ``model/report.html`` and ``metrics.json``. A run killed midway leaves checkpoints in
-    ``model/checkpoints``; the next call resumes from them (unless ``resume`` is False). A
-    finished run removes them.
+    ``model/checkpoints``; the next call resumes from the newest intact one (unless ``resume``
+    is False: then they are removed unread). A finished run removes them.
 
     Args:
         spec: FeatureSpec. Usually the ``artifacts/spec.json`` the data was made with, with any
@@ -82,6 +82,11 @@ def train(
         resume: continue from ``model/checkpoints`` when there are any.
         baselines: architectures (e.g. ``single_task``, ``shared_bottom``) to train afterwards on
             the same data; their eval metrics go into ``metrics.json["baselines"]`` and the report.
+
+    Raises:
+        mmoe.data.UnfinishedPreprocessError: ``workdir``'s last preprocess did not complete
+            (its ``report.json`` is missing or records a failed check).
+        mmoe.checkpoints.CheckpointMismatchError: resuming from a checkpoint of another model.
     """
     settings = spec.training
     keras.utils.set_random_seed(settings.seed)

@@ -24,11 +24,13 @@ pytestmark = pytest.mark.slow
 
 
 def _copy_data(trained_run, root) -> Workdir:
-    """A workdir holding the session run's data and artifacts, and no model."""
+    """A workdir holding the session run's data, artifacts and report (training reads it to see
+    that the preprocess completed), and no model."""
     source = trained_run.workdir
     workdir = Workdir(str(root))
     shutil.copytree(source.data_dir, workdir.data_dir)
     shutil.copytree(source.artifacts_dir, workdir.artifacts_dir)
+    shutil.copy(source.report_json, workdir.report_json)
     return workdir
 
 

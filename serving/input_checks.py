@@ -17,6 +17,7 @@ The spec has no option to clip an out-of-range value: such a value is refused.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -40,15 +41,16 @@ def goes_through_log1p(column: Column) -> bool:
     return getattr(column, "transform", None) == "log1p"
 
 
-def check_ranges(arrays: Mapping[str, np.ndarray], columns: Sequence[Column], where: Where) -> None:
+def check_ranges(arrays: Mapping[str, np.ndarray | list], columns: Sequence[Column], where: Where) -> None:
     """Refuses the first numeric value outside its column's range.
 
-    Each column costs two numpy reductions when all is well (:func:`_limits`); otherwise the
-    values outside the limits are candidates, and the pipeline's
+    Each column costs two numpy reductions (or one pass over a short list) when all is well;
+    otherwise the values outside the limits (:func:`_limits`) are candidates, and the pipeline's
     :func:`~feature_specs.values.typed_value` decides each one and words the error.
 
     Args:
-        arrays: input name -> 1-D numpy array, one value per row (columns absent here are skipped).
+        arrays: input name -> the values of that column, one per row: a 1-D numpy array of the
+            column's dtype, or a list of Python numbers (columns absent here are skipped).
         columns: the served spec's columns (:func:`feature_specs.tensors.serving_columns`).
         where: names the source of row ``i``'s value of a feature.
 
@@ -56,39 +58,45 @@ def check_ranges(arrays: Mapping[str, np.ndarray], columns: Sequence[Column], wh
         RequestError: 400, ``"<where>: <feature>=<value> is above the maximum <max>"`` and the like.
     """
     for column in columns:
-        array = arrays.get(column.name)
-        if array is None or not column.is_numeric or array.dtype.kind not in "iuf" or not array.size:
+        values = arrays.get(column.name)
+        if values is None or not column.is_numeric:
             continue
         log1p = goes_through_log1p(column)
-        low, high = _limits(column.min, column.max, log1p, array.dtype.str)
-        if array.min() >= low and array.max() <= high:  # false for NaN too
+        low, high = _limits(column.min, column.max, log1p, column.dtype)
+        if isinstance(values, np.ndarray):
+            if not values.size or (values.min() >= low and values.max() <= high):  # false for NaN too
+                continue
+            values = values.tolist()
+        elif all(low <= value <= high for value in values):
             continue
-        for index in np.flatnonzero(~((array >= low) & (array <= high))):
-            try:
-                typed_value(column, array[index].item(), log1p)
-            except InvalidValue as error:
-                raise RequestError(f"{where(int(index), column.name)}: {error.message}") from None
+        for index, value in enumerate(values):
+            if not low <= value <= high:
+                try:
+                    typed_value(column, value, log1p)
+                except InvalidValue as error:
+                    raise RequestError(f"{where(index, column.name)}: {error.message}") from None
 
 
 @functools.lru_cache(maxsize=256)
 def _limits(minimum: float | None, maximum: float | None, log1p: bool, dtype: str) -> tuple[float, float]:
-    """``(low, high)``: the values of numpy ``dtype`` (its ``str``, e.g. ``"<f4"``) that a column
-    with these bounds accepts lie within.
+    """``(low, high)``, Python floats: the values of a column of spec ``dtype`` with these bounds
+    lie within them.
 
-    Bounds are taken in the array's own dtype (a float32 value equal to ``max`` as float32 is in
-    range); floats without a bound are still limited to finite values, log1p features to > -1.
+    Float bounds are rounded to float32, as the model sees values (a float32 value equal to
+    ``max`` as float32 is in range); floats without a bound are still limited to finite values,
+    log1p features to > -1.
     """
-    kind = np.dtype(dtype)
-    with np.errstate(over="ignore"):  # a bound beyond float32 becomes inf, and holds every value
-        if kind.kind == "f":
-            largest = float(np.finfo(kind).max)
-            low = kind.type(minimum if minimum is not None else -largest)
-            high = kind.type(maximum if maximum is not None else largest)
-            log1p_low = np.nextafter(kind.type(-1), kind.type(0))
-        else:
-            low = minimum if minimum is not None else -np.inf
-            high = maximum if maximum is not None else np.inf
-            log1p_low = 0
+    if TF_DTYPES[dtype].is_floating:
+        kind = TF_DTYPES[dtype].as_numpy_dtype
+        largest = float(np.finfo(kind).max)
+        with np.errstate(over="ignore"):  # a bound beyond float32 becomes inf, and holds every value
+            low = float(kind(minimum if minimum is not None else -largest))
+            high = float(kind(maximum if maximum is not None else largest))
+        log1p_low = float(np.nextafter(kind(-1), kind(0)))
+    else:
+        low = minimum if minimum is not None else -math.inf
+        high = maximum if maximum is not None else math.inf
+        log1p_low = 0.0
     if log1p:
         low = max(low, log1p_low)
     return low, high
@@ -126,9 +134,7 @@ def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where
             value = items[0] if len(items) == 1 else _absent_or_wrong(feature, column, where(index, column.name))
             if sink is not None:
                 sink.append(value)
-    arrays = {c.name: np.array(values[c.name], dtype=TF_DTYPES[c.dtype].as_numpy_dtype) for c in columns
-              if c.is_numeric}
-    check_ranges(arrays, columns, where)
+    check_ranges(values, columns, where)
 
 
 def _absent_or_wrong(feature, column: Column, where: str):

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec_reader import bundled_spec_path, spec_from_dict
-from pipelines import preprocess, run
+from pipelines import EmptyTrainSplitError, preprocess, run
 from pipelines.split import EVAL, TRAIN, split_index
 
 HEADER = ("user_id,item_id,item_category,device,hour,user_age,item_price,item_popularity,position,"
@@ -178,14 +178,16 @@ def test_parquet_input_gives_the_same_rows(tmp_path, clicklog_spec):
     assert canonical(everything) == canonical([typed(line) for line in GOOD_LINES])
 
 
-def test_empty_train_split_still_writes_valid_artifacts(tmp_path, clicklog_spec):
+def test_empty_train_split_fails_but_still_writes_valid_artifacts(tmp_path, clicklog_spec):
     data = clicklog_spec.to_dict()
     data["split"] = {"method": "timestamp", "key": "timestamp", "cutoff": 0}  # everything to eval
     spec = spec_from_dict(data)
     (tmp_path / "log.csv").write_text("\n".join([HEADER] + GOOD_LINES[:4]) + "\n")
     workdir = Workdir(str(tmp_path / "work"))
-    report = preprocess(spec, str(tmp_path / "log.csv"), workdir)
-    assert report["written"] == {"train": 0, "eval": 4, "total": 4}
+    with pytest.raises(EmptyTrainSplitError, match="no rows were written to the train split"):
+        preprocess(spec, str(tmp_path / "log.csv"), workdir)
+    report = json.loads(read_text(workdir.report_json))
+    assert report["status"] == "failed" and report["written"] == {"train": 0, "eval": 4, "total": 4}
     statistics = Statistics.from_json(read_text(workdir.statistics_json))
     assert statistics.train_rows == 0 and statistics.numeric["user_age"].count == 0
     assert read_text(workdir.vocabulary_file("user_id")) == ""

@@ -26,7 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
-from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RANK_SIGNATURE
+from feature_specs.spec_nodes import quoted
+from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, MAX_VERSION, RANK_SIGNATURE
 from serving.errors import MethodNotAllowed, RequestError
 from serving.input_checks import check_examples, check_ranges
 from serving.models import ModelRegistry, ServedVersion
@@ -233,8 +234,10 @@ def _resolve(server: ModelServer, path: str, body: bytes) -> tuple[Route, Call]:
 
 
 def _parse_version(text: str | None) -> int | None:
+    """The URL's ``/versions/<n>``: ASCII digits up to :data:`~serving.contract.MAX_VERSION` (TF
+    Serving's int64), else a 400 (``str.isdigit`` alone would pass ``"²"``)."""
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 18:
-        raise RequestError(f"version must be a non-negative integer, got {text!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_VERSION)) or int(text) > MAX_VERSION:
+        raise RequestError(f"version must be an integer from 0 to {MAX_VERSION}, got {quoted(text)}")
     return int(text)

@@ -328,3 +328,13 @@ def test_content_length_must_be_one_number(server):
     # the same value twice frames the body the same way: read as one
     status_line, _, body = exchange(server, head + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}")
     assert status_line == b"HTTP/1.1 400 Bad Request" and "missing 'candidates'" in json.loads(body)["error"]
+
+
+def test_version_in_the_url_must_be_an_ascii_int64(server):
+    for raw_version in (b"\xb2", b"\xd9\xa3", b"99999999999999999999", b"x1"):  # '²', Arabic-Indic 3, > int64
+        status_line, _, body = exchange(
+            server, b"GET /v1/models/clicklog/versions/" + raw_version + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status_line == b"HTTP/1.1 400 Bad Request", raw_version
+        assert "version must be an integer from 0 to 9223372036854775807" in json.loads(body)["error"]
+    status, _, body = call(server, "GET", "/v1/models/clicklog/versions/9223372036854775807")
+    assert status == 404 and "version 9223372036854775807" in body["error"]

@@ -413,7 +413,7 @@ def test_client_mistakes_get_4xx_json_errors(server):
         ("POST", "/v1/models/other:predict", b"{}", 404, "unknown model 'other'"),
         ("POST", "/v1/models/clicklog/versions/7:predict", b'{"instances": ["a"]}', 404, "version 7"),
         ("GET", "/v1/models/clicklog/versions/7", None, 404, "version 7"),
-        ("GET", "/v1/models/clicklog/versions/x1/metadata", None, 400, "non-negative integer"),
+        ("GET", "/v1/models/clicklog/versions/x1/metadata", None, 400, "an integer from 0 to"),
         ("GET", "/v1/models/clicklog/labels/stable", None, 404, "labels are not supported"),
         ("POST", "/v1/models/clicklog:classify", b"{}", 404, "unsupported method 'classify'"),
         ("GET", "/v1/models/clicklog:predict", None, 405, "use POST"),

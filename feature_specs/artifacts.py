@@ -39,6 +39,8 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Mapping
 
+from feature_specs.errors import UserError
+
 STATISTICS_FORMAT_VERSION = 1
 PREPROCESS_COMPLETE = "complete"  # report.json's "status" after a preprocess that passed every check
 PREPROCESS_FAILED = "failed"  # ... after one that wrote its outputs but failed a check ("failure" says which)
@@ -206,6 +208,10 @@ class Workdir:
         return join(self.root, "export")
 
 
+class StaleArtifactError(UserError, ValueError):
+    """An artifact written by another version of this project, in a format this one cannot read."""
+
+
 @dataclass(frozen=True)
 class NumericStats:
     """Statistics of one numeric feature over the train split, in its transform's space.
@@ -263,7 +269,7 @@ class Statistics:
     def from_json(cls, text: str) -> "Statistics":
         data = json.loads(text)
         if data.get("format_version") != STATISTICS_FORMAT_VERSION:
-            raise ValueError(
+            raise StaleArtifactError(
                 f"statistics.json has format_version {data.get('format_version')!r}, "
                 f"expected {STATISTICS_FORMAT_VERSION}: rerun `mmoe preprocess`"
             )

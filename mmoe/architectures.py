@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Callable
 
 from feature_specs.spec import FeatureSpec, ModelConfig, SpecError
+from feature_specs.spec_nodes import quoted
 
 # encode(prefix) -> (batch, width): the encoded model features, built with layers named prefix*.
 Encode = Callable[[str], object]
@@ -105,7 +106,7 @@ def check_architecture(spec: FeatureSpec) -> FeatureSpec:
     """
     if spec.model.architecture not in BACKBONES:
         raise SpecError(
-            "model.architecture", f"unknown value {spec.model.architecture!r}; expected one of {', '.join(BACKBONES)}"
+            "model.architecture", f"unknown value {quoted(spec.model.architecture)}; expected one of {', '.join(BACKBONES)}"
         )
     return spec
 

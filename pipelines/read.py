@@ -24,7 +24,7 @@ from feature_specs.csv_records import (MAX_CSV_RECORD_BYTES, CsvRecord, csv_file
                                        parse_csv_record, text_lines)
 from feature_specs.example_proto import Example  # protobuf alone: workers never import TensorFlow
 from feature_specs.input_formats import example_feature_value
-from pipelines.options import INPUT_FORMATS
+from pipelines.options import INPUT_FORMATS, OptionError
 from pipelines.records import RawRecord
 
 _CHUNK_BYTES = 1 << 16
@@ -159,7 +159,7 @@ class ReadRecords(beam.PTransform):
     def __init__(self, pattern: str, input_format: str):
         super().__init__()
         if input_format not in INPUT_FORMATS:
-            raise ValueError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
+            raise OptionError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
         self._pattern = pattern
         self._format = input_format
 

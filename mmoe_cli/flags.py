@@ -119,6 +119,10 @@ def _add_export_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--version", type=int, default=None, help="integer version (default: newest + 1)")
 
 
+DEBUG_HELP = ("on a mistake in the input (spec, file, flag, workdir), show the Python traceback "
+              "instead of the one-line message")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmoe",
@@ -129,11 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true",
         help="debug logging, and TensorFlow's and Beam's start-up messages (hidden by default)",
     )
-    parser.add_argument(
-        "--debug", action="store_true",
-        help="on a mistake in the input (spec, file, flag, workdir), show the Python traceback "
-        "instead of the one-line message",
-    )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the whole job: data -> preprocess -> train -> evaluate -> export")
@@ -182,7 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--poll-seconds", type=float_in(0.0), default=2.0,
                        help="how often new versions are looked for; 0 disables hot reload (default: 2)")
     add_spec_parser(commands)
+    _accept_debug_anywhere(parser)
     return parser
+
+
+def _accept_debug_anywhere(parser: argparse.ArgumentParser) -> None:
+    """Lets ``--debug`` follow any sub-command too (``mmoe train --debug``), as users type it; the
+    sub-commands' copies default to SUPPRESS, so they never overwrite the top-level flag."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if "--debug" not in sub._option_string_actions:
+                    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+                _accept_debug_anywhere(sub)
 
 
 def option_strings(parser: argparse.ArgumentParser) -> set[str]:

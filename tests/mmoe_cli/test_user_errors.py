@@ -58,11 +58,12 @@ def test_a_user_error_from_a_stage_is_one_line_and_its_exit_code(monkeypatch, ca
     assert _stderr_line(capsys) == line
 
 
-def test_debug_shows_the_traceback(monkeypatch):
+@pytest.mark.parametrize("argv", [["--debug", "generate"], ["generate", "--debug"], ["preprocess", "--input", "x.csv", "--debug"]])
+def test_debug_shows_the_traceback(monkeypatch, argv):
     error = _RunFailedACheck("too many rejected rows")
-    monkeypatch.setitem(cli.COMMANDS, "generate", _raising(error))
+    monkeypatch.setitem(cli.COMMANDS, argv[0] if argv[0] != "--debug" else argv[1], _raising(error))
     with pytest.raises(_RunFailedACheck) as info:
-        cli.main(["--debug", "generate"])
+        cli.main(argv)
     assert info.value is error
 
 

@@ -143,6 +143,9 @@ class LoopCheckpoints:
     def problem(self, path: str, history: dict[str, list[float]] | None) -> str | None:
         """Why checkpoint ``path`` cannot be resumed from, or None when it is intact.
 
+        Reads the whole checkpoint, one tensor at a time, before anything is restored from it:
+        a restore that failed halfway would leave the model part old and part new.
+
         Args:
             path: str. A checkpoint prefix (``.../ckpt-40``).
             history: the saved per-epoch history (metric -> values), or None when it is unreadable.

@@ -31,7 +31,7 @@ def require_preprocessed(workdir: Workdir) -> None:
     problem = preprocess_problem(text)
     if problem is not None:
         raise UnfinishedPreprocessError(
-            f"will not train on {workdir.root}: {problem}. Rerun `mmoe preprocess --input <log> --workdir "
+            f"will not train on {workdir.root}: {problem.rstrip('.')}. Rerun `mmoe preprocess --input <log> --workdir "
             f"{workdir.root}` (after fixing the input, if a check failed), then train"
         )
 

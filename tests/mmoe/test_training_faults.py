@@ -93,8 +93,8 @@ def _workdir_with_report(root, content: bytes | None) -> Workdir:
 
 
 @pytest.mark.parametrize("content, reason", [
-    (json.dumps({"status": PREPROCESS_FAILED, "failure": "reject rate 0.4 is above max_reject_rate 0.05"}).encode(),
-     r"the last `mmoe preprocess` failed: reject rate 0.4 is above max_reject_rate 0.05"),
+    (json.dumps({"status": PREPROCESS_FAILED, "failure": "reject rate 0.4 is above max_reject_rate 0.05."}).encode(),
+     r"the last `mmoe preprocess` failed: reject rate 0.4 is above max_reject_rate 0.05\. Rerun"),
     (None, r"report.json is missing"),
     (b"\xff\xfe{not json", r"report.json is not valid JSON"),
 ], ids=["failed", "missing", "not-json"])

@@ -15,6 +15,7 @@ from mmoe.architectures import ARCHITECTURES  # no Keras until a model is built
 from mmoe.baselines import DEFAULT_BASELINES  # no TensorFlow at import
 from mmoe_cli.flag_types import FRACTION, float_in, int_in
 from mmoe_cli.spec_commands import add_spec_parser
+from serving.versions import DEFAULT_VERSION_POLICY, POLICY_FORMS, VERSION_LABELS_FLAG, VERSIONS_FLAG
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
 SPELLING_NOTE = "Flags are written with dashes (--input-format); the snake_case spelling (--input_format) is accepted too, as Beam writes its own."
@@ -181,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="longest a request waits for others to batch with (default: 2)")
     serve.add_argument("--poll-seconds", type=float_in(0.0), default=2.0,
                        help="how often new versions are looked for; 0 disables hot reload (default: 2)")
+    serve.add_argument(VERSIONS_FLAG, default=str(DEFAULT_VERSION_POLICY), metavar="POLICY",
+                       help=f"which versions to serve, as TF Serving's model_version_policy: {POLICY_FORMS} "
+                       f"(default: {DEFAULT_VERSION_POLICY}, only the newest)")
+    serve.add_argument(VERSION_LABELS_FLAG, default=None, metavar="LABEL=V,...",
+                       help="names for versions, as TF Serving's version_labels, e.g. stable=3,canary=4; a request "
+                       "picks one with /v1/models/<name>/labels/<label>. Each must point to a version "
+                       f"{VERSIONS_FLAG} serves (default: none)")
     add_spec_parser(commands)
     _accept_debug_anywhere(parser)
     return parser

@@ -258,11 +258,15 @@ def cmd_export(args, beam_args: list[str]) -> int:
 
 def cmd_serve(args, beam_args: list[str]) -> int:
     from feature_specs.artifacts import Workdir
+    from serving.versions import parse_version_labels, parse_version_policy
+
+    versions = parse_version_policy(args.versions)  # before any model loads: a bad flag fails at once
+    version_labels = parse_version_labels(args.version_labels)
     from serving.server import serve
 
     serve(
         args.model_base or Workdir(args.workdir).export_base, model_name=args.model_name, host=args.host,
         port=args.port, batch_max_size=args.batch_max_size, batch_timeout_ms=args.batch_timeout_ms,
-        poll_seconds=args.poll_seconds,
+        poll_seconds=args.poll_seconds, versions=versions, version_labels=version_labels,
     )
     return 0

@@ -23,7 +23,9 @@ Layout of an export base::
 
 A version is TF Serving's int64 >= 0 (:data:`MAX_VERSION`), and its directory is named by that
 number written plainly: ASCII decimal digits, no sign, no leading zeros (:func:`parse_version`),
-so that :func:`version_dir` of the number is the directory it was read from.
+so that :func:`version_dir` of the number is the directory it was read from. Version numbers are
+defined, with the version policy and labels, in the plain-Python :mod:`serving.versions` and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from feature_specs.artifacts import join
-from feature_specs.errors import UserError
 from mmoe.model import GATE_WEIGHTS
 from mmoe.score import SCORE, output_name, prediction_names
+from serving.versions import MAX_VERSION, VersionError, check_version, parse_version
 
 __all__ = [
     "ASSETS_EXTRA", "DEFAULT_SIGNATURE", "EXAMPLES_INPUT", "GATE_WEIGHTS", "MAX_VERSION", "RANK_SIGNATURE",
@@ -51,47 +53,6 @@ SAVED_MODEL_FILE = "saved_model.pb"
 ASSETS_EXTRA = "assets.extra"
 SPEC_FILE = "spec.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
-
-MAX_VERSION = 2**63 - 1  # TF Serving's versions are int64 values >= 0
-
-
-class VersionError(UserError, ValueError):
-    """A model version TF Serving cannot hold (not an integer from 0 to :data:`MAX_VERSION`)."""
-
-
-def check_version(version: int) -> int:
-    """Returns ``version`` if it is a valid model version.
-
-    Args:
-        version: int. The version to write or request.
-
-    Raises:
-        VersionError: if ``version`` is not an int (bools excluded) from 0 to :data:`MAX_VERSION`.
-    """
-    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= MAX_VERSION:
-        raise VersionError(
-            f"model version {version!r} is out of range: TF Serving versions are int64 integers >= 0 "
-            f"(0 to {MAX_VERSION}); pick one in that range"
-        )
-    return version
-
-
-def parse_version(name: str) -> int | None:
-    """The version a directory entry's name stands for, or None if it is not a version's name.
-
-    Args:
-        name: str. An entry of a model directory (a trailing ``/``, as some filesystems list
-            directories, is ignored).
-
-    Returns:
-        The int for plain ASCII decimal digits without leading zeros (``"0"`` itself is a version)
-        up to :data:`MAX_VERSION`; None for anything else (``"²"``, ``"007"``, ``"-1"``, hidden names).
-    """
-    name = name.rstrip("/")
-    if not (name.isascii() and name.isdigit()) or (len(name) > 1 and name[0] == "0"):
-        return None
-    version = int(name)
-    return version if version <= MAX_VERSION else None
 
 
 def model_dir(export_base: str, name: str) -> str:

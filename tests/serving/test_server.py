@@ -629,10 +629,14 @@ def test_new_versions_are_picked_up_and_broken_ones_do_not_take_the_model_down(t
                                   warmup_examples=eval_examples[:8])
         assert path.endswith("/clicklog/2")
         assert os.path.exists(os.path.join(path, "assets.extra", WARMUP_FILE))
-        wait_for(lambda: running.registry.versions() == [1, 2])
+        wait_for(lambda: running.registry.versions() == [2])  # latest:1: 2 replaces 1 once loaded
         status, body = post(running.url, "/v1/models/clicklog:rank", {"candidates": candidates})
         assert status == 200 and body["model_spec"]["version"] == "2"
-        assert client.rank({}, candidates, version=1) == before
+        assert client.rank({}, candidates, version=2) == before  # the same model, exported again
+        assert client.status(version=1)["model_version_status"][0]["state"] == "END"
+        with pytest.raises(ServingError) as error:
+            client.rank({}, candidates, version=1)
+        assert error.value.status == 404 and "not available" in error.value.message
 
         broken = tmp_path / "broken"
         broken.mkdir()
@@ -642,7 +646,7 @@ def test_new_versions_are_picked_up_and_broken_ones_do_not_take_the_model_down(t
         state = client.status(version=3)["model_version_status"][0]
         assert state["state"] == "END" and state["status"]["error_code"] != "OK"
         assert "spec.json" in state["status"]["error_message"]
-        assert running.registry.versions() == [1, 2]
+        assert running.registry.versions() == [2]  # the failed newest: 2 serves on
         status, body = post(running.url, "/v1/models/clicklog:rank", {"candidates": candidates})
         assert status == 200 and body["model_spec"]["version"] == "2"
         with pytest.raises(ServingError) as error:

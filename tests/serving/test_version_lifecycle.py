@@ -136,13 +136,14 @@ def test_a_version_copied_in_pieces_is_retried_once_it_changes_and_loaded_once_c
             registry.refresh()
         assert attempts == [1, 4]
         assert sum("²" in r.getMessage() for r in caplog.records) == 1
-        assert registry.versions() == [1] and registry.get().version == 1
+        assert registry.versions() == [1] and registry.get().version == 1  # the failed newest: 1 serves on
 
         copy_variables(source, target)
         registry.refresh()
         assert attempts == [1, 4, 4]
-        assert registry.versions() == [1, 4] and registry.status(4).state == "AVAILABLE"
+        assert registry.versions() == [4] and registry.status(4).state == "AVAILABLE"  # latest:1 replaces 1
         assert registry.status(4).error == ""
+        assert registry.status(1).state == "END" and registry.status(1).error == ""
         registry.refresh()
         assert attempts == [1, 4, 4], "a loaded version is not loaded again"
     finally:
@@ -163,9 +164,11 @@ def test_the_server_serves_a_half_copied_version_once_complete_and_odd_names_nev
         assert [(s["version"], s["state"]) for s in body["model_version_status"]] == [("4", "END"), ("1", "AVAILABLE")]
         os.mkdir(os.path.join(model_base, "½"))  # appears while serving: polling goes on
         copy_variables(source, target)
-        wait_for(lambda: running.registry.versions() == [1, 4])
+        wait_for(lambda: running.registry.versions() == [4])  # latest:1: once complete, 4 replaces 1
         status, body = get_json(running.url, "/v1/models/clicklog/versions/4")
         assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+        status, body = get_json(running.url, "/v1/models/clicklog/versions/1")
+        assert status == 200 and body["model_version_status"][0]["state"] == "END"
 
 
 # -- staging directories left by killed exports ----------------------------------------------------

@@ -13,6 +13,14 @@ With an ``in_flight`` counter (requests the server is handling right now), the w
 waiting as soon as every in-flight request is in the batch, and a request that is the only one in
 flight while the model is idle runs at once in its own thread: a lone client pays neither the
 timeout nor a thread hand-off.
+
+Load is bounded, never queued without limit: :class:`InFlight` refuses a request past the server's
+concurrency limit, and a batcher refuses one that would take its queue past
+``max_enqueued_batches`` batches of ``max_size`` rows (TF Serving's ``max_enqueued_batches``), both
+with :class:`Overloaded`; once the server drains, :class:`InFlight` refuses new requests with
+:class:`ShuttingDown`. These and :class:`VersionUnloaded` are :class:`Unavailable`: plain
+exceptions that REST answers 503 with ``Retry-After`` and gRPC maps to ``UNAVAILABLE`` (or
+``RESOURCE_EXHAUSTED`` for :class:`Overloaded`).
 """
 
 from __future__ import annotations
@@ -28,28 +36,114 @@ import numpy as np
 Arrays = dict[str, np.ndarray]
 
 
-class VersionUnloaded(RuntimeError):
+DEFAULT_MAX_ENQUEUED_BATCHES = 10  # a batcher's queue bound, in full batches (TensorFlow's batching default)
+DEFAULT_RETRY_AFTER_SECONDS = 1  # what an overloaded or draining server asks clients to wait
+
+
+class Unavailable(RuntimeError):
+    """The request was not run and may be retried later (REST 503, gRPC ``UNAVAILABLE``).
+
+    Args:
+        message: str. Why, and what to do.
+        retry_after: int. Seconds the client should wait before retrying (``Retry-After``).
+    """
+
+    reason = "unavailable"  # why, as the metrics count refusals
+
+    def __init__(self, message: str, retry_after: int = DEFAULT_RETRY_AFTER_SECONDS):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class VersionUnloaded(Unavailable):
     """The batcher was closed because its model version was unloaded; the request may be retried."""
+
+    reason = "version_unloaded"
+
+    def __init__(self, message: str):
+        super().__init__(message, retry_after=0)
+
+
+class Overloaded(Unavailable):
+    """The server is at a limit (gRPC ``RESOURCE_EXHAUSTED``): the request was shed, not queued.
+
+    Args:
+        message: str. Which limit, and its value.
+        reason: str. ``"concurrency"`` (too many requests in progress) or ``"queue"`` (a batcher's
+            queue is full); the metrics count refusals by it.
+    """
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class ShuttingDown(Unavailable):
+    """The server is draining before it exits: it takes no new requests."""
+
+    reason = "shutting_down"
 
 
 class InFlight:
-    """A thread-safe count of requests in progress; use as a context manager around each one."""
+    """The server's requests in progress, their limit, and whether it still takes new ones.
 
-    def __init__(self):
-        self._lock = threading.Lock()
+    Use it as a context manager around each request; entering refuses the request when the server
+    drains or is at ``limit``. Calling it gives the count (what :class:`Batcher` reads). The batchers
+    given it as ``in_flight`` also take their queue bound and batch observer from it.
+
+    Args:
+        limit: int or None. Most requests in progress at once; None for no limit.
+        max_enqueued_batches: int. Each batcher's queue bound, in batches of its ``max_size`` rows.
+        on_batch: called with the number of rows of every batched model call (the metrics' batch
+            size histogram), or None.
+    """
+
+    def __init__(self, limit: int | None = None, max_enqueued_batches: int = DEFAULT_MAX_ENQUEUED_BATCHES,
+                 on_batch: Callable[[int], None] | None = None):
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        if max_enqueued_batches < 1:
+            raise ValueError(f"max_enqueued_batches must be >= 1, got {max_enqueued_batches}")
+        self.limit = limit
+        self.max_enqueued_batches = max_enqueued_batches
+        self.on_batch = on_batch
+        self._cond = threading.Condition()
         self._count = 0
+        self._draining = False
 
     def __enter__(self) -> "InFlight":
-        with self._lock:
+        with self._cond:
+            if self._draining:
+                raise ShuttingDown("the server is shutting down and takes no new requests; retry on another replica")
+            if self.limit is not None and self._count >= self.limit:
+                raise Overloaded(f"the server is at its limit of {self.limit} requests in progress; retry later",
+                                 "concurrency")
             self._count += 1
         return self
 
     def __exit__(self, *exc) -> None:
-        with self._lock:
+        with self._cond:
             self._count -= 1
+            if not self._count:
+                self._cond.notify_all()
 
     def __call__(self) -> int:
         return self._count
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called: new requests are refused."""
+        return self._draining
+
+    def drain(self) -> None:
+        """Refuses every request from now on; those in progress go on."""
+        with self._cond:
+            self._draining = True
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` seconds for the requests in progress to finish; whether they did."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._count == 0, timeout)
 
 
 @dataclass
@@ -84,20 +178,36 @@ class Batcher:
         timeout_ms: float. Longest wait for more requests once the first one is taken.
         name: str. Worker thread name.
         in_flight: optional callable giving the number of requests the server is handling; the
-            worker waits only while some of them are not yet in the batch.
+            worker waits only while some of them are not yet in the batch. An :class:`InFlight`
+            also gives the defaults of ``max_enqueued_batches`` and ``on_batch``.
+        max_enqueued_batches: int or None. The queue holds at most this many times ``max_size``
+            rows; a request that would take it past that (unless the queue is empty) is refused
+            with :class:`Overloaded`. None: ``in_flight``'s, else
+            :data:`DEFAULT_MAX_ENQUEUED_BATCHES`.
+        on_batch: called with the number of rows of every model call, or None: ``in_flight``'s.
     """
 
     def __init__(self, run: Callable[[Arrays], Arrays], max_size: int = 4096, timeout_ms: float = 2.0,
-                 name: str = "batcher", in_flight: Callable[[], int] | None = None):
+                 name: str = "batcher", in_flight: Callable[[], int] | None = None,
+                 max_enqueued_batches: int | None = None, on_batch: Callable[[int], None] | None = None):
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
         if timeout_ms < 0:
             raise ValueError(f"timeout_ms must be >= 0, got {timeout_ms}")
+        server = in_flight if isinstance(in_flight, InFlight) else None
+        if max_enqueued_batches is None:
+            max_enqueued_batches = server.max_enqueued_batches if server else DEFAULT_MAX_ENQUEUED_BATCHES
+        if max_enqueued_batches < 1:
+            raise ValueError(f"max_enqueued_batches must be >= 1, got {max_enqueued_batches}")
         self._run = run
         self.max_size = max_size
         self.timeout = timeout_ms / 1000.0
+        self.max_queued_rows = max_enqueued_batches * max_size
         self._in_flight = in_flight
+        self._server = server
+        self._on_batch = on_batch
         self._queue: collections.deque[_Request] = collections.deque()
+        self._queued_rows = 0
         self._cond = threading.Condition()
         self._closed = False
         self._running = False  # a model call is in progress (worker or inline)
@@ -105,11 +215,17 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting in the queue now (the metrics' queue depth)."""
+        return self._queued_rows
+
     def submit(self, inputs: Arrays) -> Arrays:
         """Runs ``inputs`` as part of a batch and returns this request's rows of the outputs.
 
         Raises:
             VersionUnloaded: if the batcher was closed (its model version was unloaded).
+            Overloaded: if the queue has no room for this request's rows.
             Exception: whatever ``run`` raised for this request.
         """
         request = _Request(inputs, num_rows(inputs))
@@ -121,7 +237,11 @@ class Batcher:
             if inline:
                 self._running = True
             else:
+                if self._queue and self._queued_rows + request.rows > self.max_queued_rows:
+                    raise Overloaded(f"the batching queue is full ({self._queued_rows} rows waiting, at most "
+                                     f"{self.max_queued_rows}); retry later", "queue")
                 self._queue.append(request)
+                self._queued_rows += request.rows
                 self._cond.notify()
         if inline:
             try:
@@ -168,6 +288,7 @@ class Batcher:
             self._running = True
             batch = [self._queue.popleft()]
             rows = batch[0].rows
+            self._queued_rows -= rows
             deadline = time.monotonic() + self.timeout
             while rows < self.max_size:
                 if self._queue:
@@ -176,6 +297,7 @@ class Batcher:
                     request = self._queue.popleft()
                     batch.append(request)
                     rows += request.rows
+                    self._queued_rows -= request.rows
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed or not self._others_coming(len(batch)):
@@ -211,6 +333,9 @@ class Batcher:
         outputs = self._run(inputs)
         self.calls += 1
         total = sum(r.rows for r in batch)
+        on_batch = self._on_batch or (self._server.on_batch if self._server else None)
+        if on_batch is not None:
+            on_batch(total)
         for name, value in outputs.items():
             if np.ndim(value) == 0 or value.shape[0] != total:
                 raise ValueError(f"output {name!r} has shape {np.shape(value)}, expected {total} rows first")

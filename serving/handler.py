@@ -2,12 +2,19 @@
 
 :class:`RequestHandler` is the ``http.server`` handler of :class:`serving.server.ModelServer`: it
 reads the body (``Content-Length`` only, one value, within the server's limit), hands method, path
-and body to :func:`serving.routes.dispatch`, and writes the answer in one send, always with a
-status line and headers (also for a request line ``http.server`` could not parse: 400, or 505
-for HTTP/2 and later). Every method reaches the routes, which answer those they do not serve 405
-with ``Allow``. A :class:`~serving.errors.RequestError` becomes its status, headers and
-``{"error": message}``; a model that rejects its input 400 (with TensorFlow's reason, not its
-"Graph execution error" heading), an unloaded version 503, anything else 500.
+and body to :func:`serving.routes.resolve` and :func:`serving.routes.run`, and writes the answer
+in one send, always with a status line and headers (also for a request line ``http.server`` could
+not parse: 400, or 505 for HTTP/2 and later). Every method reaches the routes, which answer those
+they do not serve 405 with ``Allow``. A :class:`~serving.errors.RequestError` becomes its status,
+headers and ``{"error": message}``; a model that rejects its input 400 (with TensorFlow's reason,
+not its "Graph execution error" heading); a request refused without running
+(:class:`~serving.batching.Unavailable`: overload, shutdown, an unloaded version) 503 with
+``Retry-After``; anything else 500. Every answer is counted in the server's metrics.
+
+Between two requests of a keep-alive connection the handler waits for the next one or for the
+server to drain: a connection idle when draining starts gets :data:`SHUTDOWN_IDLE_GRACE_SECONDS`
+for a request already on its way, then is closed; every answer written while draining says
+``Connection: close``.
 """
 
 from __future__ import annotations
@@ -15,14 +22,17 @@ from __future__ import annotations
 import http.server
 import logging
 import re
+import select
+import time
 from typing import TYPE_CHECKING, Callable, Mapping
 
 import tensorflow as tf
 
-from serving.batching import VersionUnloaded
+from serving.batching import Unavailable
 from serving.errors import RequestError
+from serving.metrics import UNROUTED
 from serving.responses import to_json_bytes
-from serving.routes import dispatch
+from serving.routes import Call, Route, resolve, run
 
 if TYPE_CHECKING:
     from serving.server import ModelServer
@@ -30,14 +40,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_LIMIT_BYTES = 64 * 1024 * 1024  # oversized bodies up to this size are read and dropped
+SHUTDOWN_IDLE_GRACE_SECONDS = 0.25  # a draining server still answers a request this late on an idle connection
+JSON = "application/json"
 _DIGITS = re.compile(r"[0-9]+")  # RFC 9110's Content-Length = 1*DIGIT (int() also takes "+5", "1_0")
 # lines of a TensorFlow error message that say where it happened, not what is wrong
 _TF_BOILERPLATE = ("Graph execution error:", "Detected at node", "<stack traces unavailable>", "[[")
 
 
 class RequestHandler(http.server.BaseHTTPRequestHandler):
-    """Answers one HTTP request, routed by :func:`serving.routes.dispatch`; every error becomes
-    JSON ``{"error": ...}``."""
+    """Answers the HTTP requests of one connection, routed by :mod:`serving.routes`; every error
+    becomes JSON ``{"error": ...}``."""
 
     protocol_version = "HTTP/1.1"
     server_version = "mmoe-serving"
@@ -56,20 +68,56 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             return self._handle
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def handle(self) -> None:
+        """Answers the connection's requests until it closes, the client's idle timeout passes,
+        or the server drains (:meth:`_next_request_comes`)."""
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self._next_request_comes():
+            self.handle_one_request()
+
+    def _next_request_comes(self) -> bool:
+        """Waits for the next request's first bytes: False after :attr:`timeout` idle seconds, or
+        :data:`SHUTDOWN_IDLE_GRACE_SECONDS` after the server began to drain."""
+        try:
+            self.connection.setblocking(False)  # bytes already read ahead (a pipelined request) count
+            try:
+                if self.rfile.peek(1):
+                    return True
+            finally:
+                self.connection.settimeout(self.timeout)
+        except OSError:
+            return False
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN)
+        poller.register(self.server.drain_signal, select.POLLIN)
+        ready = dict(poller.poll(self.timeout * 1000))
+        if self.connection.fileno() in ready:
+            return True
+        if self.server.drain_signal not in ready:
+            return False  # idle past the timeout
+        poller.unregister(self.server.drain_signal)
+        return bool(poller.poll(SHUTDOWN_IDLE_GRACE_SECONDS * 1000))
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """JSON errors for the failures ``http.server`` detects itself (bad request line, HTTP/2,
         header lines too long), with a status line even when the request line did not parse."""
         self.close_connection = True
-        self._send_json(code, {"error": message or explain or http.HTTPStatus(code).phrase})
+        self._send(code, {"error": message or explain or http.HTTPStatus(code).phrase})
+        self.server.metrics.observe_request(UNROUTED, "", "", code, 0.0)
 
-    def _send_json(self, status: int, body: dict | bytes, headers: Mapping[str, str] | None = None) -> None:
-        """Answers ``body`` (a dict, or JSON already encoded) and ``headers`` in one write."""
+    def _send(self, status: int, body: dict | bytes, headers: Mapping[str, str] | None = None,
+              content_type: str = JSON) -> None:
+        """Answers ``body`` (a dict, or bytes of ``content_type``) and ``headers`` in one write;
+        closes the connection after it when the server drains."""
         payload = body if isinstance(body, bytes) else to_json_bytes(body)
         self.log_request(status)
+        if self.server.draining:
+            self.close_connection = True
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         head = (f"{self.protocol_version} {status} {_phrase(status)}\r\n"
                 f"Server: {self.version_string()}\r\nDate: {self.date_time_string()}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n{extra}"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n{extra}"
                 + ("Connection: close\r\n" if self.close_connection else "") + "\r\n")
         try:
             # one send: headers and body leave in one segment (TCP_NODELAY is set on the socket)
@@ -125,23 +173,33 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
             size -= len(chunk)
 
     def _handle(self) -> None:
-        headers = None
+        started = time.perf_counter()
+        route: Route | None = None
+        call: Call | None = None
+        headers, content_type = None, JSON
         try:
             body = self._read_body()
-            status, response = dispatch(self.server, self.command, self.path, body)
+            route, call = resolve(self.server, self.command, self.path, body)
+            status, response = run(route, call, self.command)
+            content_type = route.content_type if status < 400 else JSON
         except RequestError as error:
             status, response, headers = error.status, {"error": str(error)}, error.headers
         except (TimeoutError, ConnectionError):
             self.close_connection = True  # the client stalled or left mid-request: nobody to answer
             return
-        except VersionUnloaded as error:
-            status, response = 503, {"error": str(error)}
+        except Unavailable as error:  # refused without running: overload, shutdown, an unloaded version
+            status, response, headers = 503, {"error": str(error)}, {"Retry-After": str(error.retry_after)}
+            self.server.metrics.observe_rejection(route.name if route else UNROUTED, error.reason)
         except tf.errors.InvalidArgumentError as error:  # an input the checks before the call let through
             status, response = 400, {"error": f"the model rejected the input: {model_error_reason(error.message)}"}
         except Exception as error:  # noqa: BLE001 - a bug must answer 500, not kill the thread
             log.exception("internal error on %s %s", self.command, self.path)
             status, response = 500, {"error": f"internal error: {type(error).__name__}: {error}"}
-        self._send_json(status, response, headers)
+        self._send(status, response, headers, content_type)
+        served = call.served if call is not None else None
+        self.server.metrics.observe_request(route.name if route else UNROUTED, call.model if call else "",
+                                            str(served.version) if served is not None else "", status,
+                                            time.perf_counter() - started)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 

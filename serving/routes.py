@@ -7,7 +7,8 @@ loaded version):
 * ``GET  /v1/models/{name}[/versions/{v}]/metadata``   signature_def metadata, as TF Serving
 * ``POST /v1/models/{name}[/versions/{v}]:predict``    ``instances`` (row) or ``inputs`` (columnar)
 * ``POST /v1/models/{name}[/versions/{v}]:rank``       context + candidates -> sorted by score
-* ``GET  /healthz`` (the process answers) and ``GET /readyz`` (a version is loaded)
+* ``GET  /healthz`` (the process answers) and ``GET /readyz`` (a version is loaded, not draining)
+* ``GET  /monitoring/prometheus/metrics``              Prometheus metrics (:mod:`serving.metrics`)
 
 To add an endpoint, write a function ``endpoint(call: Call) -> (status, body)`` below and add a
 :class:`Route` to :data:`SERVER_ROUTES` (a fixed path) or :data:`MODEL_ROUTES` (an action after
@@ -17,19 +18,25 @@ encoded by :mod:`serving.responses`; HTTP itself (bodies, headers, errors) is
 (:mod:`serving.input_checks`) before the model call, and outputs for finiteness after it
 (:func:`serving.responses.check_finite`): a client's bad value is its own 400, and never makes the
 batcher split a batch it shares with others.
+
+:func:`resolve` finds a request's route, :func:`run` runs it: a route that calls the model counts
+in the server's requests in progress (:class:`serving.batching.InFlight`), which refuses it, 503,
+when the server is at its concurrency limit or draining. The handler labels its metrics with the
+route's name (its endpoint function's name) and the version that answered (:attr:`Call.served`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from feature_specs.spec_nodes import quoted
 from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, MAX_VERSION, RANK_SIGNATURE
 from serving.errors import MethodNotAllowed, RequestError
 from serving.input_checks import check_examples, check_ranges
+from serving.metrics import METRICS_CONTENT_TYPE, METRICS_PATH
 from serving.models import ModelRegistry, ServedVersion
 from serving.requests import parse_json_object, parse_predict, parse_rank, predict_rows, rank_sources
 from serving.responses import check_finite, predict_response, rank_response_json
@@ -44,7 +51,7 @@ MODEL_PATH = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Call:
     """One routed request, as an endpoint sees it.
 
@@ -52,15 +59,24 @@ class Call:
         server: the :class:`~serving.server.ModelServer` (its ``registry``, ``config``).
         version: the version named in the path; None for the newest (or a path without one).
         body: the request body, already read (``b""`` when there is none).
+        model: the model named in the path; ``""`` for the server's own routes.
+        served: the version that answers, once :meth:`served_version` found it (for the metrics).
     """
 
     server: ModelServer
     version: int | None
     body: bytes
+    model: str = ""
+    served: ServedVersion | None = field(default=None, repr=False)
 
     @property
     def registry(self) -> ModelRegistry:
         return self.server.registry
+
+    def served_version(self) -> ServedVersion:
+        """:func:`served_version` for this call's version, remembered in :attr:`served`."""
+        self.served = served_version(self.registry, self.version)
+        return self.served
 
 
 Endpoint = Callable[[Call], tuple[int, dict | bytes]]
@@ -72,14 +88,23 @@ class Route:
 
     Args:
         methods: the methods allowed; any other is answered 405.
-        endpoint: returns ``(HTTP status, body)``, the body a dict or JSON already encoded.
+        endpoint: returns ``(HTTP status, body)``, the body a dict or JSON already encoded (or,
+            with another ``content_type``, bytes of that type).
         model_call: whether it calls the model: counted in the server's requests in progress,
-            which the batchers read (:class:`serving.batching.InFlight`).
+            which the batchers read and which refuse it past the server's limit or while it
+            drains (:class:`serving.batching.InFlight`).
+        content_type: the ``Content-Type`` of a successful answer; errors are always JSON.
     """
 
     methods: tuple[str, ...]
     endpoint: Endpoint
     model_call: bool = False
+    content_type: str = "application/json"
+
+    @property
+    def name(self) -> str:
+        """The endpoint's name (``rank``, ``predict``, ...): the metrics' ``endpoint`` label."""
+        return self.endpoint.__name__
 
 
 # -- endpoints -------------------------------------------------------------------------------------
@@ -91,8 +116,10 @@ def healthz(call: Call) -> tuple[int, dict]:
 
 
 def readyz(call: Call) -> tuple[int, dict]:
-    """200 once a version is loaded, 503 before."""
+    """200 once a version is loaded, 503 before and once the server drains (it is shutting down)."""
     registry = call.registry
+    if call.server.in_flight.draining:
+        return 503, {"status": "draining", "error": "the server is shutting down; send requests elsewhere"}
     versions = registry.versions()
     if versions:
         return 200, {"status": "ready", "model": registry.name, "versions": versions}
@@ -112,9 +139,14 @@ def model_status(call: Call) -> tuple[int, dict]:
     return 200, {"model_version_status": [s.to_json() for s in statuses]}
 
 
+def metrics(call: Call) -> tuple[int, bytes]:
+    """The server's metrics in Prometheus' text format (:class:`serving.metrics.ServerMetrics`)."""
+    return 200, call.server.metrics.page()
+
+
 def metadata(call: Call) -> tuple[int, dict]:
     """TF Serving's metadata: the version's ``signature_def`` map."""
-    served = served_version(call.registry, call.version)
+    served = call.served_version()
     return 200, {
         "model_spec": {"name": call.registry.name, "signature_name": "", "version": str(served.version)},
         "metadata": {"signature_def": {
@@ -127,7 +159,7 @@ def metadata(call: Call) -> tuple[int, dict]:
 def predict(call: Call) -> tuple[int, dict]:
     """TF Serving's predict, on any signature (``signature_name``, default ``serving_default``)."""
     request = parse_json_object(call.body)
-    served = served_version(call.registry, call.version)
+    served = call.served_version()
     name = request.get("signature_name", DEFAULT_SIGNATURE)
     if not isinstance(name, str):
         raise RequestError(f"'signature_name' must be a string, got {json.dumps(name)[:40]}")
@@ -148,7 +180,7 @@ def predict(call: Call) -> tuple[int, dict]:
 def rank(call: Call) -> tuple[int, bytes]:
     """Context + candidates through ``predict_raw``, answered sorted by score."""
     request = parse_json_object(call.body)
-    served = served_version(call.registry, call.version)
+    served = call.served_version()
     inputs, top_k = parse_rank(request, served.columns, call.server.config.max_candidates)
     check_ranges(inputs, served.columns, rank_sources(request))
     outputs = served.signatures[RANK_SIGNATURE](inputs)
@@ -176,6 +208,7 @@ def served_version(registry: ModelRegistry, version: int | None) -> ServedVersio
 SERVER_ROUTES: Mapping[str, Route] = {
     "/healthz": Route(("GET", "HEAD"), healthz),
     "/readyz": Route(("GET", "HEAD"), readyz),
+    METRICS_PATH: Route(("GET", "HEAD"), metrics, content_type=METRICS_CONTENT_TYPE),
 }
 
 MODEL_ROUTES: Mapping[str | None, Route] = {  # the action after /v1/models/{name}[/versions/{v}]
@@ -189,27 +222,37 @@ MODEL_ROUTES: Mapping[str | None, Route] = {  # the action after /v1/models/{nam
 METHODS = tuple(sorted({m for table in (SERVER_ROUTES, MODEL_ROUTES) for r in table.values() for m in r.methods}))
 
 
-def dispatch(server: ModelServer, method: str, path: str, body: bytes) -> tuple[int, dict | bytes]:
-    """Runs the endpoint for ``method`` and ``path`` (query string allowed, ignored).
-
-    Returns:
-        ``(HTTP status, body)``: a dict, or JSON already encoded.
+def resolve(server: ModelServer, method: str, path: str, body: bytes) -> tuple[Route, Call]:
+    """The route of ``path`` (query string allowed, ignored) and the call to run it with.
 
     Raises:
         RequestError: 404 for an unknown path, model, version or action; 405
-            (:class:`~serving.errors.MethodNotAllowed`) for a method the route does not answer,
-            or, whatever the path, one that no route answers; and whatever the endpoint raises.
+            (:class:`~serving.errors.MethodNotAllowed`) when no route answers ``method`` and the
+            path is unknown (e.g. CONNECT host:443, whose target is no path at all).
     """
     try:
         route, call = _resolve(server, path.split("?", 1)[0], body)
     except RequestError:
-        if method not in METHODS:  # e.g. CONNECT host:443, whose target is no path at all
+        if method not in METHODS:
             raise MethodNotAllowed(method, METHODS) from None
         raise
+    return route, call
+
+
+def run(route: Route, call: Call, method: str) -> tuple[int, dict | bytes]:
+    """Runs ``route``'s endpoint for ``method``; a model call counts in the server's requests in
+    progress.
+
+    Raises:
+        MethodNotAllowed: 405 for a method the route does not answer.
+        Overloaded, ShuttingDown: (:mod:`serving.batching`) the server is at its concurrency limit
+            or its batching queue is full, or it drains; the request did not run.
+        RequestError: whatever the endpoint raises for a client mistake.
+    """
     if method not in route.methods:
         raise MethodNotAllowed(method, route.methods)
     if route.model_call:
-        with server.in_flight:
+        with call.server.in_flight:
             return route.endpoint(call)
     return route.endpoint(call)
 
@@ -230,7 +273,7 @@ def _resolve(server: ModelServer, path: str, body: bytes) -> tuple[Route, Call]:
     if route is None:
         methods = " and ".join(action for action in MODEL_ROUTES if action and action.startswith(":"))
         raise RequestError(f"unsupported method {match['action'][1:]!r}; this server answers {methods}", 404)
-    return route, Call(server, version, body)
+    return route, Call(server, version, body, model=registry.name)
 
 
 def _parse_version(text: str | None) -> int | None:

@@ -4,7 +4,18 @@ It speaks TF Serving's REST API for the exported models, plus a rank endpoint; t
 listed in :mod:`serving.routes` (the route table), HTTP is handled by :mod:`serving.handler`.
 Built on the standard library's ``ThreadingHTTPServer`` (HTTP/1.1 keep-alive, one thread per
 connection). Concurrent model calls are batched (:mod:`serving.batching`), versions are loaded
-and hot-reloaded by :mod:`serving.models`.
+and hot-reloaded by :mod:`serving.models`, and everything is counted in the server's Prometheus
+metrics (:mod:`serving.metrics`).
+
+Load is bounded: past ``max_concurrent_requests`` model requests in progress, or a batching queue
+of ``max_enqueued_batches`` full batches, a request is answered 503 with ``Retry-After`` at once
+instead of waiting. Shutting down drains (:meth:`ModelServer.stop`): ``/readyz`` turns 503 and
+new model requests are refused with 503 first, while the server still listens (a client that
+connects meanwhile is told so instead of being refused); the model requests in progress finish
+(up to ``drain_seconds``); every answer from then on closes its keep-alive connection and idle
+ones are closed; then the server stops listening, lets the open connections write their last
+answers and stops the model's versions. :func:`serve` drains on SIGTERM (and Ctrl-C) and
+returns, so the process exits 0; :func:`make_server` drains when its block ends.
 
 Use :func:`serve` to run it in the foreground, :func:`make_server` (a context manager) to run it
 in a background thread.
@@ -15,13 +26,17 @@ from __future__ import annotations
 import contextlib
 import http.server
 import logging
+import os
+import select
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
-from serving.batching import InFlight
+from serving.batching import DEFAULT_MAX_ENQUEUED_BATCHES, InFlight
 from serving.handler import RequestHandler
+from serving.metrics import ServerMetrics
 from serving.models import ModelRegistry, resolve_model_dir
 
 log = logging.getLogger(__name__)
@@ -33,6 +48,8 @@ DEFAULT_BATCH_TIMEOUT_MS = 2.0
 DEFAULT_POLL_SECONDS = 2.0
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_CANDIDATES = 10_000
+DEFAULT_MAX_CONCURRENT_REQUESTS = 256  # model requests in progress; more are answered 503
+DEFAULT_DRAIN_SECONDS = 10.0  # how long shutting down waits for the requests in progress
 
 
 @dataclass(frozen=True)
@@ -45,6 +62,10 @@ class ServerConfig:
         poll_seconds: how often the model directory is rescanned for new versions; 0 disables.
         max_body_bytes: larger request bodies are answered 413.
         max_candidates: rank requests with more candidates are answered 413.
+        max_concurrent_requests: model requests in progress at once; more are answered 503.
+        max_enqueued_batches: each batching queue holds at most this many batches of
+            ``batch_max_size`` rows; a request that finds it full is answered 503.
+        drain_seconds: on shutdown, how long the requests in progress may take to finish.
     """
 
     batch_max_size: int = DEFAULT_BATCH_MAX_SIZE
@@ -52,6 +73,9 @@ class ServerConfig:
     poll_seconds: float = DEFAULT_POLL_SECONDS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_candidates: int = DEFAULT_MAX_CANDIDATES
+    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    max_enqueued_batches: int = DEFAULT_MAX_ENQUEUED_BATCHES
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
 
 
 class ModelServer(http.server.ThreadingHTTPServer):
@@ -61,23 +85,110 @@ class ModelServer(http.server.ThreadingHTTPServer):
         address: ``(host, port)`` to bind; port 0 picks a free one.
         registry: the model's versions (already started).
         config: limits and batching settings.
-        in_flight: the count of requests in progress, shared with the registry's batchers.
+        in_flight: the requests in progress, shared with the registry's batchers.
+        metrics: the server's metrics, watching ``registry`` and ``in_flight``.
     """
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128  # listen backlog: many clients may connect at once
 
-    def __init__(self, address: tuple[str, int], registry: ModelRegistry, config: ServerConfig, in_flight: InFlight):
+    def __init__(self, address: tuple[str, int], registry: ModelRegistry, config: ServerConfig, in_flight: InFlight,
+                 metrics: ServerMetrics):
         super().__init__(address, RequestHandler)
         self.registry = registry
         self.config = config
         self.in_flight = in_flight
+        self.metrics = metrics
+        self.connections = _Connections()
+        # readable once draining starts: what idle keep-alive handlers wait on besides their socket
+        self.drain_signal, self._drain_write = os.pipe()
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def draining(self) -> bool:
+        """Whether shutting down has begun: no new model requests, every answer closes its connection."""
+        return self.in_flight.draining
+
+    def process_request(self, request, client_address) -> None:
+        self.connections.opened()  # counted before its thread starts, so a drain cannot miss it
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.closed()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.closed()
+
+    def begin_drain(self) -> None:
+        """Readiness turns 503, new model requests are refused, idle connections close. Returns at once."""
+        if not self.draining:
+            self.in_flight.drain()
+            os.write(self._drain_write, b"x")
+
+    def stop(self, seconds: float) -> bool:
+        """Drains, then closes: :meth:`begin_drain`; waits for the model requests in progress; ends
+        ``serve_forever`` (so call it from another thread, or after ``serve_forever`` returned);
+        answers the connections already accepted by the kernel; stops listening; waits for the
+        open connections to write their answers; stops the model's versions.
+
+        Args:
+            seconds: float. The longest the whole drain waits, in seconds.
+
+        Returns:
+            Whether every request and connection finished in time (if not, the rest is cut off).
+        """
+        deadline = time.monotonic() + seconds
+        self.begin_drain()
+        self.in_flight.wait_idle(seconds)
+        self.shutdown()
+        poller = select.poll()
+        poller.register(self.socket, select.POLLIN)
+        while poller.poll(0):
+            self._handle_request_noblock()  # connected already: answered, not reset
+        self.server_close()
+        drained = self.connections.wait_closed(max(0.0, deadline - time.monotonic()))
+        if drained:
+            os.close(self.drain_signal)
+            os.close(self._drain_write)
+        else:
+            log.warning("stopped with %d connection(s) still open after the %.1f s drain", self.connections(),
+                        seconds)
+        self.registry.close()
+        return drained
+
+
+class _Connections:
+    """A count of open connections that one can wait on to reach zero."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._open = 0
+
+    def __call__(self) -> int:
+        return self._open
+
+    def opened(self) -> None:
+        with self._cond:
+            self._open += 1
+
+    def closed(self) -> None:
+        with self._cond:
+            self._open -= 1
+            if not self._open:
+                self._cond.notify_all()
+
+    def wait_closed(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._open == 0, timeout)
 
 
 def build_server(model_base: str, model_name: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
@@ -93,13 +204,15 @@ def build_server(model_base: str, model_name: str | None = None, host: str = DEF
     """
     config = config or ServerConfig()
     model_dir, name = resolve_model_dir(model_base, model_name)
-    in_flight = InFlight()
+    metrics = ServerMetrics(name)
+    in_flight = InFlight(config.max_concurrent_requests, config.max_enqueued_batches, metrics.observe_batch)
     registry = ModelRegistry(model_dir, name, batch_max_size=config.batch_max_size,
                              batch_timeout_ms=config.batch_timeout_ms, poll_seconds=config.poll_seconds,
                              in_flight=in_flight)
+    metrics.watch(registry, in_flight)
     registry.start()
     try:
-        return ModelServer((host, port), registry, config, in_flight)
+        return ModelServer((host, port), registry, config, in_flight, metrics)
     except BaseException:
         registry.close()
         raise
@@ -117,7 +230,7 @@ def make_server(model_base: str, model_name: str | None = None, host: str = DEFA
 
     Yields:
         The running :class:`ModelServer`; ``server.url`` is its base URL, ``server.registry`` its
-        versions.
+        versions. When the block ends, the server drains as on SIGTERM.
     """
     server = build_server(model_base, model_name, host, port, ServerConfig(**settings))
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
@@ -126,17 +239,19 @@ def make_server(model_base: str, model_name: str | None = None, host: str = DEFA
     try:
         yield server
     finally:
-        server.shutdown()
-        server.server_close()
-        server.registry.close()
+        server.stop(server.config.drain_seconds)
         thread.join(timeout=10)
 
 
 def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           batch_max_size: int = DEFAULT_BATCH_MAX_SIZE, batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
           poll_seconds: float = DEFAULT_POLL_SECONDS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-          max_candidates: int = DEFAULT_MAX_CANDIDATES) -> None:
-    """Serves every version under ``<model_base>/<model_name>/`` until interrupted (blocking).
+          max_candidates: int = DEFAULT_MAX_CANDIDATES,
+          max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+          max_enqueued_batches: int = DEFAULT_MAX_ENQUEUED_BATCHES,
+          drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
+    """Serves every version under ``<model_base>/<model_name>/`` until SIGTERM or Ctrl-C (blocking),
+    then drains and returns.
 
     Args:
         model_base: export base holding ``<name>/<version>/``, e.g. ``runs/clicklog/export``; a
@@ -149,11 +264,26 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
         poll_seconds: how often new versions are looked for; 0 disables hot reload.
         max_body_bytes: larger request bodies get 413.
         max_candidates: rank requests with more candidates get 413.
+        max_concurrent_requests: model requests in progress at once; more get 503.
+        max_enqueued_batches: each batching queue's bound, in batches of ``batch_max_size`` rows;
+            a request that finds it full gets 503.
+        drain_seconds: on SIGTERM, how long the requests in progress may take to finish.
     """
-    config = ServerConfig(batch_max_size, batch_timeout_ms, poll_seconds, max_body_bytes, max_candidates)
+    config = ServerConfig(batch_max_size=batch_max_size, batch_timeout_ms=batch_timeout_ms, poll_seconds=poll_seconds,
+                          max_body_bytes=max_body_bytes, max_candidates=max_candidates,
+                          max_concurrent_requests=max_concurrent_requests, max_enqueued_batches=max_enqueued_batches,
+                          drain_seconds=drain_seconds)
     server = build_server(model_base, model_name, host, port, config)
+    # the drain runs in its own thread: it ends serve_forever, which runs in this one
+    drain = threading.Thread(target=server.stop, args=(drain_seconds,), name="mmoe-drain")
+
+    def on_sigterm(*_) -> None:
+        if drain.ident is None and not server.draining:  # once: a second SIGTERM changes nothing
+            log.info("SIGTERM: draining for up to %.1f s", drain_seconds)
+            drain.start()
+
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+        signal.signal(signal.SIGTERM, on_sigterm)
     log.info("serving model %r (versions %s) at %s", server.registry.name, server.registry.versions(), server.url)
     print(f"serving model {server.registry.name!r} versions {server.registry.versions()} at {server.url}", flush=True)
     try:
@@ -161,5 +291,7 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        server.registry.close()
+        if drain.ident is None:  # Ctrl-C, or serve_forever failed: drain here
+            server.stop(drain_seconds)
+        else:
+            drain.join()

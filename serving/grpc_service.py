@@ -15,12 +15,13 @@ unchanged:
   ``SignatureDefMap`` packed in an ``Any``.
 * ``ModelService.GetModelStatus``: each version's state and error, as ``GET /v1/models/{name}``.
 
-Errors take TF Serving's status codes: an unknown model, version or label ``NOT_FOUND``, a bad input or
-field ``INVALID_ARGUMENT`` naming it, an unknown signature ``FAILED_PRECONDITION``, no loaded
-version yet or a version unloaded while the request waited ``UNAVAILABLE``, a tensor above the
-message limit ``RESOURCE_EXHAUSTED``. A :class:`~serving.errors.RequestError`'s HTTP status maps to
-its code (:func:`grpc_code`) and its headers travel as trailing metadata (``retry-after``). Only a
-bug is ``INTERNAL``, logged with its traceback.
+Errors take TF Serving's status codes (:mod:`serving.grpc_errors`): an unknown model, version or
+label ``NOT_FOUND``, a bad input or field ``INVALID_ARGUMENT`` naming it, an unknown signature
+``FAILED_PRECONDITION``, no loaded version yet, a draining server or a version unloaded while the
+request waited ``UNAVAILABLE``, an overloaded server or a tensor above the message limit
+``RESOURCE_EXHAUSTED``; only a bug is ``INTERNAL``. Requests count in the REST server's requests in
+progress (its concurrency limit and drain) and, given its metrics, in its Prometheus metrics, with
+the RPC's method name as ``endpoint`` and the gRPC status name as ``code``.
 
 :func:`start_grpc_server` binds and starts the server; the caller stops it (``server.stop(grace)``).
 """
@@ -30,10 +31,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import grpc
-import tensorflow as tf
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from tensorflow_serving.apis import (
@@ -46,14 +46,17 @@ from tensorflow_serving.apis import (
 )
 
 from feature_specs.errors import UserError
-from serving.batching import InFlight, VersionUnloaded
+from serving.batching import InFlight
 from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RANK_SIGNATURE
 from serving.errors import RequestError
+from serving.grpc_errors import Refused, answer
 from serving.grpc_tensors import input_arrays, write_outputs
-from serving.handler import model_error_reason
 from serving.input_checks import check_examples, check_ranges
-from serving.models import ModelRegistry, ServedVersion, VersionNotServed
+from serving.models import ModelRegistry, ServedVersion
 from serving.responses import check_finite
+
+if TYPE_CHECKING:
+    from serving.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -61,66 +64,8 @@ DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port
 DEFAULT_GRPC_MAX_WORKERS = 64  # threads answering RPCs: one per request in progress, batched together
 SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
 
-# a RequestError's HTTP status -> the gRPC code (google.rpc's mapping); others: 4xx INVALID_ARGUMENT, 5xx UNAVAILABLE
-GRPC_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    405: grpc.StatusCode.UNIMPLEMENTED,
-    409: grpc.StatusCode.ABORTED,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-
-
-class Refused(Exception):
-    """A client mistake answered with a gRPC code that no HTTP status of RequestError stands for.
-
-    Args:
-        code: grpc.StatusCode. The status to answer.
-        message: str. What is wrong and what to send instead.
-    """
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code = code
-
-
 class GrpcBindError(UserError):
     """The gRPC port could not be bound (in use, or a host that is not this machine's)."""
-
-
-def grpc_code(status: int) -> grpc.StatusCode:
-    """The gRPC status code for a :class:`~serving.errors.RequestError`'s HTTP ``status``."""
-    if status in GRPC_CODES:
-        return GRPC_CODES[status]
-    return grpc.StatusCode.INVALID_ARGUMENT if status < 500 else grpc.StatusCode.UNAVAILABLE
-
-
-def answer(context: grpc.ServicerContext, call: Callable[[], Message]) -> Message:
-    """``call()``'s response, or the RPC aborted with the status code its error stands for."""
-    metadata: tuple[tuple[str, str], ...] = ()
-    try:
-        return call()
-    except Refused as error:
-        code, message = error.code, str(error)
-    except RequestError as error:
-        code, message = grpc_code(error.status), str(error)
-        metadata = tuple((name.lower(), value) for name, value in error.headers.items())
-    except VersionNotServed as error:
-        code = grpc.StatusCode.UNAVAILABLE if error.retryable else grpc.StatusCode.NOT_FOUND
-        message = str(error)
-    except VersionUnloaded as error:
-        code, message = grpc.StatusCode.UNAVAILABLE, str(error)
-    except tf.errors.InvalidArgumentError as error:  # an input the checks before the call let through
-        code, message = grpc.StatusCode.INVALID_ARGUMENT, f"the model rejected the input: {model_error_reason(error.message)}"
-    except Exception as error:  # noqa: BLE001 - a bug answers INTERNAL with its traceback logged
-        log.exception("internal error in a gRPC call")
-        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}"
-    if metadata:
-        context.set_trailing_metadata(metadata)
-    context.abort(code, message)  # raises: grpc ends the RPC with this status
 
 
 # -- requests to versions --------------------------------------------------------------------------
@@ -200,28 +145,51 @@ def check_inputs(served: ServedVersion, signature_name: str, inputs: dict) -> No
 # -- the services ----------------------------------------------------------------------------------
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+class _Servicer:
+    """What both services share: the registry they answer from and the metrics they count in.
+
+    Args:
+        registry: the served model's versions (already started).
+        metrics: the server's metrics, or None to count nothing.
+    """
+
+    def __init__(self, registry: ModelRegistry, metrics: ServerMetrics | None = None):
+        self.registry = registry
+        self.metrics = metrics
+
+    def _answer(self, context: grpc.ServicerContext, endpoint: str, request: Message,
+                call: Callable[[Message], Message]) -> Message:
+        """:func:`serving.grpc_errors.answer` of ``call(request)``, counted as ``endpoint``."""
+        named = request.model_spec.name if request.HasField("model_spec") else ""
+        model = named if named == self.registry.name else ""  # no label values made up by clients
+        return answer(context, lambda: call(request), self.metrics, endpoint, model)
+
+
+class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
     """``tensorflow.serving.PredictionService``: Predict and GetModelMetadata (Classify, Regress and
     MultiInference answer UNIMPLEMENTED: the exported signatures are predict signatures).
 
     Args:
         registry: the served model's versions (already started).
         max_elements: int. The most elements one input tensor may hold.
-        in_flight: the server's count of requests in progress, read by the batchers; None counts
-            nothing (the batchers then do not wait for gRPC requests being decoded).
+        in_flight: the server's requests in progress: read by the batchers, refusing requests past
+            its limit or while the server drains. None counts nothing (the batchers then do not
+            wait for gRPC requests being decoded).
+        metrics: the server's metrics, or None.
     """
 
-    def __init__(self, registry: ModelRegistry, max_elements: int, in_flight: InFlight | None = None):
-        self.registry = registry
+    def __init__(self, registry: ModelRegistry, max_elements: int, in_flight: InFlight | None = None,
+                 metrics: ServerMetrics | None = None):
+        super().__init__(registry, metrics)
         self.max_elements = max_elements
         self.in_flight = in_flight
 
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:  # noqa: N802 - the proto's name
-        return answer(context, lambda: self.predict(request))
+        return self._answer(context, "Predict", request, self.predict)
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,  # noqa: N802
                          context: grpc.ServicerContext) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        return answer(context, lambda: self.metadata(request))
+        return self._answer(context, "GetModelMetadata", request, self.metadata)
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         """Runs the request's signature on its inputs.
@@ -272,20 +240,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
 
-class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):
+class ModelStatusServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
     """``tensorflow.serving.ModelService``: GetModelStatus (HandleReloadConfigRequest answers
     UNIMPLEMENTED: versions are reloaded from the model directory).
 
     Args:
         registry: the served model's versions.
+        metrics: the server's metrics, or None.
     """
-
-    def __init__(self, registry: ModelRegistry):
-        self.registry = registry
 
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,  # noqa: N802
                        context: grpc.ServicerContext) -> get_model_status_pb2.GetModelStatusResponse:
-        return answer(context, lambda: self.status(request))
+        return self._answer(context, "GetModelStatus", request, self.status)
 
     def status(self, request: get_model_status_pb2.GetModelStatusRequest) -> get_model_status_pb2.GetModelStatusResponse:
         """Every version seen on disk, newest first (or the one named, by number or label): state
@@ -321,35 +287,37 @@ def grpc_address(host: str, port: int) -> str:
 
 
 def start_grpc_server(registry: ModelRegistry, host: str, port: int, max_workers: int = DEFAULT_GRPC_MAX_WORKERS, *,
-                      max_message_bytes: int, in_flight: InFlight | None = None,
-                      maximum_concurrent_rpcs: int | None = None, reuse_port: bool = False) -> tuple[grpc.Server, int]:
+                      max_message_bytes: int, in_flight: InFlight | None = None, metrics: ServerMetrics | None = None,
+                      reuse_port: bool = False) -> tuple[grpc.Server, int]:
     """Binds and starts TF Serving's gRPC services for ``registry``.
 
     Args:
         registry: the served model's versions (already started); shared with the REST server.
         host: str. Address to bind, e.g. ``127.0.0.1``, ``0.0.0.0``, ``::1``.
         port: int. Port to bind; 0 picks a free one (read it from the result).
-        max_workers: int. Threads answering RPCs, each one request at a time.
+        max_workers: int. Threads answering RPCs, one request each; it is also grpc's
+            ``maximum_concurrent_rpcs``, so that RPCs beyond it are answered RESOURCE_EXHAUSTED at
+            once instead of waiting in an unbounded queue.
         max_message_bytes: int. Largest request message accepted (grpc answers
             RESOURCE_EXHAUSTED above it); also the most elements one input tensor may hold.
-        in_flight: the REST server's count of requests in progress, which its batchers read; pass
-            it so that gRPC and REST requests batch together.
-        maximum_concurrent_rpcs: int or None. RPCs in progress beyond it are answered
-            RESOURCE_EXHAUSTED by grpc; None leaves them queued.
+        in_flight: the REST server's requests in progress (its ``in_flight``): pass it so that
+            gRPC and REST requests batch together, share the concurrency limit and drain together.
+        metrics: the REST server's metrics (its ``metrics``), counting every RPC; None for none.
         reuse_port: bool. Set ``SO_REUSEPORT`` so that several processes can bind the same port.
 
     Returns:
-        ``(server, bound port)``; stop it with ``server.stop(grace_seconds)``.
+        ``(server, bound port)``. Stop it with ``server.stop(grace_seconds).wait()``: new RPCs are
+        refused at once, those in progress have ``grace_seconds`` to finish.
 
     Raises:
         GrpcBindError: if ``host:port`` cannot be bound.
     """
     options = [("grpc.max_receive_message_length", max_message_bytes), ("grpc.so_reuseport", int(reuse_port))]
     executor = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="grpc")
-    server = grpc.server(executor, options=options, maximum_concurrent_rpcs=maximum_concurrent_rpcs)
+    server = grpc.server(executor, options=options, maximum_concurrent_rpcs=max_workers)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(registry, max_message_bytes, in_flight), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(registry), server)
+        PredictionServicer(registry, max_message_bytes, in_flight, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(registry, metrics), server)
     address = grpc_address(host, port)
     try:
         bound = server.add_insecure_port(address)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import json_format
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (
@@ -29,13 +30,14 @@ from tensorflow_serving.apis import (
 from feature_specs.errors import UserError
 from feature_specs.tensors import TF_DTYPES, serving_columns
 from mmoe.data import split_files
-from serving.batching import VersionUnloaded
+from serving.batching import InFlight, Overloaded, ShuttingDown, VersionUnloaded
 from serving.client import Client, b64
 from serving.contract import saved_model_path
 from serving.errors import RequestError
-from serving.grpc_service import GrpcBindError, answer, grpc_code, start_grpc_server
+from serving.grpc_errors import answer, grpc_code
+from serving.grpc_service import GrpcBindError, start_grpc_server
 from serving.grpc_tensors import input_array, write_tensor
-from serving.models import ModelRegistry
+from serving.models import ModelRegistry, VersionNotServed
 from serving.server import make_server
 
 MODEL = "clicklog"
@@ -80,7 +82,7 @@ def servers(model_base):
     """``(REST server, gRPC port)``: one registry behind both, as ``mmoe serve`` wires them."""
     with make_server(model_base, MODEL, poll_seconds=0, max_body_bytes=MAX_MESSAGE) as rest:
         server, port = start_grpc_server(rest.registry, "127.0.0.1", 0, max_message_bytes=MAX_MESSAGE,
-                                         in_flight=rest.in_flight)
+                                         in_flight=rest.in_flight, metrics=rest.metrics)
         try:
             yield rest, port
         finally:
@@ -202,6 +204,37 @@ def test_concurrent_grpc_and_rest_requests_share_the_batchers_and_each_get_their
         start = index % 8 * 5
         np.testing.assert_allclose(scores, expected[start:start + 5], rtol=1e-5, err_msg=str(index))
     assert batcher.calls > calls_before, "gRPC and REST requests go through the version's batcher"
+
+
+def request_counts(rest) -> dict[tuple, float]:
+    """``mmoe_serving_requests_total`` of the server's metrics page, by (endpoint, model, version, code)."""
+    counts = {}
+    for family in text_string_to_metric_families(rest.metrics.page().decode()):
+        for sample in family.samples:
+            if sample.name == "mmoe_serving_requests_total":
+                labels = sample.labels
+                counts[labels["endpoint"], labels["model"], labels["version"], labels["code"]] = sample.value
+    return counts
+
+
+def test_rpcs_are_counted_in_the_servers_prometheus_metrics(servers, predictions, models, eval_examples):
+    rest = servers[0]
+    before = request_counts(rest)
+    for _ in range(3):
+        predictions.Predict(predict_request(examples_input(eval_examples[:2])), timeout=30)
+    grpc_error(predictions.Predict, predict_request(examples_input(eval_examples[:2]), version=7))
+    grpc_error(predictions.Predict, predict_request(examples_input(eval_examples[:2]), name="made-up"))
+    models.GetModelStatus(get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=MODEL)),
+                          timeout=30)
+    after = request_counts(rest)
+
+    def moved(key):
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved(("Predict", MODEL, "1", "OK")) == 3
+    assert moved(("Predict", MODEL, "", "NOT_FOUND")) == 1
+    assert moved(("Predict", "", "", "NOT_FOUND")) == 1, "a made-up model name is no label value"
+    assert moved(("GetModelStatus", MODEL, "", "OK")) == 1
 
 
 def test_a_broadcast_tensor_is_taken_as_tensorflow_writes_it(predictions, raw_columns):
@@ -374,27 +407,46 @@ def test_a_message_over_the_limit_is_refused_by_grpc_and_the_server_keeps_servin
     assert predictions.Predict(predict_request(examples_input(eval_examples[:1])), timeout=30).outputs
 
 
-def test_version_labels_pick_versions_as_in_tf_serving(model_base, eval_examples):
+@pytest.fixture(scope="module")
+def labelled(model_base):
+    """``(gRPC port, its InFlight limited to 1 request)`` over a registry labelling version 1 ``stable``."""
     registry = ModelRegistry(f"{model_base}/{MODEL}", MODEL, poll_seconds=0, version_labels={"stable": 1})
     registry.start()
-    server, port = start_grpc_server(registry, "127.0.0.1", 0, max_message_bytes=MAX_MESSAGE)
+    in_flight = InFlight(limit=1)
+    server, port = start_grpc_server(registry, "127.0.0.1", 0, max_message_bytes=MAX_MESSAGE, in_flight=in_flight)
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            request = predict_request(examples_input(eval_examples[:3]))
-            request.model_spec.version_label = "stable"
-            response = predictions.Predict(request, timeout=30)
-            assert response.model_spec.version.value == 1 and sorted(response.outputs) == OUTPUTS
-            request.model_spec.version_label = "canary"
-            error = grpc_error(predictions.Predict, request)
-            assert error.code() == Code.NOT_FOUND and "stable=1" in error.details(), error.details()
-            status = get_model_status_pb2.GetModelStatusRequest(
-                model_spec=model_pb2.ModelSpec(name=MODEL, version_label="stable"))
-            statuses = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=30)
-            assert [s.version for s in statuses.model_version_status] == [1]
+        yield port, in_flight
     finally:
         server.stop(grace=None)
         registry.close()
+
+
+def test_version_labels_pick_versions_as_in_tf_serving(labelled, eval_examples):
+    with grpc.insecure_channel(f"127.0.0.1:{labelled[0]}") as channel:
+        predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        request = predict_request(examples_input(eval_examples[:3]))
+        request.model_spec.version_label = "stable"
+        response = predictions.Predict(request, timeout=30)
+        assert response.model_spec.version.value == 1 and sorted(response.outputs) == OUTPUTS
+        request.model_spec.version_label = "canary"
+        error = grpc_error(predictions.Predict, request)
+        assert error.code() == Code.NOT_FOUND and "stable=1" in error.details(), error.details()
+        status = get_model_status_pb2.GetModelStatusRequest(
+            model_spec=model_pb2.ModelSpec(name=MODEL, version_label="stable"))
+        statuses = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=30)
+        assert [s.version for s in statuses.model_version_status] == [1]
+
+
+def test_past_the_concurrency_limit_predict_is_shed_with_retry_after_and_the_server_stays_up(labelled, eval_examples):
+    port, in_flight = labelled
+    request = predict_request(examples_input(eval_examples[:2]))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with in_flight:  # the one request the limit allows is in progress
+            error = grpc_error(predictions.Predict, request)
+            assert error.code() == Code.RESOURCE_EXHAUSTED and "limit of 1" in error.details()
+            assert ("retry-after", "1") in tuple(error.trailing_metadata())
+        assert predictions.Predict(request, timeout=30).outputs
 
 
 def test_without_a_loaded_version_predict_is_unavailable_and_status_not_found(tmp_path, eval_examples):
@@ -433,6 +485,10 @@ class _Context:
 
 @pytest.mark.parametrize("error, code", [
     (VersionUnloaded("this model version was unloaded while the request waited; retry it"), Code.UNAVAILABLE),
+    (Overloaded("the batching queue is full", "queue"), Code.RESOURCE_EXHAUSTED),
+    (ShuttingDown("the server is shutting down"), Code.UNAVAILABLE),
+    (VersionNotServed("model 'clicklog' has no loaded version yet", retryable=True), Code.UNAVAILABLE),
+    (VersionNotServed("version 3 of model 'clicklog' is not available"), Code.NOT_FOUND),
     (RequestError("too busy", 503, {"Retry-After": "1"}), Code.UNAVAILABLE),
     (RequestError("too large", 413), Code.RESOURCE_EXHAUSTED),
     (tf.errors.InvalidArgumentError(None, None, "Graph execution error:\n\nKey: hour, Index: 0.  Bad."),
@@ -448,7 +504,7 @@ def test_errors_map_to_status_codes_and_headers_to_trailing_metadata(error, code
     with pytest.raises(_Context.Aborted):
         answer(context, fail)
     assert context.code == code
-    if isinstance(error, RequestError) and error.headers:
+    if isinstance(error, RequestError) and error.headers or isinstance(error, (Overloaded, ShuttingDown)):
         assert context.metadata == (("retry-after", "1"),)
     if code == Code.INVALID_ARGUMENT:
         assert context.details == "the model rejected the input: Key: hour, Index: 0.  Bad."

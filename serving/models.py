@@ -265,6 +265,11 @@ class VersionNotServed(LookupError):
         self.retryable = retryable
 
 
+class UnknownVersionLabel(VersionNotServed):
+    """A label the registry does not have: a bad argument, as TF Serving answers it (HTTP 400, gRPC
+    INVALID_ARGUMENT, "Unrecognized servable version label"), not a version that is missing."""
+
+
 class ModelRegistry:
     """The served versions of one model, kept in step with ``<model_base>/<name>`` and the version policy.
 
@@ -340,19 +345,16 @@ class ModelRegistry:
             version, label: as for :meth:`get`.
 
         Raises:
+            UnknownVersionLabel: for a label the registry does not have.
             VersionNotServed: ``retryable`` when nothing is loaded yet and neither was given;
-                otherwise for an unknown label, or a version (or a label's version) that is not
-                loaded, with its load error when it failed.
+                otherwise for a version (or a label's version) that is not loaded, with its load
+                error when it failed.
         """
         served = self.get(version, label)
         if served is not None:
             return served
         if label is not None:
-            if label not in self.labels:
-                known = ", ".join(f"{name}={v}" for name, v in self.labels.items())
-                raise VersionNotServed(f"model {self.name!r} has no version label {quoted(label)}; "
-                                       + (f"its labels are {known}" if known else "it has no labels"))
-            version = self.labels[label]
+            version = self.label_version(label)
             asked = f"label {label!r} of model {self.name!r} points to version {version}, which"
         elif version is None:
             raise VersionNotServed(f"model {self.name!r} has no loaded version yet", retryable=True)
@@ -362,6 +364,18 @@ class ModelRegistry:
         if status is not None and status.error:
             raise VersionNotServed(f"{asked} failed to load: {status.error}")
         raise VersionNotServed(f"{asked} is not available; loaded versions: {self.versions()}")
+
+    def label_version(self, label: str) -> int:
+        """The version ``label`` points to (loaded or not: see :meth:`resolve`).
+
+        Raises:
+            UnknownVersionLabel: for a label the registry does not have, naming those it has.
+        """
+        if label not in self.labels:
+            known = ", ".join(f"{name}={version}" for name, version in self.labels.items())
+            raise UnknownVersionLabel(f"model {self.name!r} has no version label {quoted(label)}; "
+                                   + (f"its labels are {known}" if known else "it has no labels"))
+        return self.labels[label]
 
     def statuses(self) -> list[VersionStatus]:
         """Status of every version loaded, tried or unloaded that is still on disk, newest first."""

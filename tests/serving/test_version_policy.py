@@ -19,7 +19,7 @@ import mmoe_cli.main as cli
 from feature_specs.errors import UserError
 from serving import models
 from serving.batching import VersionUnloaded
-from serving.models import UNLOAD_GRACE_SECONDS, ModelRegistry, VersionNotServed
+from serving.models import UNLOAD_GRACE_SECONDS, ModelRegistry, UnknownVersionLabel, VersionNotServed
 from serving.versions import (
     DEFAULT_VERSION_POLICY,
     AllVersions,
@@ -258,8 +258,9 @@ def test_specific_serves_those_versions_and_labels_resolve_to_them(model_dir, ad
         assert sorted(attempts) == [1, 3] and registry.versions() == [1, 3]
         assert registry.resolve(label="stable").version == 1 and registry.resolve(label="canary").version == 3
         assert registry.resolve().version == 3 and registry.resolve(1).version == 1
-        with pytest.raises(VersionNotServed) as error:
+        with pytest.raises(UnknownVersionLabel) as error:
             registry.resolve(label="beta")
+        assert registry.get(label="beta") is None
         assert str(error.value) == "model 'clicklog' has no version label 'beta'; its labels are stable=1, canary=3"
         with pytest.raises(VersionNotServed, match=r"version 2 of model 'clicklog' is not available; loaded "
                                                    r"versions: \[1, 3\]"):
@@ -291,11 +292,12 @@ def test_nothing_loaded_yet_is_retryable_an_unknown_version_or_label_is_not(mode
         with pytest.raises(VersionNotServed, match="model 'clicklog' has no loaded version yet") as error:
             registry.resolve()
         assert error.value.retryable
-        for asked in ({"version": 1}, {"label": "stable"}):
-            with pytest.raises(VersionNotServed) as error:
-                registry.resolve(**asked)
-            assert not error.value.retryable
-        assert "it has no labels" in str(error.value)
+        with pytest.raises(VersionNotServed, match="version 1 of model 'clicklog' is not available") as error:
+            registry.resolve(1)
+        assert not error.value.retryable
+        with pytest.raises(UnknownVersionLabel, match="has no version label 'stable'; it has no labels") as error:
+            registry.label_version("stable")
+        assert not error.value.retryable
     finally:
         registry.close()
 

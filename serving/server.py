@@ -32,12 +32,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from serving.batching import DEFAULT_MAX_ENQUEUED_BATCHES, InFlight
 from serving.handler import RequestHandler
 from serving.metrics import ServerMetrics
 from serving.models import ModelRegistry, resolve_model_dir
+from serving.versions import DEFAULT_VERSION_POLICY, VersionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class ServerConfig:
         max_enqueued_batches: each batching queue holds at most this many batches of
             ``batch_max_size`` rows; a request that finds it full is answered 503.
         drain_seconds: on shutdown, how long the requests in progress may take to finish.
+        versions: the version policy (:mod:`serving.versions`) or its text; defaults to
+            ``latest:1``, TF Serving's.
+        version_labels: label -> version (or its text, ``"stable=3,canary=4"``); none by default.
     """
 
     batch_max_size: int = DEFAULT_BATCH_MAX_SIZE
@@ -76,6 +80,8 @@ class ServerConfig:
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
     max_enqueued_batches: int = DEFAULT_MAX_ENQUEUED_BATCHES
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    versions: VersionPolicy | str = DEFAULT_VERSION_POLICY
+    version_labels: Mapping[str, int] | str | None = None
 
 
 class ModelServer(http.server.ThreadingHTTPServer):
@@ -208,7 +214,7 @@ def build_server(model_base: str, model_name: str | None = None, host: str = DEF
     in_flight = InFlight(config.max_concurrent_requests, config.max_enqueued_batches, metrics.observe_batch)
     registry = ModelRegistry(model_dir, name, batch_max_size=config.batch_max_size,
                              batch_timeout_ms=config.batch_timeout_ms, poll_seconds=config.poll_seconds,
-                             in_flight=in_flight)
+                             in_flight=in_flight, versions=config.versions, version_labels=config.version_labels)
     metrics.watch(registry, in_flight)
     registry.start()
     try:
@@ -249,7 +255,9 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
           max_candidates: int = DEFAULT_MAX_CANDIDATES,
           max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
           max_enqueued_batches: int = DEFAULT_MAX_ENQUEUED_BATCHES,
-          drain_seconds: float = DEFAULT_DRAIN_SECONDS) -> None:
+          drain_seconds: float = DEFAULT_DRAIN_SECONDS,
+          versions: VersionPolicy | str = DEFAULT_VERSION_POLICY,
+          version_labels: Mapping[str, int] | str | None = None) -> None:
     """Serves every version under ``<model_base>/<model_name>/`` until SIGTERM or Ctrl-C (blocking),
     then drains and returns.
 
@@ -268,11 +276,15 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
         max_enqueued_batches: each batching queue's bound, in batches of ``batch_max_size`` rows;
             a request that finds it full gets 503.
         drain_seconds: on SIGTERM, how long the requests in progress may take to finish.
+        versions: which versions to serve (:mod:`serving.versions`): ``latest:N`` (default
+            ``latest:1``, TF Serving's), ``all`` or ``specific:V,...``, as text or parsed.
+        version_labels: label -> version, e.g. ``{"stable": 3, "canary": 4}`` (or that as text,
+            ``"stable=3,canary=4"``); each must point to a version the policy serves.
     """
     config = ServerConfig(batch_max_size=batch_max_size, batch_timeout_ms=batch_timeout_ms, poll_seconds=poll_seconds,
                           max_body_bytes=max_body_bytes, max_candidates=max_candidates,
                           max_concurrent_requests=max_concurrent_requests, max_enqueued_batches=max_enqueued_batches,
-                          drain_seconds=drain_seconds)
+                          drain_seconds=drain_seconds, versions=versions, version_labels=version_labels)
     server = build_server(model_base, model_name, host, port, config)
     # the drain runs in its own thread: it ends serve_forever, which runs in this one
     drain = threading.Thread(target=server.stop, args=(drain_seconds,), name="mmoe-drain")

@@ -149,8 +149,11 @@ def test_range_checks_follow_the_pipelines_rules(columns):
     """float32 bounds as the model sees them, NaN refused, log1p's domain for log1p features."""
     by_name = {c.name: c for c in columns}
     where = lambda index, feature: f"row {index}"  # noqa: E731
-    price = by_name["item_price"]  # log1p, min 0
-    check_ranges({"item_price": np.array([0.0, 3e38], np.float32)}, [price], where)
+    price = by_name["item_price"]  # log1p, min 0, max 100000
+    check_ranges({"item_price": np.array([0.0, 1e5], np.float32)}, [price], where)
+    with pytest.raises(RequestError, match=r"^row 1: item_price=3\.0+\d*e\+38 is above the maximum 100000$"):
+        check_ranges({"item_price": np.array([0.0, 3e38], np.float32)}, [price], where)
+    check_ranges({"item_price": np.array([0.0, 3e38], np.float32)}, [dataclasses.replace(price, max=None)], where)
     for value, message in [(np.nan, "row 1: item_price: nan is not a finite number"),
                            (np.inf, "row 1: item_price: inf is not a finite number"),
                            (-0.25, "row 1: item_price=-0.25 is below the minimum 0")]:

@@ -19,9 +19,10 @@ Errors take TF Serving's status codes (:mod:`serving.grpc_errors`): an unknown m
 label ``NOT_FOUND``, a bad input or field ``INVALID_ARGUMENT`` naming it, an unknown signature
 ``FAILED_PRECONDITION``, no loaded version yet, a draining server or a version unloaded while the
 request waited ``UNAVAILABLE``, an overloaded server or a tensor above the message limit
-``RESOURCE_EXHAUSTED``; only a bug is ``INTERNAL``. Requests count in the REST server's requests in
-progress (its concurrency limit and drain) and, given its metrics, in its Prometheus metrics, with
-the RPC's method name as ``endpoint`` and the gRPC status name as ``code``.
+``RESOURCE_EXHAUSTED``; only a bug is ``INTERNAL``. Predict counts in the REST server's requests in
+progress (its concurrency limit and drain), as REST's model calls do; given the server's metrics,
+every RPC counts in its Prometheus metrics, with the RPC's method name as ``endpoint`` and the gRPC
+status name as ``code``.
 
 :func:`start_grpc_server` binds and starts the server; the caller stops it (``server.stop(grace)``).
 """

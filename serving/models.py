@@ -6,8 +6,9 @@ chooses the versions to serve among those on disk; versions outside it are never
 version is loaded (and warmed up with its ``assets.extra/tf_serving_warmup_requests``) before it
 becomes visible, so requests never see a half-loaded model, and only then are the versions it
 displaces unloaded: under ``latest:1`` there is never a moment without a version. A version
-displaced by the policy is reported ``END`` (without error) while it stays on disk; it is closed
-:data:`UNLOAD_GRACE_SECONDS` later, so that requests that picked it just before finish on it.
+displaced by the policy is reported ``END`` (without error) while it stays on disk; its batchers
+are closed at the first rescan :data:`UNLOAD_GRACE_SECONDS` or more later (or when the registry
+closes), so that requests that picked it just before finish on it.
 
 A version that fails to load is reported in the model status (``END`` with its error) and the
 policy chooses again without it: as in TF Serving, under ``latest:1`` a failed newest version

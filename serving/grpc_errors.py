@@ -6,7 +6,7 @@ The REST server's error vocabulary, in gRPC's codes (as TF Serving answers them)
   ``INVALID_ARGUMENT``, 404 ``NOT_FOUND``, 413 ``RESOURCE_EXHAUSTED``, ...); its headers travel as
   trailing metadata, names in lower case.
 * :class:`~serving.models.VersionNotServed`: ``NOT_FOUND``, or ``UNAVAILABLE`` when nothing is
-  loaded yet.
+  loaded yet; :class:`~serving.models.UnknownVersionLabel` ``INVALID_ARGUMENT``, as TF Serving.
 * :class:`~serving.batching.Unavailable` (refused without running): ``RESOURCE_EXHAUSTED`` for
   :class:`~serving.batching.Overloaded`, else ``UNAVAILABLE`` (draining, a version unloaded while
   the request waited), with ``retry-after`` trailing metadata, counted as a rejection.
@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 from serving.batching import Overloaded, Unavailable
 from serving.errors import RequestError
 from serving.handler import model_error_reason
-from serving.models import VersionNotServed
+from serving.models import UnknownVersionLabel, VersionNotServed
 
 if TYPE_CHECKING:
     from serving.metrics import ServerMetrics
@@ -91,6 +91,8 @@ def answer(context: grpc.ServicerContext, call: Callable[[], Message], metrics: 
     except RequestError as error:
         code, message = grpc_code(error.status), str(error)
         metadata = tuple((name.lower(), value) for name, value in error.headers.items())
+    except UnknownVersionLabel as error:  # TF Serving's "Unrecognized servable version label"
+        code, message = grpc.StatusCode.INVALID_ARGUMENT, str(error)
     except VersionNotServed as error:
         code = grpc.StatusCode.UNAVAILABLE if error.retryable else grpc.StatusCode.NOT_FOUND
         message = str(error)

@@ -15,8 +15,8 @@ unchanged:
   ``SignatureDefMap`` packed in an ``Any``.
 * ``ModelService.GetModelStatus``: each version's state and error, as ``GET /v1/models/{name}``.
 
-Errors take TF Serving's status codes (:mod:`serving.grpc_errors`): an unknown model, version or
-label ``NOT_FOUND``, a bad input or field ``INVALID_ARGUMENT`` naming it, an unknown signature
+Errors take TF Serving's status codes (:mod:`serving.grpc_errors`): an unknown model or version
+``NOT_FOUND``, an unknown version label, a bad input or field ``INVALID_ARGUMENT`` naming it, an unknown signature
 ``FAILED_PRECONDITION``, no loaded version yet, a draining server or a version unloaded while the
 request waited ``UNAVAILABLE``, an overloaded server or a tensor above the message limit
 ``RESOURCE_EXHAUSTED``; only a bug is ``INTERNAL``. Predict counts in the REST server's requests in
@@ -260,12 +260,12 @@ class ModelStatusServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer
 
         Raises:
             RequestError: 404 for a version never seen, or a model with no versions yet.
-            VersionNotServed: for a label that names no loaded version.
+            UnknownVersionLabel: for a label the registry does not have.
         """
         registry = self.registry
         version, label = requested_version(registry, request)
         if label is not None:
-            version = registry.resolve(label=label).version
+            version = registry.label_version(label)
         statuses = registry.statuses()
         if version is not None:
             statuses = [s for s in statuses if s.version == version]

@@ -37,7 +37,7 @@ from serving.errors import RequestError
 from serving.grpc_errors import answer, grpc_code
 from serving.grpc_service import GrpcBindError, start_grpc_server
 from serving.grpc_tensors import input_array, write_tensor
-from serving.models import ModelRegistry, VersionNotServed
+from serving.models import ModelRegistry, UnknownVersionLabel, VersionNotServed
 from serving.server import make_server
 
 MODEL = "clicklog"
@@ -333,7 +333,7 @@ def _with(columns: dict, **changes) -> dict:
     ("unknown model", Code.NOT_FOUND, ["unknown model 'nope'"]),
     ("unknown version", Code.NOT_FOUND, ["version 7"]),
     ("version that failed to load", Code.NOT_FOUND, ["version 2", "failed to load"]),
-    ("version label", Code.NOT_FOUND, ["no version label 'stable'"]),
+    ("version label", Code.INVALID_ARGUMENT, ["no version label 'stable'"]),
     ("no model_spec", Code.INVALID_ARGUMENT, ["model_spec"]),
     ("unknown signature", Code.FAILED_PRECONDITION, ["'classify'", "predict_raw"]),
     ("missing input", Code.INVALID_ARGUMENT, ["missing input(s) ['item_price']"]),
@@ -430,7 +430,7 @@ def test_version_labels_pick_versions_as_in_tf_serving(labelled, eval_examples):
         assert response.model_spec.version.value == 1 and sorted(response.outputs) == OUTPUTS
         request.model_spec.version_label = "canary"
         error = grpc_error(predictions.Predict, request)
-        assert error.code() == Code.NOT_FOUND and "stable=1" in error.details(), error.details()
+        assert error.code() == Code.INVALID_ARGUMENT and "stable=1" in error.details(), error.details()
         status = get_model_status_pb2.GetModelStatusRequest(
             model_spec=model_pb2.ModelSpec(name=MODEL, version_label="stable"))
         statuses = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=30)
@@ -489,6 +489,7 @@ class _Context:
     (ShuttingDown("the server is shutting down"), Code.UNAVAILABLE),
     (VersionNotServed("model 'clicklog' has no loaded version yet", retryable=True), Code.UNAVAILABLE),
     (VersionNotServed("version 3 of model 'clicklog' is not available"), Code.NOT_FOUND),
+    (UnknownVersionLabel("model 'clicklog' has no version label 'beta'; it has no labels"), Code.INVALID_ARGUMENT),
     (RequestError("too busy", 503, {"Retry-After": "1"}), Code.UNAVAILABLE),
     (RequestError("too large", 413), Code.RESOURCE_EXHAUSTED),
     (tf.errors.InvalidArgumentError(None, None, "Graph execution error:\n\nKey: hour, Index: 0.  Bad."),
@@ -506,7 +507,7 @@ def test_errors_map_to_status_codes_and_headers_to_trailing_metadata(error, code
     assert context.code == code
     if isinstance(error, RequestError) and error.headers or isinstance(error, (Overloaded, ShuttingDown)):
         assert context.metadata == (("retry-after", "1"),)
-    if code == Code.INVALID_ARGUMENT:
+    if isinstance(error, tf.errors.InvalidArgumentError):
         assert context.details == "the model rejected the input: Key: hour, Index: 0.  Bad."
     assert grpc_code(418) == Code.INVALID_ARGUMENT and grpc_code(502) == Code.UNAVAILABLE
 

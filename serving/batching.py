@@ -38,6 +38,9 @@ Arrays = dict[str, np.ndarray]
 
 DEFAULT_MAX_ENQUEUED_BATCHES = 10  # a batcher's queue bound, in full batches (TensorFlow's batching default)
 DEFAULT_RETRY_AFTER_SECONDS = 1  # what an overloaded or draining server asks clients to wait
+DEFAULT_MAX_CONCURRENT_REQUESTS = 256  # the server's InFlight limit: more model requests are answered 503
+DEFAULT_DRAIN_SECONDS = 10.0  # how long a draining server waits for the requests in progress
+# (here, not in serving.server, so that the CLI's flags can name them without importing TensorFlow)
 
 
 class Unavailable(RuntimeError):

@@ -34,7 +34,12 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
-from serving.batching import DEFAULT_MAX_ENQUEUED_BATCHES, InFlight
+from serving.batching import (
+    DEFAULT_DRAIN_SECONDS,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_ENQUEUED_BATCHES,
+    InFlight,
+)
 from serving.handler import RequestHandler
 from serving.metrics import ServerMetrics
 from serving.models import ModelRegistry, resolve_model_dir
@@ -49,8 +54,6 @@ DEFAULT_BATCH_TIMEOUT_MS = 2.0
 DEFAULT_POLL_SECONDS = 2.0
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_CANDIDATES = 10_000
-DEFAULT_MAX_CONCURRENT_REQUESTS = 256  # model requests in progress; more are answered 503
-DEFAULT_DRAIN_SECONDS = 10.0  # how long shutting down waits for the requests in progress
 
 
 @dataclass(frozen=True)

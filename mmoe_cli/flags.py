@@ -15,6 +15,8 @@ from mmoe.architectures import ARCHITECTURES  # no Keras until a model is built
 from mmoe.baselines import DEFAULT_BASELINES  # no TensorFlow at import
 from mmoe_cli.flag_types import FRACTION, float_in, int_in
 from mmoe_cli.spec_commands import add_spec_parser
+from serving.batching import DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_ENQUEUED_BATCHES
+from serving.ports import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_PORT
 from serving.versions import DEFAULT_VERSION_POLICY, POLICY_FORMS, VERSION_LABELS_FLAG, VERSIONS_FLAG
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
@@ -174,8 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workdir(serve)
     serve.add_argument("--model-base", default=None, help="export base directory (default: <workdir>/export)")
     serve.add_argument("--model-name", default=None, help="model under the base (default: the only one there)")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int_in(0, 65535), default=8501, help="port (default: 8501, TF Serving's REST port)")
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"bind address (default: {DEFAULT_HOST})")
+    serve.add_argument("--port", type=int_in(0, 65535), default=DEFAULT_PORT,
+                       help=f"REST port (default: {DEFAULT_PORT}, TF Serving's)")
+    serve.add_argument("--grpc-port", type=int_in(0, 65535), default=DEFAULT_GRPC_PORT,
+                       help=f"TF Serving's gRPC API (PredictionService, ModelService) on this port "
+                       f"(default: {DEFAULT_GRPC_PORT}, TF Serving's)")
+    serve.add_argument("--no-grpc", action="store_true", help="serve REST only")
+    serve.add_argument("--max-concurrent-requests", type=int_in(1), default=DEFAULT_MAX_CONCURRENT_REQUESTS,
+                       help="model requests in progress at once; more get 503 + Retry-After "
+                       f"(default: {DEFAULT_MAX_CONCURRENT_REQUESTS})")
+    serve.add_argument("--max-enqueued-batches", type=int_in(1), default=DEFAULT_MAX_ENQUEUED_BATCHES,
+                       help="each batching queue's bound, in batches of --batch-max-size rows; past it 503 "
+                       f"(default: {DEFAULT_MAX_ENQUEUED_BATCHES})")
+    serve.add_argument("--drain-seconds", type=float_in(0.0), default=DEFAULT_DRAIN_SECONDS,
+                       help=f"on SIGTERM, how long requests in progress may take to finish (default: {DEFAULT_DRAIN_SECONDS:g})")
     serve.add_argument("--batch-max-size", type=int_in(1), default=4096,
                        help="most rows merged into one model call; 1 disables batching (default: 4096)")
     serve.add_argument("--batch-timeout-ms", type=float_in(0.0), default=2.0,

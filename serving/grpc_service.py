@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRPC_PORT = 8500  # TF Serving's gRPC port
 DEFAULT_GRPC_MAX_WORKERS = 64  # threads answering RPCs: one per request in progress, batched together
 SIGNATURE_DEF = "signature_def"  # the one metadata field TF Serving answers
 

@@ -1,7 +1,8 @@
 """The REST API's route table: which path and method run which endpoint, and the endpoints.
 
-Endpoints (``{name}`` is the model name, ``/versions/{v}`` is optional and defaults to the newest
-loaded version):
+Endpoints (``{name}`` is the model name; ``/versions/{v}``, or ``/labels/{label}`` for a version
+label of the registry (:mod:`serving.versions`), is optional and defaults to the newest loaded
+version; ``[/versions/{v}]`` below stands for either):
 
 * ``GET  /v1/models/{name}[/versions/{v}]``            model status, as TF Serving answers it
 * ``GET  /v1/models/{name}[/versions/{v}]/metadata``   signature_def metadata, as TF Serving
@@ -37,7 +38,7 @@ from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, MAX_VERSION, RAN
 from serving.errors import MethodNotAllowed, RequestError
 from serving.input_checks import check_examples, check_ranges
 from serving.metrics import METRICS_CONTENT_TYPE, METRICS_PATH
-from serving.models import ModelRegistry, ServedVersion
+from serving.models import ModelRegistry, ServedVersion, UnknownVersionLabel, VersionNotServed
 from serving.requests import parse_json_object, parse_predict, parse_rank, predict_rows, rank_sources
 from serving.responses import check_finite, predict_response, rank_response_json
 
@@ -60,6 +61,7 @@ class Call:
         version: the version named in the path; None for the newest (or a path without one).
         body: the request body, already read (``b""`` when there is none).
         model: the model named in the path; ``""`` for the server's own routes.
+        label: the version label named in the path (``/labels/{label}``); None without one.
         served: the version that answers, once :meth:`served_version` found it (for the metrics).
     """
 
@@ -67,6 +69,7 @@ class Call:
     version: int | None
     body: bytes
     model: str = ""
+    label: str | None = None
     served: ServedVersion | None = field(default=None, repr=False)
 
     @property
@@ -75,7 +78,7 @@ class Call:
 
     def served_version(self) -> ServedVersion:
         """:func:`served_version` for this call's version, remembered in :attr:`served`."""
-        self.served = served_version(self.registry, self.version)
+        self.served = served_version(self.registry, self.version, self.label)
         return self.served
 
 
@@ -129,6 +132,8 @@ def readyz(call: Call) -> tuple[int, dict]:
 def model_status(call: Call) -> tuple[int, dict]:
     """TF Serving's ``model_version_status`` of every version seen (or of the one named)."""
     registry, version = call.registry, call.version
+    if call.label is not None:
+        version = label_version(registry, call.label)
     statuses = registry.statuses()
     if version is not None:
         statuses = [s for s in statuses if s.version == version]
@@ -189,18 +194,24 @@ def rank(call: Call) -> tuple[int, bytes]:
     return 200, rank_response_json(outputs, served.spec, top_k, model_spec)
 
 
-def served_version(registry: ModelRegistry, version: int | None) -> ServedVersion:
-    """The loaded version (the newest when ``version`` is None), else a 503/404 that says why."""
-    served = registry.get(version)
-    if served is not None:
-        return served
-    if version is None:
-        raise RequestError(f"model {registry.name!r} has no loaded version yet", 503)
-    status = registry.status(version)
-    if status is not None and status.error:
-        raise RequestError(f"version {version} of {registry.name!r} failed to load: {status.error}", 404)
-    raise RequestError(f"version {version} of model {registry.name!r} is not available; "
-                       f"loaded versions: {registry.versions()}", 404)
+def served_version(registry: ModelRegistry, version: int | None, label: str | None = None) -> ServedVersion:
+    """The loaded version named by ``version`` or ``label`` (the newest when neither), else an
+    error that says why (:meth:`~serving.models.ModelRegistry.resolve`): 400 for an unknown label
+    (TF Serving's INVALID_ARGUMENT), 503 while nothing is loaded yet, 404 otherwise."""
+    try:
+        return registry.resolve(version, label)
+    except UnknownVersionLabel as error:
+        raise RequestError(str(error), 400) from None
+    except VersionNotServed as error:
+        raise RequestError(str(error), 503 if error.retryable else 404) from None
+
+
+def label_version(registry: ModelRegistry, label: str) -> int:
+    """The version ``label`` points to, else a 400 naming the registry's labels."""
+    try:
+        return registry.label_version(label)
+    except UnknownVersionLabel as error:
+        raise RequestError(str(error), 400) from None
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -266,14 +277,12 @@ def _resolve(server: ModelServer, path: str, body: bytes) -> tuple[Route, Call]:
         raise RequestError(f"no such endpoint {path!r}; see /v1/models/{registry.name}", 404)
     if match["name"] != registry.name:
         raise RequestError(f"unknown model {match['name']!r}; this server serves {registry.name!r}", 404)
-    if match["label"] is not None:
-        raise RequestError(f"version labels are not supported (got label {match['label']!r}); use /versions/<n>", 404)
     version = _parse_version(match["version"])
     route = MODEL_ROUTES.get(match["action"])
     if route is None:
         methods = " and ".join(action for action in MODEL_ROUTES if action and action.startswith(":"))
         raise RequestError(f"unsupported method {match['action'][1:]!r}; this server answers {methods}", 404)
-    return route, Call(server, version, body, model=registry.name)
+    return route, Call(server, version, body, model=registry.name, label=match["label"])
 
 
 def _parse_version(text: str | None) -> int | None:

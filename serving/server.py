@@ -40,15 +40,15 @@ from serving.batching import (
     DEFAULT_MAX_ENQUEUED_BATCHES,
     InFlight,
 )
+from serving.grpc_service import start_grpc_server
 from serving.handler import RequestHandler
 from serving.metrics import ServerMetrics
 from serving.models import ModelRegistry, resolve_model_dir
+from serving.ports import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_PORT
 from serving.versions import DEFAULT_VERSION_POLICY, VersionPolicy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8501
 DEFAULT_BATCH_MAX_SIZE = 4096  # rows (about 40 rank requests of 100 candidates)
 DEFAULT_BATCH_TIMEOUT_MS = 2.0
 DEFAULT_POLL_SECONDS = 2.0
@@ -73,6 +73,9 @@ class ServerConfig:
         versions: the version policy (:mod:`serving.versions`) or its text; defaults to
             ``latest:1``, TF Serving's.
         version_labels: label -> version (or its text, ``"stable=3,canary=4"``); none by default.
+        grpc_port: also serve TF Serving's gRPC API (:mod:`serving.grpc_service`) on this port
+            (0: a free one), over the same versions, batchers and limits; None (the default for
+            :func:`make_server`) for REST alone.
     """
 
     batch_max_size: int = DEFAULT_BATCH_MAX_SIZE
@@ -85,6 +88,7 @@ class ServerConfig:
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     versions: VersionPolicy | str = DEFAULT_VERSION_POLICY
     version_labels: Mapping[str, int] | str | None = None
+    grpc_port: int | None = None
 
 
 class ModelServer(http.server.ThreadingHTTPServer):
@@ -109,6 +113,8 @@ class ModelServer(http.server.ThreadingHTTPServer):
         self.config = config
         self.in_flight = in_flight
         self.metrics = metrics
+        self.grpc = None  # the gRPC server beside it, and its port, when config.grpc_port is set
+        self.grpc_port: int | None = None
         self.connections = _Connections()
         # readable once draining starts: what idle keep-alive handlers wait on besides their socket
         self.drain_signal, self._drain_write = os.pipe()
@@ -158,6 +164,8 @@ class ModelServer(http.server.ThreadingHTTPServer):
         deadline = time.monotonic() + seconds
         self.begin_drain()
         self.in_flight.wait_idle(seconds)
+        if self.grpc is not None:  # draining already answers new RPCs UNAVAILABLE
+            self.grpc.stop(max(0.0, deadline - time.monotonic())).wait()
         self.shutdown()
         poller = select.poll()
         poller.register(self.socket, select.POLLIN)
@@ -221,10 +229,20 @@ def build_server(model_base: str, model_name: str | None = None, host: str = DEF
     metrics.watch(registry, in_flight)
     registry.start()
     try:
-        return ModelServer((host, port), registry, config, in_flight, metrics)
+        server = ModelServer((host, port), registry, config, in_flight, metrics)
     except BaseException:
         registry.close()
         raise
+    if config.grpc_port is not None:
+        try:
+            server.grpc, server.grpc_port = start_grpc_server(
+                registry, host, config.grpc_port, max_message_bytes=config.max_body_bytes, in_flight=in_flight,
+                metrics=metrics)
+        except BaseException:
+            server.server_close()
+            registry.close()
+            raise
+    return server
 
 
 @contextlib.contextmanager
@@ -260,7 +278,8 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
           max_enqueued_batches: int = DEFAULT_MAX_ENQUEUED_BATCHES,
           drain_seconds: float = DEFAULT_DRAIN_SECONDS,
           versions: VersionPolicy | str = DEFAULT_VERSION_POLICY,
-          version_labels: Mapping[str, int] | str | None = None) -> None:
+          version_labels: Mapping[str, int] | str | None = None,
+          grpc_port: int | None = DEFAULT_GRPC_PORT) -> None:
     """Serves every version under ``<model_base>/<model_name>/`` until SIGTERM or Ctrl-C (blocking),
     then drains and returns.
 
@@ -283,11 +302,13 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
             ``latest:1``, TF Serving's), ``all`` or ``specific:V,...``, as text or parsed.
         version_labels: label -> version, e.g. ``{"stable": 3, "canary": 4}`` (or that as text,
             ``"stable=3,canary=4"``); each must point to a version the policy serves.
+        grpc_port: TF Serving's gRPC API on this port (default 8500, TF Serving's); None for none.
     """
     config = ServerConfig(batch_max_size=batch_max_size, batch_timeout_ms=batch_timeout_ms, poll_seconds=poll_seconds,
                           max_body_bytes=max_body_bytes, max_candidates=max_candidates,
                           max_concurrent_requests=max_concurrent_requests, max_enqueued_batches=max_enqueued_batches,
-                          drain_seconds=drain_seconds, versions=versions, version_labels=version_labels)
+                          drain_seconds=drain_seconds, versions=versions, version_labels=version_labels,
+                          grpc_port=grpc_port)
     server = build_server(model_base, model_name, host, port, config)
     # the drain runs in its own thread: it ends serve_forever, which runs in this one
     drain = threading.Thread(target=server.stop, args=(drain_seconds,), name="mmoe-drain")
@@ -299,8 +320,11 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
-    log.info("serving model %r (versions %s) at %s", server.registry.name, server.registry.versions(), server.url)
-    print(f"serving model {server.registry.name!r} versions {server.registry.versions()} at {server.url}", flush=True)
+    grpc_at = f" and gRPC at {host}:{server.grpc_port}" if server.grpc is not None else ""
+    log.info("serving model %r (versions %s) at %s%s", server.registry.name, server.registry.versions(), server.url,
+             grpc_at)
+    print(f"serving model {server.registry.name!r} versions {server.registry.versions()} at {server.url}{grpc_at}",
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

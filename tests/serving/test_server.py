@@ -5,12 +5,12 @@ Feature names come from the spec (``serving_columns``); rows come from the run's
 
 from __future__ import annotations
 
-import base64
 import collections
 import concurrent.futures
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,12 +19,13 @@ import sys
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tensorflow_serving.apis import prediction_log_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2, model_service_pb2_grpc, prediction_log_pb2
 
 from feature_specs.tensors import TF_DTYPES, serving_columns
 from mmoe.data import split_files
@@ -414,7 +415,7 @@ def test_client_mistakes_get_4xx_json_errors(server):
         ("POST", "/v1/models/clicklog/versions/7:predict", b'{"instances": ["a"]}', 404, "version 7"),
         ("GET", "/v1/models/clicklog/versions/7", None, 404, "version 7"),
         ("GET", "/v1/models/clicklog/versions/x1/metadata", None, 400, "an integer from 0 to"),
-        ("GET", "/v1/models/clicklog/labels/stable", None, 404, "labels are not supported"),
+        ("GET", "/v1/models/clicklog/labels/stable", None, 400, "no version label 'stable'"),
         ("POST", "/v1/models/clicklog:classify", b"{}", 404, "unsupported method 'classify'"),
         ("GET", "/v1/models/clicklog:predict", None, 405, "use POST"),
         ("DELETE", "/v1/models/clicklog", None, 405, "use GET"),
@@ -433,13 +434,19 @@ def test_serve_runs_in_the_foreground_until_sigterm(model_base):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code = f"from serving.server import serve; serve({model_base!r}, port={port}, poll_seconds=0)"
+    code = f"from serving.server import serve; serve({model_base!r}, port={port}, poll_seconds=0, grpc_port=0)"
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
     try:
         banner = process.stdout.readline()
         assert f"http://127.0.0.1:{port}" in banner and "'clicklog'" in banner
         assert Client(f"http://127.0.0.1:{port}", "clicklog").ready()
+        grpc_port = int(re.search(r"gRPC at 127\.0\.0\.1:(\d+)", banner)[1])  # the same versions over gRPC
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name="clicklog")), timeout=30)
+        assert [(v.version, v.state) for v in status.model_version_status] == [
+            (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -317,6 +317,9 @@ def test_mmoe_serve_passes_the_parsed_policy_and_labels_to_the_server(monkeypatc
     assert calls[0]["version_labels"] == {"stable": 3, "canary": 4}
     assert cli.main(["serve", "--model-base", "b"]) == 0
     assert calls[1]["versions"] == DEFAULT_VERSION_POLICY and calls[1]["version_labels"] == {}
+    assert calls[1]["grpc_port"] == 8500  # TF Serving's, beside REST's 8501
+    assert cli.main(["serve", "--model-base", "b", "--no-grpc", "--max-concurrent-requests", "8"]) == 0
+    assert calls[2]["grpc_port"] is None and calls[2]["max_concurrent_requests"] == 8
 
 
 @pytest.mark.parametrize("argv, line", [
@@ -331,3 +334,51 @@ def test_mmoe_serve_refuses_a_bad_policy_or_label_in_one_line(monkeypatch, capsy
     assert cli.main(["serve", "--model-base", "b", *argv]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(line) and len(captured.err.splitlines()) == 1
+
+
+def test_rest_and_grpc_requests_pick_a_version_by_label(model_dir, add_version):
+    """``/v1/models/<name>/labels/<label>`` and gRPC's ``model_spec.version_label``, as TF Serving."""
+    import http.client
+    import json
+
+    import grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, prediction_service_pb2_grpc
+
+    from serving.grpc_service import start_grpc_server
+    from serving.server import make_server
+
+    def get(url: str, path: str) -> tuple[int, dict]:
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
+
+    add_version(1)
+    add_version(2)
+    with make_server(str(model_dir), poll_seconds=0, batch_max_size=1, versions="specific:1,2",
+                     version_labels="stable=1,canary=2") as running:
+        status, body = get(running.url, "/v1/models/clicklog/labels/stable")
+        assert status == 200 and [s["version"] for s in body["model_version_status"]] == ["1"]
+        for label, version in (("stable", "1"), ("canary", "2")):
+            status, body = get(running.url, f"/v1/models/clicklog/labels/{label}/metadata")
+            assert status == 200 and body["model_spec"]["version"] == version
+        status, body = get(running.url, "/v1/models/clicklog/labels/beta/metadata")
+        assert status == 400 and "has no version label 'beta'; its labels are stable=1, canary=2" in body["error"]
+        server, port = start_grpc_server(running.registry, "127.0.0.1", 0, max_message_bytes=1 << 20,
+                                         in_flight=running.in_flight)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                request = get_model_metadata_pb2.GetModelMetadataRequest(
+                    model_spec=model_pb2.ModelSpec(name="clicklog", version_label="canary"),
+                    metadata_field=["signature_def"])
+                assert stub.GetModelMetadata(request, timeout=30).model_spec.version.value == 2
+                request.model_spec.version_label = "beta"
+                with pytest.raises(grpc.RpcError) as error:
+                    stub.GetModelMetadata(request, timeout=30)
+                assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            server.stop(grace=None)

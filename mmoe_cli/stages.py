@@ -269,6 +269,6 @@ def cmd_serve(args, beam_args: list[str]) -> int:
         port=args.port, batch_max_size=args.batch_max_size, batch_timeout_ms=args.batch_timeout_ms,
         poll_seconds=args.poll_seconds, versions=versions, version_labels=version_labels,
         grpc_port=None if args.no_grpc else args.grpc_port, max_concurrent_requests=args.max_concurrent_requests,
-        max_enqueued_batches=args.max_enqueued_batches, drain_seconds=args.drain_seconds,
+        max_enqueued_batches=args.max_enqueued_batches, drain_seconds=args.drain_seconds, workers=args.workers,
     )
     return 0

@@ -18,12 +18,17 @@ answers and stops the model's versions. :func:`serve` drains on SIGTERM (and Ctr
 returns, so the process exits 0; :func:`make_server` drains when its block ends.
 
 Use :func:`serve` to run it in the foreground, :func:`make_server` (a context manager) to run it
-in a background thread.
+in a background thread. ``serve(..., workers=N)`` runs N such servers in worker processes that
+share the ports (:mod:`serving.workers`, ``SO_REUSEPORT``), each with its own model copy, batchers
+and metrics, supervised by the calling process; each worker's answers say its pid in the
+``Server`` header (``mmoe-serving worker/<pid> ...``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import http.server
 import logging
 import os
@@ -45,7 +50,9 @@ from serving.handler import RequestHandler
 from serving.metrics import ServerMetrics
 from serving.models import ModelRegistry, resolve_model_dir
 from serving.ports import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_PORT
+from serving.routes import Call, readyz
 from serving.versions import DEFAULT_VERSION_POLICY, VersionPolicy
+from serving.workers import Report, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +107,8 @@ class ModelServer(http.server.ThreadingHTTPServer):
         config: limits and batching settings.
         in_flight: the requests in progress, shared with the registry's batchers.
         metrics: the server's metrics, watching ``registry`` and ``in_flight``.
+        reuse_port: bind with ``SO_REUSEPORT``, as one of several worker processes sharing the
+            port (:mod:`serving.workers`); its answers then name its pid in the ``Server`` header.
     """
 
     daemon_threads = True
@@ -107,8 +116,9 @@ class ModelServer(http.server.ThreadingHTTPServer):
     request_queue_size = 128  # listen backlog: many clients may connect at once
 
     def __init__(self, address: tuple[str, int], registry: ModelRegistry, config: ServerConfig, in_flight: InFlight,
-                 metrics: ServerMetrics):
-        super().__init__(address, RequestHandler)
+                 metrics: ServerMetrics, reuse_port: bool = False):
+        self.allow_reuse_port = reuse_port  # read by server_bind, which the constructor calls
+        super().__init__(address, _WorkerRequestHandler if reuse_port else RequestHandler)
         self.registry = registry
         self.config = config
         self.in_flight = in_flight
@@ -183,6 +193,14 @@ class ModelServer(http.server.ThreadingHTTPServer):
         return drained
 
 
+class _WorkerRequestHandler(RequestHandler):
+    """:class:`RequestHandler` of a worker process: its ``Server`` header ends ``worker/<pid>``,
+    so a client (or a test) can tell which worker answered."""
+
+    def version_string(self) -> str:
+        return f"{super().version_string()} worker/{os.getpid()}"
+
+
 class _Connections:
     """A count of open connections that one can wait on to reach zero."""
 
@@ -209,7 +227,7 @@ class _Connections:
 
 
 def build_server(model_base: str, model_name: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 config: ServerConfig | None = None) -> ModelServer:
+                 config: ServerConfig | None = None, reuse_port: bool = False) -> ModelServer:
     """Loads the model's versions and binds (but does not start) a :class:`ModelServer`.
 
     Args:
@@ -218,6 +236,7 @@ def build_server(model_base: str, model_name: str | None = None, host: str = DEF
         host: address to bind. Defaults to loopback.
         port: port to bind; 0 picks a free one.
         config: limits and batching; defaults to :class:`ServerConfig()`.
+        reuse_port: bind REST and gRPC with ``SO_REUSEPORT`` (a worker of :mod:`serving.workers`).
     """
     config = config or ServerConfig()
     model_dir, name = resolve_model_dir(model_base, model_name)
@@ -229,7 +248,7 @@ def build_server(model_base: str, model_name: str | None = None, host: str = DEF
     metrics.watch(registry, in_flight)
     registry.start()
     try:
-        server = ModelServer((host, port), registry, config, in_flight, metrics)
+        server = ModelServer((host, port), registry, config, in_flight, metrics, reuse_port)
     except BaseException:
         registry.close()
         raise
@@ -237,7 +256,7 @@ def build_server(model_base: str, model_name: str | None = None, host: str = DEF
         try:
             server.grpc, server.grpc_port = start_grpc_server(
                 registry, host, config.grpc_port, max_message_bytes=config.max_body_bytes, in_flight=in_flight,
-                metrics=metrics)
+                metrics=metrics, reuse_port=reuse_port)
         except BaseException:
             server.server_close()
             registry.close()
@@ -279,7 +298,7 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
           drain_seconds: float = DEFAULT_DRAIN_SECONDS,
           versions: VersionPolicy | str = DEFAULT_VERSION_POLICY,
           version_labels: Mapping[str, int] | str | None = None,
-          grpc_port: int | None = DEFAULT_GRPC_PORT) -> None:
+          grpc_port: int | None = DEFAULT_GRPC_PORT, workers: int = 1) -> None:
     """Serves every version under ``<model_base>/<model_name>/`` until SIGTERM or Ctrl-C (blocking),
     then drains and returns.
 
@@ -303,13 +322,50 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
         version_labels: label -> version, e.g. ``{"stable": 3, "canary": 4}`` (or that as text,
             ``"stable=3,canary=4"``); each must point to a version the policy serves.
         grpc_port: TF Serving's gRPC API on this port (default 8500, TF Serving's); None for none.
+        workers: int. Server processes sharing ``port`` and ``grpc_port`` (:mod:`serving.workers`),
+            each with its own model copy, batchers, limits and metrics (the limits are per
+            worker); this process supervises them and returns once all drained. 1 (the default)
+            serves in this process, with no other.
+
+    Raises:
+        serving.workers.WorkerFailed: with ``workers`` > 1, a worker failed to start or kept dying.
     """
     config = ServerConfig(batch_max_size=batch_max_size, batch_timeout_ms=batch_timeout_ms, poll_seconds=poll_seconds,
                           max_body_bytes=max_body_bytes, max_candidates=max_candidates,
                           max_concurrent_requests=max_concurrent_requests, max_enqueued_batches=max_enqueued_batches,
                           drain_seconds=drain_seconds, versions=versions, version_labels=version_labels,
                           grpc_port=grpc_port)
-    server = build_server(model_base, model_name, host, port, config)
+    if workers <= 1:
+        _serve_in_foreground(model_base, model_name, host, port, config, on_started=_print_banner)
+        return
+    resolve_model_dir(model_base, model_name)  # a wrong directory fails here, once, not in every worker
+    run_workers(functools.partial(serve_worker, model_base, model_name, host, config), workers, host, port, grpc_port,
+                on_ready=functools.partial(_print_workers_banner, host))
+
+
+def serve_worker(model_base: str, model_name: str | None, host: str, config: ServerConfig, *, port: int,
+                 grpc_port: int | None, report) -> None:
+    """One worker process of :func:`serve`: serves in the foreground with ``SO_REUSEPORT`` until
+    SIGTERM, then drains and returns. The ``target`` of :func:`serving.workers.run_workers`.
+
+    Args:
+        model_base, model_name, host: as for :func:`serve`.
+        config: the server's settings (its ``grpc_port`` is replaced by ``grpc_port``).
+        port: int. The REST port every worker shares (the parent already chose it).
+        grpc_port: int | None. The gRPC port every worker shares, or None.
+        report: called once with this worker's :data:`~serving.workers.Report` when it listens.
+    """
+    config = dataclasses.replace(config, grpc_port=grpc_port)
+    _serve_in_foreground(model_base, model_name, host, port, config, reuse_port=True,
+                         on_started=lambda server: report(_worker_report(server)))
+
+
+def _serve_in_foreground(model_base: str, model_name: str | None, host: str, port: int, config: ServerConfig,
+                         on_started, reuse_port: bool = False) -> None:
+    """Builds a server, calls ``on_started(server)`` once it listens, serves until SIGTERM or
+    Ctrl-C, then drains (for up to ``config.drain_seconds``) and returns."""
+    server = build_server(model_base, model_name, host, port, config, reuse_port)
+    drain_seconds = config.drain_seconds
     # the drain runs in its own thread: it ends serve_forever, which runs in this one
     drain = threading.Thread(target=server.stop, args=(drain_seconds,), name="mmoe-drain")
 
@@ -320,12 +376,9 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_sigterm)
-    grpc_at = f" and gRPC at {host}:{server.grpc_port}" if server.grpc is not None else ""
-    log.info("serving model %r (versions %s) at %s%s", server.registry.name, server.registry.versions(), server.url,
-             grpc_at)
-    print(f"serving model {server.registry.name!r} versions {server.registry.versions()} at {server.url}{grpc_at}",
-          flush=True)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a worker blocked it until now
     try:
+        on_started(server)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
@@ -334,3 +387,32 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
             server.stop(drain_seconds)
         else:
             drain.join()
+
+
+def _grpc_at(host: str, grpc_port: int | None) -> str:
+    return f" and gRPC at {host}:{grpc_port}" if grpc_port is not None else ""
+
+
+def _print_banner(server: ModelServer) -> None:
+    grpc_at = _grpc_at(server.server_address[0], server.grpc_port if server.grpc is not None else None)
+    log.info("serving model %r (versions %s) at %s%s", server.registry.name, server.registry.versions(), server.url,
+             grpc_at)
+    print(f"serving model {server.registry.name!r} versions {server.registry.versions()} at {server.url}{grpc_at}",
+          flush=True)
+
+
+def _worker_report(server: ModelServer) -> Report:
+    """What a worker tells the parent once it listens: its pid, model, versions and readiness."""
+    status, _ = readyz(Call(server, None, b""))
+    return {"pid": os.getpid(), "model": server.registry.name, "versions": server.registry.versions(),
+            "ready": status == 200}
+
+
+def _print_workers_banner(host: str, reports: list[Report], port: int, grpc_port: int | None) -> None:
+    pids = ", ".join(str(report["pid"]) for report in reports)
+    unready = sum(not report["ready"] for report in reports)
+    waiting = f"; {unready} not ready yet (no version loaded)" if unready else ""
+    line = (f"serving model {reports[0]['model']!r} versions {reports[0]['versions']} at http://{host}:{port}"
+            f"{_grpc_at(host, grpc_port)} with {len(reports)} workers (pids {pids}){waiting}")
+    log.info("%s", line)
+    print(line, flush=True)

@@ -11,9 +11,19 @@ version; ``[/versions/{v}]`` below stands for either):
 * ``GET  /healthz`` (the process answers) and ``GET /readyz`` (a version is loaded, not draining)
 * ``GET  /monitoring/prometheus/metrics``              Prometheus metrics (:mod:`serving.metrics`)
 
+and the Open Inference Protocol v2 (KServe, Triton, Seldon; JSON translated by :mod:`serving.oip_v2`):
+
+* ``GET  /v2``                                          server metadata (name, version, extensions)
+* ``GET  /v2/health/live``, ``GET /v2/health/ready``    200 ``{"live"|"ready": true}``; not ready:
+  400 (the protocol's 4xx) ``{"ready": false, "error"}``, before a version loads and while draining
+* ``GET  /v2/models/{name}[/versions/{v}]``             model metadata: ``predict_raw``'s tensors
+* ``GET  /v2/models/{name}[/versions/{v}]/ready``       200 ``{"name", "ready": true}``, else 4xx
+* ``POST /v2/models/{name}[/versions/{v}]/infer``       tensors in, tensors out (``predict_raw``, or
+  ``serving_default`` for ``examples``, or ``parameters.signature_name``)
+
 To add an endpoint, write a function ``endpoint(call: Call) -> (status, body)`` below and add a
 :class:`Route` to :data:`SERVER_ROUTES` (a fixed path) or :data:`MODEL_ROUTES` (an action after
-``/v1/models/{name}[/versions/{v}]``). Requests are parsed by :mod:`serving.requests`, answers
+``/v1/models/{name}[/versions/{v}]``; :data:`V2_MODEL_ROUTES` after ``/v2/models/...``). Requests are parsed by :mod:`serving.requests`, answers
 encoded by :mod:`serving.responses`; HTTP itself (bodies, headers, errors) is
 :mod:`serving.handler`'s job. Inputs are checked against the served spec
 (:mod:`serving.input_checks`) before the model call, and outputs for finiteness after it
@@ -28,6 +38,7 @@ route's name (its endpoint function's name) and the version that answered (:attr
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from dataclasses import dataclass, field
@@ -36,19 +47,27 @@ from typing import TYPE_CHECKING, Callable, Mapping
 from feature_specs.spec_nodes import quoted
 from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, MAX_VERSION, RANK_SIGNATURE
 from serving.errors import MethodNotAllowed, RequestError
-from serving.input_checks import check_examples, check_ranges
+from serving.input_checks import Where, check_examples, check_ranges
 from serving.metrics import METRICS_CONTENT_TYPE, METRICS_PATH
 from serving.models import ModelRegistry, ServedVersion, UnknownVersionLabel, VersionNotServed
+from serving.oip_v2 import infer_response, infer_row, infer_where, model_metadata, output_specs, parse_infer
 from serving.requests import parse_json_object, parse_predict, parse_rank, predict_rows, rank_sources
 from serving.responses import check_finite, predict_response, rank_response_json
 
 if TYPE_CHECKING:
     from serving.server import ModelServer
 
+DISTRIBUTION = "mmoe-ranking"  # the installed package (pyproject.toml): the v2 server metadata's version
+
 MODEL_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
     r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
     r"(?P<action>/metadata|:[A-Za-z]+)?$"
+)
+V2_MODEL_PATH = re.compile(  # the Open Inference Protocol's model paths
+    r"^/v2/models/(?P<name>[^/]+)"
+    r"(?:/versions/(?P<version>[^/]+)|/labels/(?P<label>[^/]+))?"
+    r"(?P<action>/ready|/infer)?$"
 )
 
 
@@ -173,12 +192,7 @@ def predict(call: Call) -> tuple[int, dict]:
         raise RequestError(f"unknown signature_name {name!r}; this model has {sorted(served.signatures)}", 400)
     inputs, fmt = parse_predict(request, signature.inputs)
     row = predict_rows(fmt)
-    if name == RANK_SIGNATURE:
-        check_ranges(inputs, served.columns, lambda index, feature: row(index))
-    elif name == DEFAULT_SIGNATURE:
-        check_examples(inputs[EXAMPLES_INPUT], served.columns, lambda index, feature: row(index))
-    outputs = signature(inputs)
-    check_finite(outputs, row)
+    outputs = checked_call(served, name, inputs, lambda index, feature: row(index), row)
     return 200, predict_response(outputs, fmt)
 
 
@@ -192,6 +206,80 @@ def rank(call: Call) -> tuple[int, bytes]:
     check_finite(outputs, lambda index: f"candidates[{index}]")
     model_spec = {"name": call.registry.name, "version": str(served.version), "signature_name": RANK_SIGNATURE}
     return 200, rank_response_json(outputs, served.spec, top_k, model_spec)
+
+
+def v2_server_metadata(call: Call) -> tuple[int, dict]:
+    """The Open Inference Protocol's server metadata."""
+    return 200, {"name": call.server.RequestHandlerClass.server_version,
+                 "version": importlib.metadata.version(DISTRIBUTION), "extensions": []}
+
+
+def v2_live(call: Call) -> tuple[int, dict]:
+    """The process answers."""
+    return 200, {"live": True}
+
+
+def v2_ready(call: Call) -> tuple[int, dict]:
+    """:func:`readyz` as the protocol answers it: 200, else 400 (the protocol's 4xx for false)."""
+    status, body = readyz(call)
+    if status == 200:
+        return 200, {"ready": True}
+    return 400, {"ready": False, "error": body["error"]}
+
+
+def v2_model_metadata(call: Call) -> tuple[int, dict]:
+    """The Open Inference Protocol's model metadata (:func:`serving.oip_v2.model_metadata`)."""
+    served = call.served_version()
+    return 200, model_metadata(call.registry.name, call.registry.versions(), served)
+
+
+def v2_model_ready(call: Call) -> tuple[int, dict]:
+    """200 when the version asked for (the newest without one) is loaded; else a 4xx saying why
+    (404 for a version not served, 400 before any version loads or for an unknown label)."""
+    try:
+        call.served_version()
+    except RequestError as error:
+        return error.status if error.status < 500 else 400, {
+            "name": call.registry.name, "ready": False, "error": str(error)}
+    return 200, {"name": call.registry.name, "ready": True}
+
+
+def v2_infer(call: Call) -> tuple[int, dict]:
+    """The Open Inference Protocol's inference (:func:`serving.oip_v2.parse_infer`), checked and
+    batched as :func:`predict` is."""
+    request = parse_json_object(call.body)
+    served = call.served_version()
+    infer = parse_infer(request, served.signatures)
+    outputs = checked_call(served, infer.signature, infer.inputs, infer_where(infer.signature), infer_row)
+    specs = output_specs(served.signatures[infer.signature])
+    return 200, infer_response(call.registry.name, served.version, infer, outputs, specs)
+
+
+def checked_call(served: ServedVersion, name: str, inputs: dict, where: Where,
+                 row: Callable[[int], str]) -> dict:
+    """Signature ``name`` of ``served`` on ``inputs``, checked before (the spec's ranges for
+    ``predict_raw``, the tf.Examples for ``serving_default``) and after (finite outputs).
+
+    Args:
+        served: the version that answers.
+        name: a signature of it.
+        inputs: input name -> numpy array, rows first.
+        where: names row ``i``'s value of a feature, for the input checks.
+        row: names row ``i``, for the output check.
+
+    Returns:
+        Output name -> numpy array.
+
+    Raises:
+        RequestError: 400 for a value the spec rules out or an output that is not finite.
+    """
+    if name == RANK_SIGNATURE:
+        check_ranges(inputs, served.columns, where)
+    elif name == DEFAULT_SIGNATURE:
+        check_examples(inputs[EXAMPLES_INPUT], served.columns, where)
+    outputs = served.signatures[name](inputs)
+    check_finite(outputs, row)
+    return outputs
 
 
 def served_version(registry: ModelRegistry, version: int | None, label: str | None = None) -> ServedVersion:
@@ -220,6 +308,9 @@ SERVER_ROUTES: Mapping[str, Route] = {
     "/healthz": Route(("GET", "HEAD"), healthz),
     "/readyz": Route(("GET", "HEAD"), readyz),
     METRICS_PATH: Route(("GET", "HEAD"), metrics, content_type=METRICS_CONTENT_TYPE),
+    "/v2": Route(("GET", "HEAD"), v2_server_metadata),
+    "/v2/health/live": Route(("GET", "HEAD"), v2_live),
+    "/v2/health/ready": Route(("GET", "HEAD"), v2_ready),
 }
 
 MODEL_ROUTES: Mapping[str | None, Route] = {  # the action after /v1/models/{name}[/versions/{v}]
@@ -229,8 +320,16 @@ MODEL_ROUTES: Mapping[str | None, Route] = {  # the action after /v1/models/{nam
     ":rank": Route(("POST",), rank, model_call=True),
 }
 
+V2_MODEL_ROUTES: Mapping[str | None, Route] = {  # the action after /v2/models/{name}[/versions/{v}]
+    None: Route(("GET", "HEAD"), v2_model_metadata),
+    "/ready": Route(("GET", "HEAD"), v2_model_ready),
+    "/infer": Route(("POST",), v2_infer, model_call=True),
+}
+MODEL_TABLES = ((MODEL_PATH, MODEL_ROUTES), (V2_MODEL_PATH, V2_MODEL_ROUTES))
+
 # every method some route answers: any other (OPTIONS, TRACE, CONNECT, an unknown token) is a 405
-METHODS = tuple(sorted({m for table in (SERVER_ROUTES, MODEL_ROUTES) for r in table.values() for m in r.methods}))
+METHODS = tuple(sorted({m for table in (SERVER_ROUTES, MODEL_ROUTES, V2_MODEL_ROUTES)
+                       for r in table.values() for m in r.methods}))
 
 
 def resolve(server: ModelServer, method: str, path: str, body: bytes) -> tuple[Route, Call]:
@@ -272,14 +371,18 @@ def _resolve(server: ModelServer, path: str, body: bytes) -> tuple[Route, Call]:
     if path in SERVER_ROUTES:
         return SERVER_ROUTES[path], Call(server, None, body)
     registry = server.registry
-    match = MODEL_PATH.match(path)
-    if not match:
-        raise RequestError(f"no such endpoint {path!r}; see /v1/models/{registry.name}", 404)
+    for pattern, table in MODEL_TABLES:
+        match = pattern.match(path)
+        if match:
+            break
+    else:
+        raise RequestError(f"no such endpoint {path!r}; see /v1/models/{registry.name} "
+                           f"or /v2/models/{registry.name}", 404)
     if match["name"] != registry.name:
         raise RequestError(f"unknown model {match['name']!r}; this server serves {registry.name!r}", 404)
     version = _parse_version(match["version"])
-    route = MODEL_ROUTES.get(match["action"])
-    if route is None:
+    route = table.get(match["action"])
+    if route is None:  # only the v1 path takes an action no route answers
         methods = " and ".join(action for action in MODEL_ROUTES if action and action.startswith(":"))
         raise RequestError(f"unsupported method {match['action'][1:]!r}; this server answers {methods}", 404)
     return route, Call(server, version, body, model=registry.name, label=match["label"])

@@ -18,7 +18,7 @@ from mmoe_cli.spec_commands import add_spec_parser
 from serving.batching import DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_ENQUEUED_BATCHES
 from serving.ports import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_PORT
 from serving.versions import DEFAULT_VERSION_POLICY, POLICY_FORMS, VERSION_LABELS_FLAG, VERSIONS_FLAG
-from serving.workers import default_workers
+from serving.workers import DEFAULT_MAX_RESTARTS, RESTART_WINDOW_SECONDS, default_workers
 
 DEFAULT_WORKDIR = os.path.join("runs", "clicklog")
 SPELLING_NOTE = "Flags are written with dashes (--input-format); the snake_case spelling (--input_format) is accepted too, as Beam writes its own."
@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int_in(1), default=default_workers(),
                        help="server processes sharing the REST and gRPC ports (SO_REUSEPORT, Linux), each with its "
                        "own TensorFlow runtime, model copy, batchers, limits and metrics, so each adds about one "
-                       "server's memory (about 0.7 GiB resident plus the loaded versions' weights); 1 serves in this process "
+                       "server's memory (about 0.7 GiB resident plus the loaded versions' weights); a worker that "
+                       f"dies is restarted ({DEFAULT_MAX_RESTARTS} times within {RESTART_WINDOW_SECONDS:g} s at most); "
+                       "1 serves in this process "
                        f"(default: the CPUs this process may use, {default_workers()} here)")
     serve.add_argument("--max-concurrent-requests", type=int_in(1), default=DEFAULT_MAX_CONCURRENT_REQUESTS,
                        help="model requests in progress at once; more get 503 + Retry-After "

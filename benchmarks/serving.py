@@ -1,24 +1,34 @@
-"""Serving speed: rank latency over HTTP against the in-process call, and throughput under load.
+"""Serving speed: rank latency over REST, gRPC and the Open Inference Protocol v2 against the
+in-process call, and throughput under load, with one and two server workers.
 
 Needs an exported model: run ``mmoe run`` first (it writes ``runs/clicklog/export/clicklog/<v>``).
-Two servers (``serving.server.serve``, with and without batching) run in child processes on free
-loopback ports; clients are threads of this process, each with its own persistent keep-alive
-``http.client.HTTPConnection`` (as a real client keeps its connections open).
+Servers (``serving.server.serve``: with batching and TF Serving's gRPC API, without batching, and
+with ``workers=2``) run in child processes on free loopback ports. Latency and the 1/8/32-client
+throughput are driven by threads of this process, each with its own persistent keep-alive
+``http.client.HTTPConnection`` or its own gRPC channel (as a real client keeps its connections
+open); the worker sweep's 32 clients are threads of ``CLIENT_PROCESSES`` separate client processes
+(``benchmarks/load_clients.py``), so one client GIL does not cap what two workers can answer.
 
-Measures, for one rank request of ``--candidates`` candidates (default 100) whose features are
-made up from the spec stored in the SavedModel:
+Measures, for one rank of ``--candidates`` candidates (default 100) whose features are made up
+from the spec stored in the SavedModel:
 
-* latency p50/p99 of the ``predict_raw`` call in process (the SavedModel loaded here, called back
-  to back) and of ``POST :rank`` over HTTP by one client (request encoded once, response decoded),
-  with and without server batching;
-* throughput (requests/s) with 1, 8 and 32 concurrent clients, with and without batching.
+* latency p50/p99, by one client, of the ``predict_raw`` call in process (the SavedModel loaded
+  here, called back to back), of ``POST /v1/models/<name>:rank`` (REST, request encoded once,
+  response decoded), of ``PredictionService.Predict`` on ``predict_raw`` with the stock
+  tensorflow-serving-api stub (request built once, outputs decoded with ``tf.make_ndarray`` and
+  sorted) and of ``POST /v2/models/<name>/infer`` (OIP v2, request encoded once, response decoded
+  and sorted), with batching; in process and REST without batching too;
+* throughput (requests/s) with 1, 8 and 32 concurrent REST clients, with and without batching,
+  and candidates scored per second at 32 clients;
+* requests/s and candidates/s of REST ``:rank`` at 32 clients with ``workers`` 1 and 2.
 
-The machine may be shared and noisy, so what is compared is measured side by side: the in-process
-and HTTP latencies alternate in blocks of ``BLOCK`` calls over the same time window, and so do the
-batching and non-batching servers' throughput windows. Ratios are taken within one run.
+The machine may be shared and noisy, so what is compared is measured side by side: the in-process,
+REST, gRPC and OIP v2 latencies alternate in blocks of ``BLOCK`` calls over the same time window,
+and the throughput windows of the servers compared (batching vs not, 1 vs 2 workers) alternate.
+Ratios are taken within one run.
 
-    .venv/bin/python benchmarks/serving.py                          # ~20 s plus two server starts
-    .venv/bin/python benchmarks/serving.py --model-base runs/clicklog/export --seconds 60
+    .venv/bin/python benchmarks/serving.py                          # ~60 s plus three server starts
+    .venv/bin/python benchmarks/serving.py --model-base runs/clicklog/export --seconds 8 --output /tmp/s.json
 
 Writes benchmarks/results/serving.json (and prints it).
 """
@@ -35,6 +45,7 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -42,18 +53,31 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from feature_specs.tensors import TF_DTYPES, serving_columns  # noqa: E402
+from serving.contract import RANK_SIGNATURE, existing_versions  # noqa: E402
 from serving.models import read_spec, resolve_model_dir  # noqa: E402
-from serving.contract import existing_versions  # noqa: E402
+from serving.oip_v2 import DATATYPES  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import describe_cpu  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 CONCURRENCY = (1, 8, 32)
 BLOCK = 20  # calls per alternating latency block
 ROUNDS = 3  # alternating throughput windows per server and concurrency
+WORKERS = (1, 2)  # the worker-count sweep
+SWEEP_CLIENTS = 32  # concurrent clients of the worker sweep
+CLIENT_PROCESSES = 2  # processes the sweep's clients are spread over (benchmarks/load_clients.py)
+LOAD_CLIENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "load_clients.py")
+# the budget in phases: latency 5 (4 calls alternating with batching, 1 phase each; in process and
+# REST without batching, 1), throughput 6 (2 servers x 3 concurrencies), worker sweep 2 (2 counts)
+PHASES = 13
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model-base", default="runs/clicklog/export",
                         help="export base holding <name>/<version>/ (default: %(default)s, made by `mmoe run`)")
     parser.add_argument("--model-name", default=None, help="model name (default: the only one under --model-base)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="total time budget of the measurements")
+    parser.add_argument("--seconds", type=float, default=60.0, help="total time budget of the measurements")
     parser.add_argument("--candidates", type=int, default=100, help="candidates per rank request")
     parser.add_argument("--batch-max-size", type=int, default=4096, help="server batching: most rows per call")
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0, help="server batching: longest wait")
@@ -103,6 +127,7 @@ class InProcess:
         model = tf.saved_model.load(os.path.join(model_dir, str(version)))
         self.function = model.signatures["predict_raw"]
         rows = [{**request["context"], **c} for c in request["candidates"]]
+        self.dtypes = {c.name: TF_DTYPES[c.dtype] for c in serving_columns(spec)}
         self.arrays = {c.name: np.array([r[c.name] for r in rows], dtype=TF_DTYPES[c.dtype].as_numpy_dtype
                                         if c.dtype != "string" else object) for c in serving_columns(spec)}
         for _ in range(5):
@@ -111,6 +136,45 @@ class InProcess:
     def call(self) -> None:
         outputs = self.function(**{k: tf.constant(v) for k, v in self.arrays.items()})
         np.argsort(-outputs["score"].numpy())  # the server sorts too
+
+
+def oip_infer_body(arrays: dict[str, np.ndarray], dtypes: dict[str, tf.DType]) -> bytes:
+    """The OIP v2 ``/infer`` body of the same rows: one ``{"name", "shape", "datatype", "data"}``
+    input per ``predict_raw`` input (``arrays``: name -> 1-D numpy array; ``dtypes``: their tf dtypes)."""
+    inputs = [{"name": name, "shape": [len(array)], "datatype": DATATYPES[dtypes[name]], "data": array.tolist()}
+              for name, array in arrays.items()]
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def oip_infer(connection: "Connection", path: str, body: bytes) -> None:
+    """One OIP v2 infer: the answer decoded (orjson) and its scores sorted, as the rank endpoint does."""
+    status, payload = connection.post(path, body)
+    if status != 200:
+        raise RuntimeError(f"infer failed: {status} {payload[:300]!r}")
+    outputs = {output["name"]: output["data"] for output in orjson.loads(payload)["outputs"]}
+    np.argsort(-np.asarray(outputs["score"]))
+
+
+class GrpcClient:
+    """One gRPC channel and the stock ``PredictionServiceStub``; ``call`` sends ``predict_raw``
+    on the rows of ``arrays`` (name -> 1-D numpy array, ``dtypes`` their tf dtypes), the
+    PredictRequest built once, and decodes every output (``tf.make_ndarray``) and sorts the scores."""
+
+    def __init__(self, port: int, name: str, arrays: dict[str, np.ndarray], dtypes: dict[str, tf.DType]):
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(name=name, signature_name=RANK_SIGNATURE))
+        for key, array in arrays.items():
+            self.request.inputs[key].CopyFrom(tf.make_tensor_proto(array, dtype=dtypes[key]))
+
+    def call(self) -> None:
+        response = self.stub.Predict(self.request, timeout=60)
+        outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+        np.argsort(-outputs["score"])
+
+    def close(self) -> None:
+        self.channel.close()
 
 
 def timed_block(call, count: int) -> list[float]:
@@ -123,18 +187,18 @@ def timed_block(call, count: int) -> list[float]:
     return timings
 
 
-def side_by_side_latency(in_process: InProcess, port: int, path: str, body: bytes, seconds: float) -> tuple[dict, dict]:
-    """(in-process, HTTP) latency percentiles, alternating blocks of ``BLOCK`` calls for ``seconds``."""
-    connection = Connection(port)
-    http_call = functools.partial(http_rank, connection, path, body)
-    for _ in range(5):
-        http_call()
-    local, remote, deadline = [], [], time.perf_counter() + seconds
+def side_by_side_latency(calls: dict, seconds: float) -> dict[str, dict]:
+    """``{label: percentiles}`` of ``calls`` (label -> no-argument callable), each warmed up, then
+    their blocks of ``BLOCK`` calls alternating for ``seconds``."""
+    for call in calls.values():
+        for _ in range(5):
+            call()
+    timings = {label: [] for label in calls}
+    deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        local += timed_block(in_process.call, BLOCK)
-        remote += timed_block(http_call, BLOCK)
-    connection.close()
-    return percentiles(local), percentiles(remote)
+        for label, call in calls.items():
+            timings[label] += timed_block(call, BLOCK)
+    return {label: percentiles(values) for label, values in timings.items()}
 
 
 def http_rank(connection: "Connection", path: str, body: bytes) -> dict:
@@ -152,28 +216,37 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``serving.server.serve`` in a child process on a free loopback port."""
+    """``serving.server.serve`` in a child process on free loopback ports: REST on ``port``, gRPC
+    on ``grpc_port`` when ``grpc`` (else None), ``workers`` processes sharing them."""
 
-    def __init__(self, model_base: str, model_name: str | None, batch_max_size: int, batch_timeout_ms: float):
+    def __init__(self, model_base: str, model_name: str | None, batch_max_size: int, batch_timeout_ms: float,
+                 grpc: bool = False, workers: int = 1):
         self.port = free_port()
+        self.grpc_port = free_port() if grpc else None
         code = ("import sys; sys.path.insert(0, %r); from serving.server import serve; "
-                "serve(%r, %r, port=%d, batch_max_size=%d, batch_timeout_ms=%r, poll_seconds=0)"
-                % (ROOT, model_base, model_name, self.port, batch_max_size, batch_timeout_ms))
+                "serve(%r, %r, port=%d, batch_max_size=%d, batch_timeout_ms=%r, poll_seconds=0, grpc_port=%r, "
+                "workers=%d)"
+                % (ROOT, model_base, model_name, self.port, batch_max_size, batch_timeout_ms, self.grpc_port, workers))
+        self.log = tempfile.TemporaryFile()  # the server's stderr: a file, so its logging never blocks on a pipe
         self.process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-        deadline = time.monotonic() + 120
+                                        stderr=self.log, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        deadline, pids = time.monotonic() + 120, set()  # the Server headers seen: one per ready worker
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"server exited: {self.log.read().decode()[-2000:]}")
             try:
-                status, _ = Connection(self.port).get("/readyz")
+                connection = Connection(self.port)  # a new connection: SO_REUSEPORT spreads them over workers
+                status, _ = connection.get("/readyz")
                 if status == 200:
-                    return
+                    pids.add(connection.server_header)
+                    if len(pids) >= workers:
+                        return
             except OSError:
                 pass
             time.sleep(0.2)
         self.close()
-        raise RuntimeError("server did not become ready in 120 s")
+        raise RuntimeError(f"server did not become ready with {workers} worker(s) in 120 s")
 
     def close(self) -> None:
         self.process.terminate()
@@ -181,6 +254,7 @@ class ServerProcess:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.close()
 
 
 class Connection:
@@ -188,10 +262,12 @@ class Connection:
 
     def __init__(self, port: int):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.server_header = None  # the last answer's Server header (names the worker's pid with workers)
 
     def get(self, path: str) -> tuple[int, bytes]:
         self.connection.request("GET", path)
         response = self.connection.getresponse()
+        self.server_header = response.getheader("Server")
         return response.status, response.read()
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
@@ -243,6 +319,39 @@ def side_by_side_throughput(servers: dict[str, "ServerProcess"], path: str, body
     return {label: {str(c): round(rps / ROUNDS, 1) for c, rps in by_clients.items()} for label, by_clients in done.items()}
 
 
+def process_clients_throughput(port: int, path: str, body_file: str, clients: int, seconds: float) -> float:
+    """Completed requests per second of ``clients`` keep-alive clients spread over
+    ``CLIENT_PROCESSES`` processes of ``benchmarks/load_clients.py``, over one shared window."""
+    processes = min(CLIENT_PROCESSES, clients)
+    start_at = time.time() + 2.0  # time for the processes to start, connect and warm up
+    jobs = []
+    for index in range(processes):
+        threads = clients // processes + (index < clients % processes)
+        job = {"port": port, "path": path, "body_file": body_file, "threads": threads, "start_at": start_at,
+               "seconds": seconds}
+        jobs.append(subprocess.Popen([sys.executable, LOAD_CLIENTS, json.dumps(job)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE))
+    done = 0
+    for child in jobs:
+        out, err = child.communicate(timeout=seconds + 120)
+        if child.returncode != 0:
+            raise RuntimeError(f"load clients failed: {err.decode()[-2000:]}")
+        done += json.loads(out)["done"]
+    return done / seconds
+
+
+def worker_sweep(servers: dict[int, "ServerProcess"], path: str, body_file: str, candidates: int,
+                 seconds: float) -> dict:
+    """``{"<workers>": {"rps", "candidates_per_s"}}`` at ``SWEEP_CLIENTS`` clients, the servers'
+    windows alternating, ``seconds`` per server in all."""
+    done = {workers: 0.0 for workers in servers}
+    for _ in range(ROUNDS):
+        for workers, server in servers.items():
+            done[workers] += process_clients_throughput(server.port, path, body_file, SWEEP_CLIENTS, seconds / ROUNDS)
+    return {str(workers): {"rps": round(rps / ROUNDS, 1), "candidates_per_s": round(rps / ROUNDS * candidates)}
+            for workers, rps in done.items()}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     model_dir, name = resolve_model_dir(args.model_base, args.model_name)
@@ -250,32 +359,72 @@ def main(argv=None) -> dict:
     spec = read_spec(os.path.join(model_dir, str(version)))
     request = rank_request(spec, args.candidates)
     body = json.dumps(request).encode()
-    path = f"/v1/models/{name}:rank"
-    # budget: 3 latency phases (batching: 2, in process and HTTP interleaved; no batching: 1) and
-    # 6 throughput phases (2 servers x 3 concurrencies)
-    phase = args.seconds / 9.0
+    path, infer_path = f"/v1/models/{name}:rank", f"/v2/models/{name}/infer"
+    phase = args.seconds / PHASES
 
+    cpu = describe_cpu()
     result = {"model": f"{model_dir}/{version}", "candidates": args.candidates, "seconds_per_phase": round(phase, 2),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "tensorflow": tf.__version__},
-              "client": "one persistent keep-alive http.client.HTTPConnection per client thread",
-              "method": f"in-process and HTTP latency alternate in blocks of {BLOCK} calls over the same window; "
-                        f"batching and no-batching throughput windows alternate ({ROUNDS} rounds each)",
+              "machine": {"cpus": os.cpu_count(), "cpu": cpu["model"], "cpu_features": cpu["features"],
+                          "python": platform.python_version(),
+                          "tensorflow": tf.__version__, "grpcio": grpc.__version__,
+                          "note": "shared and noisy: other people's jobs run on the same cores"},
+              "client": "one persistent keep-alive http.client.HTTPConnection (REST, OIP v2) or one gRPC channel "
+                        "with the stock tensorflow-serving-api PredictionServiceStub (gRPC) per client thread; "
+                        f"the worker sweep's {SWEEP_CLIENTS} clients are threads of {CLIENT_PROCESSES} client "
+                        "processes (benchmarks/load_clients.py)",
+              "method": f"in-process, REST, gRPC and OIP v2 latency alternate in blocks of {BLOCK} calls over the "
+                        f"same window; batching and no-batching throughput windows alternate, and so do the "
+                        f"1- and 2-worker windows ({ROUNDS} rounds each)",
               "batching": {"batch_max_size": args.batch_max_size, "batch_timeout_ms": args.batch_timeout_ms}}
     in_process = InProcess(model_dir, version, request, spec)
-    servers = {}
+    infer_body = oip_infer_body(in_process.arrays, in_process.dtypes)
+    servers, opened = {}, []
     try:
-        for label, max_size in (("batching", args.batch_max_size), ("no_batching", 1)):
-            servers[label] = ServerProcess(args.model_base, args.model_name, max_size, args.batch_timeout_ms)
-        local, remote = side_by_side_latency(in_process, servers["batching"].port, path, body, 2 * phase)
-        local_nb, remote_nb = side_by_side_latency(in_process, servers["no_batching"].port, path, body, phase)
-        rps = side_by_side_throughput(servers, path, body, phase)
+        servers["batching"] = ServerProcess(args.model_base, args.model_name, args.batch_max_size,
+                                            args.batch_timeout_ms, grpc=True)
+        servers["no_batching"] = ServerProcess(args.model_base, args.model_name, 1, args.batch_timeout_ms)
+        servers["workers_2"] = ServerProcess(args.model_base, args.model_name, args.batch_max_size,
+                                             args.batch_timeout_ms, grpc=True, workers=2)
+        batching = servers["batching"]
+        rest, infer = Connection(batching.port), Connection(batching.port)
+        stub = GrpcClient(batching.grpc_port, name, in_process.arrays, in_process.dtypes)
+        opened += [rest, infer, stub]
+        latency = side_by_side_latency({"in_process": in_process.call,
+                                        "http": functools.partial(http_rank, rest, path, body),
+                                        "grpc": stub.call,
+                                        "oip_v2": functools.partial(oip_infer, infer, infer_path, infer_body)},
+                                       4 * phase)
+        rest_nb = Connection(servers["no_batching"].port)
+        opened.append(rest_nb)
+        latency_nb = side_by_side_latency({"in_process": in_process.call,
+                                           "http": functools.partial(http_rank, rest_nb, path, body)}, phase)
+        for client in opened:
+            client.close()
+        rps = side_by_side_throughput({label: servers[label] for label in ("batching", "no_batching")},
+                                      path, body, phase)
+        body_file = os.path.join(tempfile.mkdtemp(prefix="bench_serving_"), "rank.json")
+        with open(body_file, "wb") as handle:
+            handle.write(body)
+        workers = worker_sweep({1: batching, 2: servers["workers_2"]}, path, body_file, args.candidates, phase)
     finally:
         for server in servers.values():
             server.close()
-    result["in_process"], result["http"], result["throughput_rps"] = local, remote, rps["batching"]
-    result["http_overhead_p50_ratio"] = round(remote["p50_ms"] / local["p50_ms"], 2)
-    result["no_batching"] = {"in_process": local_nb, "http": remote_nb, "throughput_rps": rps["no_batching"],
-                             "http_overhead_p50_ratio": round(remote_nb["p50_ms"] / local_nb["p50_ms"], 2)}
+    local = latency["in_process"]
+    result["in_process"], result["http"], result["throughput_rps"] = local, latency["http"], rps["batching"]
+    result["grpc"], result["oip_v2"] = latency["grpc"], latency["oip_v2"]
+    result["http_overhead_p50_ratio"] = round(latency["http"]["p50_ms"] / local["p50_ms"], 2)
+    result["overhead_ratio_to_in_process"] = {
+        protocol: {"p50": round(latency[protocol]["p50_ms"] / local["p50_ms"], 2),
+                   "p99": round(latency[protocol]["p99_ms"] / local["p99_ms"], 2)}
+        for protocol in ("http", "grpc", "oip_v2")}
+    result["candidates_per_s_32_clients"] = round(rps["batching"]["32"] * args.candidates)
+    result["workers"] = workers
+    result["workers_method"] = (f"REST :rank, {SWEEP_CLIENTS} clients in {CLIENT_PROCESSES} processes, "
+                                f"serve(workers=N) in a child process, batching on")
+    result["no_batching"] = {"in_process": latency_nb["in_process"], "http": latency_nb["http"],
+                             "throughput_rps": rps["no_batching"],
+                             "http_overhead_p50_ratio": round(latency_nb["http"]["p50_ms"]
+                                                              / latency_nb["in_process"]["p50_ms"], 2)}
     result["batching_gain_32_clients"] = round(rps["batching"]["32"] / rps["no_batching"]["32"], 2)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -87,6 +87,14 @@ def start_tensorflow_quietly(verbose: bool) -> None:
         tf.config.list_physical_devices()
 
 
+def start_worker_quietly(verbose: bool) -> None:
+    """A spawned server worker's start: the command's logging and a quiet TensorFlow import, which
+    a process started with ``spawn`` does not inherit from the command (picklable with
+    ``functools.partial``)."""
+    configure_logging(verbose)
+    start_tensorflow_quietly(verbose)
+
+
 def progress_verbosity(quiet: bool) -> int:
     """The training loop's ``verbose``: a progress bar (2) on a terminal, else one line per epoch (1).
 

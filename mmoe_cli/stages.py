@@ -8,6 +8,7 @@ one line.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -16,7 +17,7 @@ from feature_specs.errors import UserError
 from mmoe.architectures import check_architecture
 from mmoe.baselines import DEFAULT_BASELINES
 from mmoe.overrides import with_overrides
-from mmoe_cli.console import progress_verbosity
+from mmoe_cli.console import progress_verbosity, start_worker_quietly
 
 GENERATOR_MANIFEST = "_generator.json"
 
@@ -270,5 +271,6 @@ def cmd_serve(args, beam_args: list[str]) -> int:
         poll_seconds=args.poll_seconds, versions=versions, version_labels=version_labels,
         grpc_port=None if args.no_grpc else args.grpc_port, max_concurrent_requests=args.max_concurrent_requests,
         max_enqueued_batches=args.max_enqueued_batches, drain_seconds=args.drain_seconds, workers=args.workers,
+        worker_initializer=functools.partial(start_worker_quietly, args.verbose),
     )
     return 0

@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 from serving.batching import (
     DEFAULT_DRAIN_SECONDS,
@@ -298,7 +298,8 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
           drain_seconds: float = DEFAULT_DRAIN_SECONDS,
           versions: VersionPolicy | str = DEFAULT_VERSION_POLICY,
           version_labels: Mapping[str, int] | str | None = None,
-          grpc_port: int | None = DEFAULT_GRPC_PORT, workers: int = 1) -> None:
+          grpc_port: int | None = DEFAULT_GRPC_PORT, workers: int = 1,
+          worker_initializer: Callable[[], None] | None = None) -> None:
     """Serves every version under ``<model_base>/<model_name>/`` until SIGTERM or Ctrl-C (blocking),
     then drains and returns.
 
@@ -326,6 +327,9 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
             each with its own model copy, batchers, limits and metrics (the limits are per
             worker); this process supervises them and returns once all drained. 1 (the default)
             serves in this process, with no other.
+        worker_initializer: picklable; with ``workers`` > 1, run first in each worker process,
+            before it imports the server (the command line passes its logging set-up and quiet
+            TensorFlow start, which spawned processes do not inherit).
 
     Raises:
         serving.workers.WorkerFailed: with ``workers`` > 1, a worker failed to start or kept dying.
@@ -340,7 +344,7 @@ def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HO
         return
     resolve_model_dir(model_base, model_name)  # a wrong directory fails here, once, not in every worker
     run_workers(functools.partial(serve_worker, model_base, model_name, host, config), workers, host, port, grpc_port,
-                on_ready=functools.partial(_print_workers_banner, host))
+                on_ready=functools.partial(_print_workers_banner, host), initializer=worker_initializer)
 
 
 def serve_worker(model_base: str, model_name: str | None, host: str, config: ServerConfig, *, port: int,

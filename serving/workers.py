@@ -37,6 +37,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import socket
 import threading
@@ -91,10 +92,14 @@ def reserve_port(host: str, port: int, family: socket.AddressFamily = socket.AF_
     return sock
 
 
-def worker_main(target: Callable[..., None], port: int, grpc_port: int | None,
+def worker_main(initializer: Callable[[], None] | None, target: bytes, port: int, grpc_port: int | None,
                 reports: multiprocessing.connection.Connection) -> None:
-    """A worker process's entry point: runs ``target(port=, grpc_port=, report=)``, which serves
-    in the foreground, calls ``report(Report)`` once it listens and returns after its drain.
+    """A worker process's entry point: runs ``initializer()``, then ``target(port=, grpc_port=, report=)``,
+    which serves in the foreground, calls ``report(Report)`` once it listens and returns after its drain.
+
+    ``target`` arrives pickled and is unpickled only after ``initializer`` ran: unpickling it
+    imports its module (the server, hence TensorFlow), whose start-up the initializer may need to
+    arrange first (logging, quiet native start-up lines).
 
     A :class:`UserError` is sent to the parent (which raises it) and ends the worker with its
     exit code, without a traceback; any other exception is sent and re-raised.
@@ -102,7 +107,9 @@ def worker_main(target: Callable[..., None], port: int, grpc_port: int | None,
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # until the server's drain handler is installed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which forwards SIGTERM
     try:
-        target(port=port, grpc_port=grpc_port, report=reports.send)
+        if initializer is not None:
+            initializer()
+        pickle.loads(target)(port=port, grpc_port=grpc_port, report=reports.send)
     except UserError as error:
         reports.send({"pid": os.getpid(), "user_error": str(error), "exit_code": error.exit_code})
         raise SystemExit(error.exit_code) from None
@@ -115,8 +122,9 @@ class _Pool:
     """The worker processes, their report pipes, and the restart budget."""
 
     def __init__(self, target: Callable[..., None], count: int, port: int, grpc_port: int | None, max_restarts: int,
-                 restart_window: float):
-        self.target, self.count, self.port, self.grpc_port = target, count, port, grpc_port
+                 restart_window: float, initializer: Callable[[], None] | None = None):
+        self.target, self.count, self.port, self.grpc_port = pickle.dumps(target), count, port, grpc_port
+        self.initializer = initializer
         self.max_restarts, self.restart_window = max_restarts, restart_window
         self.processes: list = [None] * count
         self.pipes: list = [None] * count
@@ -126,7 +134,7 @@ class _Pool:
 
     def start(self, slot: int) -> None:
         receive, send = _SPAWN.Pipe(duplex=False)
-        process = _SPAWN.Process(target=worker_main, args=(self.target, self.port, self.grpc_port, send),
+        process = _SPAWN.Process(target=worker_main, args=(self.initializer, self.target, self.port, self.grpc_port, send),
                                  name=f"mmoe-serving-worker-{slot}", daemon=False)
         process.start()
         send.close()  # the worker holds its end: EOF here once it exits
@@ -156,7 +164,8 @@ class _Pool:
 
 def run_workers(target: Callable[..., None], count: int, host: str, port: int, grpc_port: int | None,
                 on_ready: Callable[[Sequence[Report], int, int | None], None],
-                max_restarts: int = DEFAULT_MAX_RESTARTS, restart_window: float = RESTART_WINDOW_SECONDS) -> None:
+                max_restarts: int = DEFAULT_MAX_RESTARTS, restart_window: float = RESTART_WINDOW_SECONDS,
+                initializer: Callable[[], None] | None = None) -> None:
     """Runs ``count`` worker processes sharing ``host:port`` (and ``grpc_port``) until SIGTERM or
     Ctrl-C, then forwards SIGTERM, waits for every worker's drain and returns.
 
@@ -173,6 +182,8 @@ def run_workers(target: Callable[..., None], count: int, host: str, port: int, g
             when all workers first listen (e.g. to print the banner).
         max_restarts: int. Unexpected worker exits restarted within ``restart_window`` seconds;
             one more stops the server.
+        initializer: picklable, called first in each worker, before ``target`` is unpickled (and
+            its module imported): e.g. the command line's logging set-up and quiet TensorFlow start.
 
     Raises:
         UserError: a worker's, when one failed to start on a user's mistake.
@@ -186,7 +197,7 @@ def run_workers(target: Callable[..., None], count: int, host: str, port: int, g
             family = socket.getaddrinfo(host.strip("[]"), grpc_port, type=socket.SOCK_STREAM)[0][0]
             reserved.append(reserve_port(host, grpc_port, family))
             grpc_port = reserved[1].getsockname()[1]
-        pool = _Pool(target, count, port, grpc_port, max_restarts, restart_window)
+        pool = _Pool(target, count, port, grpc_port, max_restarts, restart_window, initializer)
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, lambda *_: pool.terminate()) if main_thread else None
         try:
@@ -204,9 +215,12 @@ def _supervise(pool: _Pool, on_ready: Callable[[Sequence[Report], int, int | Non
         pool.start(slot)
     came_up = False
     failure: BaseException | None = None
-    while pool.live() or any(pipe is not None for pipe in pool.pipes):
+    # every process not yet joined is waited on, exited or not: one that died between two waits
+    # (so no longer "live") must still be seen here, to be restarted or to fail the server
+    while any(p is not None for p in pool.processes) or any(pipe is not None for pipe in pool.pipes):
         try:
-            waiting = [p.sentinel for p in pool.live()] + [pipe for pipe in pool.pipes if pipe is not None]
+            waiting = [p.sentinel for p in pool.processes if p is not None] + [
+                pipe for pipe in pool.pipes if pipe is not None]
             ready = multiprocessing.connection.wait(waiting)
         except KeyboardInterrupt:
             log.info("interrupted: stopping %d worker(s)", len(pool.live()))

@@ -45,7 +45,8 @@ def on_ready(reports, port, grpc_port):
 
 try:
     run_workers(functools.partial(getattr(worker_targets, sys.argv[1]), sys.argv[2]), 2, "127.0.0.1", 0, 0,
-                on_ready, max_restarts=int(sys.argv[3]))
+                on_ready, max_restarts=int(sys.argv[3]),
+                initializer=functools.partial(os.makedirs, os.path.join(sys.argv[2], "initialized"), exist_ok=True))
 except UserError as error:
     print("user error:", error, error.exit_code, flush=True)
     sys.exit(error.exit_code)
@@ -75,6 +76,8 @@ def test_a_dead_worker_is_restarted_and_sigterm_then_stops_every_worker_with_exi
         assert ready[0] == "ready" and int(ready[1]) > 0 and int(ready[2]) > 0 and len(set(ready[3:])) == 2
         # the survivor and the restarted worker each wrote <pid>.up; the dead one never did
         wait_for(lambda: len(list(tmp_path.glob("*.up"))) == 3)
+        workers_up = [up for up in tmp_path.glob("*.up") if up.name != "pool.up"]
+        assert [up.read_text() for up in workers_up] == ["initialized"] * 2, "each ran the initializer first"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:

@@ -30,7 +30,8 @@ def serve_until_sigterm(marker_dir: str, *, port: int, grpc_port: int | None, re
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    open(os.path.join(marker_dir, f"{os.getpid()}.up"), "w").close()
+    with open(os.path.join(marker_dir, f"{os.getpid()}.up"), "w") as up:  # "initialized": the initializer ran first
+        up.write("initialized" if os.path.isdir(os.path.join(marker_dir, "initialized")) else "")
     _report(report, port)
     while not stopped.wait(0.05):
         pass

@@ -42,7 +42,7 @@ def test_census_spec_runs_through_pipeline_training_and_export(tmp_path):
     csv_path = str(tmp_path / "census.csv")
     assert convert(SAMPLE, csv_path) == 3000
     spec = load_spec(bundled_spec_path("census_income"))
-    spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, epochs=8, batch_size=64, learning_rate=0.003))
+    spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, epochs=4, batch_size=64, learning_rate=0.006))
     workdir = Workdir(str(tmp_path / "run"))
     report = preprocess(spec, csv_path, workdir.root)
     assert report["input_rows"] == 3000 and report["rejected"]["total"] == 0

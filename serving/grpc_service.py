@@ -52,9 +52,8 @@ from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RANK_SIGNATURE
 from serving.errors import RequestError
 from serving.grpc_errors import Refused, answer
 from serving.grpc_tensors import input_arrays, write_outputs
-from serving.input_checks import check_examples, check_ranges
+from serving.input_checks import checked_call
 from serving.models import ModelRegistry, ServedVersion
-from serving.responses import check_finite
 
 if TYPE_CHECKING:
     from serving.metrics import ServerMetrics
@@ -129,19 +128,6 @@ def output_names(output_filter, outputs: list[str]) -> list[str]:
     return names
 
 
-def check_inputs(served: ServedVersion, signature_name: str, inputs: dict) -> None:
-    """The REST predict's checks of inputs against the served spec (:mod:`serving.input_checks`).
-
-    Raises:
-        RequestError: 400 naming the row and the input (``row 3 of input 'item_price'``).
-    """
-    if signature_name == RANK_SIGNATURE:
-        check_ranges(inputs, served.columns, lambda index, feature: f"row {index} of input {feature!r}")
-    elif signature_name == DEFAULT_SIGNATURE:
-        check_examples(inputs[EXAMPLES_INPUT], served.columns,
-                       lambda index, feature: f"row {index} of input {EXAMPLES_INPUT!r}")
-
-
 # -- the services ----------------------------------------------------------------------------------
 
 
@@ -212,9 +198,10 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
                           f"serving signature key {name!r} not found; this model has {sorted(served.signatures)}")
         names = output_names(request.output_filter, signature.outputs)
         inputs = input_arrays(request.inputs, signature.inputs, self.max_elements)
-        check_inputs(served, name, inputs)
-        outputs = signature(inputs)
-        check_finite({key: outputs[key] for key in names}, lambda index: f"row {index}")
+        input_name = (lambda feature: feature) if name == RANK_SIGNATURE else (lambda feature: EXAMPLES_INPUT)
+        outputs = checked_call(served, name, inputs,
+                               lambda index, feature: f"row {index} of input {input_name(feature)!r}",
+                               lambda index: f"row {index}", names)
         response = predict_pb2.PredictResponse(model_spec=response_spec(self.registry, served, name))
         write_outputs(response.outputs, outputs, names)
         return response
@@ -265,13 +252,7 @@ class ModelStatusServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer
         version, label = requested_version(registry, request)
         if label is not None:
             version = registry.label_version(label)
-        statuses = registry.statuses()
-        if version is not None:
-            statuses = [s for s in statuses if s.version == version]
-            if not statuses:
-                raise RequestError(f"version {version} of model {registry.name!r} was not found", 404)
-        elif not statuses:
-            raise RequestError(f"model {registry.name!r} has no versions yet under {registry.model_dir}", 404)
+        statuses = registry.reported_statuses(version)
         return json_format.ParseDict({"model_version_status": [s.to_json() for s in statuses]},
                                      get_model_status_pb2.GetModelStatusResponse())
 

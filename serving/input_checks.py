@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -27,7 +27,12 @@ from feature_specs.example_proto import Example
 from feature_specs.spec import Column
 from feature_specs.tensors import TF_DTYPES
 from feature_specs.values import InvalidValue, typed_value
+from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RANK_SIGNATURE
 from serving.errors import RequestError
+from serving.responses import check_finite
+
+if TYPE_CHECKING:
+    from serving.models import ServedVersion
 
 # (row index, feature name) -> where that value came from, e.g. "candidates[3]" or "context"
 Where = Callable[[int, str], str]
@@ -151,3 +156,31 @@ def _absent_or_wrong(feature, column: Column, where: str):
                            f"the spec's {column.dtype} column needs a {expected}")
     raise RequestError(f"{where}: feature {column.name!r} holds {len(getattr(feature, kind).value)} values; "
                        "expected exactly 1")
+
+
+def checked_call(served: ServedVersion, name: str, inputs: dict, where: Where,
+                 row: Callable[[int], str], checked_outputs: Sequence[str] | None = None) -> dict:
+    """Signature ``name`` of ``served`` on ``inputs``, checked before (the spec's ranges for
+    ``predict_raw``, the tf.Examples for ``serving_default``) and after (finite outputs).
+
+    Args:
+        served: the version that answers.
+        name: a signature of it.
+        inputs: input name -> numpy array, rows first.
+        where: names row ``i``'s value of a feature, for the input checks.
+        row: names row ``i``, for the output check.
+        checked_outputs: the outputs that must be finite (those answered); None for all.
+
+    Returns:
+        Output name -> numpy array.
+
+    Raises:
+        RequestError: 400 for a value the spec rules out or an output that is not finite.
+    """
+    if name == RANK_SIGNATURE:
+        check_ranges(inputs, served.columns, where)
+    elif name == DEFAULT_SIGNATURE:
+        check_examples(inputs[EXAMPLES_INPUT], served.columns, where)
+    outputs = served.signatures[name](inputs)
+    check_finite(outputs if checked_outputs is None else {key: outputs[key] for key in checked_outputs}, row)
+    return outputs

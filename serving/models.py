@@ -58,6 +58,7 @@ from serving.contract import (
     spec_path,
     version_dir,
 )
+from serving.errors import RequestError
 from serving.versions import (
     DEFAULT_VERSION_POLICY,
     VERSION_LABELS_FLAG,
@@ -386,6 +387,22 @@ class ModelRegistry:
     def status(self, version: int) -> VersionStatus | None:
         with self._lock:
             return self._status.get(version)
+
+    def reported_statuses(self, version: int | None = None) -> list[VersionStatus]:
+        """What a status request answers (REST's ``model_version_status``, gRPC's GetModelStatus):
+        every version's status, newest first, or only ``version``'s.
+
+        Raises:
+            RequestError: 404 for a version never seen, or a model with no versions yet.
+        """
+        statuses = self.statuses()
+        if version is not None:
+            statuses = [s for s in statuses if s.version == version]
+            if not statuses:
+                raise RequestError(f"version {version} of model {self.name!r} was not found", 404)
+        elif not statuses:
+            raise RequestError(f"model {self.name!r} has no versions yet under {self.model_dir}", 404)
+        return statuses
 
     # -- loading ---------------------------------------------------------------------------------
 

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping
 
 from feature_specs.spec_nodes import quoted
-from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, MAX_VERSION, RANK_SIGNATURE
+from serving.contract import DEFAULT_SIGNATURE, MAX_VERSION, RANK_SIGNATURE
 from serving.errors import MethodNotAllowed, RequestError
-from serving.input_checks import Where, check_examples, check_ranges
+from serving.input_checks import check_ranges, checked_call
 from serving.metrics import METRICS_CONTENT_TYPE, METRICS_PATH
 from serving.models import ModelRegistry, ServedVersion, UnknownVersionLabel, VersionNotServed
 from serving.oip_v2 import infer_response, infer_row, infer_where, model_metadata, output_specs, parse_infer
@@ -153,14 +153,7 @@ def model_status(call: Call) -> tuple[int, dict]:
     registry, version = call.registry, call.version
     if call.label is not None:
         version = label_version(registry, call.label)
-    statuses = registry.statuses()
-    if version is not None:
-        statuses = [s for s in statuses if s.version == version]
-        if not statuses:
-            raise RequestError(f"version {version} of model {registry.name!r} was not found", 404)
-    elif not statuses:
-        raise RequestError(f"model {registry.name!r} has no versions yet under {registry.model_dir}", 404)
-    return 200, {"model_version_status": [s.to_json() for s in statuses]}
+    return 200, {"model_version_status": [s.to_json() for s in registry.reported_statuses(version)]}
 
 
 def metrics(call: Call) -> tuple[int, bytes]:
@@ -253,33 +246,6 @@ def v2_infer(call: Call) -> tuple[int, dict]:
     outputs = checked_call(served, infer.signature, infer.inputs, infer_where(infer.signature), infer_row)
     specs = output_specs(served.signatures[infer.signature])
     return 200, infer_response(call.registry.name, served.version, infer, outputs, specs)
-
-
-def checked_call(served: ServedVersion, name: str, inputs: dict, where: Where,
-                 row: Callable[[int], str]) -> dict:
-    """Signature ``name`` of ``served`` on ``inputs``, checked before (the spec's ranges for
-    ``predict_raw``, the tf.Examples for ``serving_default``) and after (finite outputs).
-
-    Args:
-        served: the version that answers.
-        name: a signature of it.
-        inputs: input name -> numpy array, rows first.
-        where: names row ``i``'s value of a feature, for the input checks.
-        row: names row ``i``, for the output check.
-
-    Returns:
-        Output name -> numpy array.
-
-    Raises:
-        RequestError: 400 for a value the spec rules out or an output that is not finite.
-    """
-    if name == RANK_SIGNATURE:
-        check_ranges(inputs, served.columns, where)
-    elif name == DEFAULT_SIGNATURE:
-        check_examples(inputs[EXAMPLES_INPUT], served.columns, where)
-    outputs = served.signatures[name](inputs)
-    check_finite(outputs, row)
-    return outputs
 
 
 def served_version(registry: ModelRegistry, version: int | None, label: str | None = None) -> ServedVersion:

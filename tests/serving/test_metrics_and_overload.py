@@ -28,7 +28,8 @@ from serving.batching import Batcher, InFlight, Overloaded, ShuttingDown
 from serving.metrics import METRICS_PATH
 from serving.server import make_server
 
-RANK = "/v1/models/clicklog:rank"
+from rank_load import RANK, rank_until_refused
+
 SLOW_SECONDS = 0.3  # each model call of the slowed model
 
 
@@ -224,31 +225,11 @@ def test_sigterm_during_a_load_loop_loses_no_accepted_request(model_base, rank_b
     outcomes: list[str] = []  # each request's status, or the error that lost it
     stop = threading.Event()
 
-    def load_loop() -> None:
-        """Ranks on one keep-alive connection until the server closes it or refuses to connect."""
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        while not stop.is_set():
-            try:
-                connection.request("POST", RANK, body=rank_body, headers={"Content-Type": "application/json"})
-            except ConnectionRefusedError:
-                return  # not accepted: nothing lost
-            except OSError as error:
-                outcomes.append(f"lost: {type(error).__name__}")
-                return
-            try:
-                response = connection.getresponse()
-                response.read()
-            except (OSError, http.client.HTTPException) as error:
-                outcomes.append(f"lost: {type(error).__name__}: {error}")
-                return
-            outcomes.append(str(response.status))
-            if response.will_close:
-                return  # the server said so: a client (or load balancer) goes elsewhere
-
     try:
         banner = process.stdout.readline()
         assert url in banner, banner
-        clients = [threading.Thread(target=load_loop) for _ in range(4)]
+        clients = [threading.Thread(target=rank_until_refused, args=(port, rank_body, outcomes, stop, False))
+                   for _ in range(4)]
         for client in clients:
             client.start()
         time.sleep(2 * SLOW_SECONDS)

@@ -29,9 +29,10 @@ from feature_specs.tensors import serving_columns
 from mmoe_cli import main as cli
 from serving.workers import default_workers, reserve_port
 
+from rank_load import rank_until_refused
+
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-RANK = "/v1/models/clicklog:rank"
 # runs run_workers over a worker_targets target: argv = target name, marker dir, max restarts
 SUPERVISE = """
 import functools, os, sys
@@ -189,31 +190,9 @@ def test_two_workers_share_the_ports_and_sigterm_during_a_load_loop_loses_no_acc
         assert [(v.version, v.state) for v in status.model_version_status] == [
             (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE)]
 
-        def load_loop() -> None:
-            """Ranks on keep-alive connections, a new one whenever the server closes one, until
-            the server refuses to connect (every worker stopped listening)."""
-            while not stop.is_set():
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                while not stop.is_set():
-                    try:
-                        connection.request("POST", RANK, body=rank_body, headers={"Content-Type": "application/json"})
-                    except ConnectionRefusedError:
-                        return  # not accepted: nothing lost
-                    except OSError as error:
-                        outcomes.append(f"lost: {type(error).__name__}")
-                        return
-                    try:
-                        response = connection.getresponse()
-                        response.read()
-                    except (OSError, http.client.HTTPException) as error:
-                        outcomes.append(f"lost: {type(error).__name__}: {error}")
-                        return
-                    outcomes.append(str(response.status))
-                    if response.will_close:
-                        break  # the server said so: connect again (a draining worker answers 503 meanwhile)
-                connection.close()
-
-        clients = [threading.Thread(target=load_loop) for _ in range(8)]
+        # a new connection whenever one is closed: a draining worker answers 503 while another serves
+        clients = [threading.Thread(target=rank_until_refused, args=(port, rank_body, outcomes, stop, True))
+                   for _ in range(8)]
         for client in clients:
             client.start()
         wait_for(lambda: outcomes.count("200") >= 40, 30)

@@ -11,8 +11,8 @@ RANK = "/v1/models/clicklog:rank"
 
 def rank_until_refused(port: int, body: bytes, outcomes: list[str], stop: threading.Event,
                        reconnect: bool) -> None:
-    """Sends ``body`` to ``:rank`` on 127.0.0.1:``port`` until ``stop`` is set or the server
-    refuses to connect (not accepted: nothing lost).
+    """Sends ``body`` to ``:rank`` on 127.0.0.1:``port`` until ``stop`` is set or a request cannot
+    be sent (not accepted: nothing lost). Only a request sent and then not answered is lost.
 
     Args:
         port: int. The server's REST port.
@@ -30,7 +30,10 @@ def rank_until_refused(port: int, body: bytes, outcomes: list[str], stop: thread
             while not stop.is_set():
                 try:
                     connection.request("POST", RANK, body=body, headers={"Content-Type": "application/json"})
-                except ConnectionRefusedError:
+                except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+                    # never read by the server: refused, or reset in a closing listener's queue
+                    # (SO_REUSEPORT: a draining worker's socket closes with connections the kernel
+                    # queued on it) or on an idle keep-alive connection it closed. Safe to retry.
                     return
                 except OSError as error:
                     outcomes.append(f"lost: {type(error).__name__}")

@@ -72,3 +72,31 @@ def plot_gate_usage(history: list[dict], path: str) -> str:
         axis.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2, loc="upper right")
     return _save(figure, path)
+
+
+def plot_paired_differences(comparison: dict, path: str) -> str:
+    """One panel per task: each pair's mean headline-metric improvement with its 95% interval.
+
+    Args:
+        comparison: a ``compare.json`` dict (:func:`mmoe.compare.summarize`). Improvements are
+            signed so that right of 0 is better (lower RMSE, higher AUC); the dashed line is
+            the tolerance within which a model counts as "as good".
+    """
+    headline = comparison["headline"]
+    pairs = list(comparison["paired"])
+    figure, axes = plt.subplots(1, len(headline), figsize=(4.5 * len(headline), 0.6 + 0.5 * len(pairs)), squeeze=False)
+    for axis, (task, metric) in zip(axes[0], headline.items()):
+        rows = [comparison["paired"][pair]["tasks"][task][metric] for pair in pairs]
+        means = np.array([r["improvement"]["mean"] for r in rows])
+        errors = np.array([[r["improvement"]["mean"] - r["improvement"]["low"],
+                            r["improvement"]["high"] - r["improvement"]["mean"]] for r in rows]).T
+        y = np.arange(len(pairs))
+        axis.errorbar(means, y, xerr=np.nan_to_num(errors), fmt="o", capsize=4)
+        axis.axvline(0.0, color="black", linewidth=0.8)
+        tolerance = max((r["tolerance"] for r in rows), default=0.0)
+        axis.axvline(-tolerance, color="grey", linestyle="--", linewidth=0.8)
+        axis.set_yticks(y, pairs if axis is axes[0][0] else [""] * len(pairs))
+        axis.invert_yaxis()
+        axis.set_title(f"{task}: {metric} improvement (95% CI)")
+        axis.grid(alpha=0.3)
+    return _save(figure, path)

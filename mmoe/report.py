@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import FeatureSpec
+from mmoe.compare_tables import gates_table, metrics_table, paired_table
 
 def plots(workdir: Workdir) -> tuple[tuple[str, str], ...]:
     """``(path, caption)`` of each plot the report embeds (those written are shown)."""
@@ -89,12 +90,75 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 th:first-child{text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}"""
 
 
-def write_report(spec: FeatureSpec, workdir: Workdir, history: dict, metrics: dict) -> str:
+def markdown_table_html(table: str) -> str:
+    """A Markdown pipe table (:mod:`mmoe.compare_tables`) as an HTML table; ``**x**`` is bold."""
+    rows = [line.strip().strip("|").split("|") for line in table.strip().splitlines()]
+    rows = [row for row in rows if not all(set(cell.strip()) <= set("-:") for cell in row)]
+
+    def cell(tag: str, text: str) -> str:
+        text = html.escape(text.strip())
+        if text.startswith("**") and text.endswith("**"):
+            text = f"<strong>{text[2:-2]}</strong>"
+        return f"<{tag}>{text}</{tag}>"
+
+    head = "".join(cell("th", text) for text in rows[0])
+    body = "".join("<tr>" + "".join(cell("th" if i == 0 else "td", t) for i, t in enumerate(row)) + "</tr>" for row in rows[1:])
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def comparison_section(comparison: dict, plot_path: str | None = None) -> str:
+    """The report's section for ``mmoe compare``: metrics over seeds, paired verdicts, gates.
+
+    Args:
+        comparison: a ``compare.json`` dict (:func:`mmoe.compare.summarize`).
+        plot_path: the paired-differences plot to embed, if written.
+    """
+    seeds = ", ".join(map(str, comparison["seeds"]))
+    parts = [
+        f"<h2>Comparison over seeds ({html.escape(seeds)})</h2>",
+        "<p>Same loop, budget and seeds for every model; mean ± standard deviation over seeds.</p>",
+        markdown_table_html(metrics_table(comparison)),
+        "<p>Model − baseline paired by seed on each task's headline metric, 95% t-interval. "
+        "<em>seesaw</em>: worse than the baseline on a task while better on another; <em>worse</em>: "
+        "worse on a task and better on none; <em>gain</em>: as good on every task (lower end within "
+        "0.001 AUC or 0.1% of an error) and better on one.</p>",
+        markdown_table_html(paired_table(comparison)),
+    ]
+    if comparison.get("gates"):
+        parts += [
+            "<h3>Do the gates choose?</h3><p>Per-example gate entropy over log E (1: uniform), experts "
+            "that fewer than 1% of examples weigh above a tenth of uniform (dead), and the mean "
+            "Jensen-Shannon divergence between the tasks' gates for the same example (0: one mixture "
+            "for all tasks), means over seeds.</p>",
+            markdown_table_html(gates_table(comparison)),
+        ]
+    if plot_path:
+        parts.append(_image(plot_path, "Paired improvement over the baselines, 95% intervals (right of 0 is better)"))
+    return "".join(parts)
+
+
+def write_comparison_report(spec: FeatureSpec, path: str, comparison: dict, plot_path: str | None = None) -> str:
+    """Writes the comparison alone as a self-contained page at ``path``; returns it."""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(spec.name)}: comparison</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(spec.name)}: model comparison</h1>
+{comparison_section(comparison, plot_path)}
+</body></html>
+"""
+    with tf.io.gfile.GFile(path, "w") as handle:
+        handle.write(page)
+    return path
+
+
+def write_report(spec: FeatureSpec, workdir: Workdir, history: dict, metrics: dict,
+                 comparison: dict | None = None, comparison_plot: str | None = None) -> str:
     """Writes ``model/report.html``; returns its path.
 
     Args:
         spec: the spec trained with. history: metric -> per-epoch values. metrics: the run's
             ``metrics.json`` dict, with ``baselines`` (architecture -> metrics) when trained.
+        comparison: a ``compare.json`` dict (``mmoe compare``), shown as its own section.
+        comparison_plot: its paired-differences plot.
     """
     rows = {f"{spec.model.architecture} (this run)": metrics, **metrics.get("baselines", {})}
     training = metrics.get("training", {})
@@ -111,6 +175,7 @@ def write_report(spec: FeatureSpec, workdir: Workdir, history: dict, metrics: di
 <h1>{html.escape(spec.name)}: training report</h1>
 <h2>Eval metrics</h2>{metric_table(spec, rows)}{best}
 <h2>Plots</h2>{figures}
+{comparison_section(comparison, comparison_plot) if comparison else ""}
 <h2>History</h2>{history_table(history)}
 <h2>Configuration</h2><pre>{html.escape(config)}</pre>
 </body></html>

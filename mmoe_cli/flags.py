@@ -13,6 +13,7 @@ from feature_specs.input_formats import INPUT_FORMATS
 from feature_specs.spec import MAX_BATCH_SIZE, MAX_EPOCHS
 from mmoe.architectures import ARCHITECTURES  # no Keras until a model is built
 from mmoe.baselines import DEFAULT_BASELINES  # no TensorFlow at import
+from mmoe_cli.compare_command import add_compare_parser
 from mmoe_cli.flag_types import FRACTION, float_in, int_in
 from mmoe_cli.spec_commands import add_spec_parser
 from serving.batching import DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_ENQUEUED_BATCHES
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="names for versions, as TF Serving's version_labels, e.g. stable=3,canary=4; a request "
                        "picks one with /v1/models/<name>/labels/<label>. Each must point to a version "
                        f"{VERSIONS_FLAG} serves (default: none)")
+    add_compare_parser(commands)
     add_spec_parser(commands)
     _accept_debug_anywhere(parser)
     return parser

@@ -7,6 +7,7 @@
     mmoe evaluate   recompute metrics.json from the trained model
     mmoe export     write the SavedModel to <workdir>/export/<spec name>/<version>/
     mmoe serve      REST server: TF Serving's predict API plus :rank, batching, hot reload
+    mmoe compare    train several architectures over several seeds, paired verdicts per task
     mmoe spec       propose a spec for a new log (infer), check a spec and data against it (check)
 
 Flags: mmoe_cli/flags.py; the stages: mmoe_cli/stages.py; `mmoe spec`: mmoe_cli/spec_commands.py;
@@ -24,6 +25,7 @@ import sys
 
 from feature_specs.errors import UserError
 from feature_specs.spec import SpecError
+from mmoe_cli.compare_command import cmd_compare
 from mmoe_cli.console import configure_logging, start_tensorflow_quietly
 from mmoe_cli.flags import build_parser, dashed_spelling, option_strings
 from mmoe_cli.spec_commands import cmd_spec
@@ -32,9 +34,10 @@ from mmoe_cli.stages import cmd_evaluate, cmd_export, cmd_generate, cmd_preproce
 COMMANDS = {
     "run": cmd_run, "generate": cmd_generate, "preprocess": cmd_preprocess, "train": cmd_train,
     "evaluate": cmd_evaluate, "export": cmd_export, "serve": cmd_serve, "spec": cmd_spec,
+    "compare": cmd_compare,
 }
 BEAM_COMMANDS = ("run", "preprocess")
-TENSORFLOW_COMMANDS = ("run", "preprocess", "train", "evaluate", "export", "serve")
+TENSORFLOW_COMMANDS = ("run", "preprocess", "train", "evaluate", "export", "serve", "compare")
 FILE_NOT_FOUND_EXIT_CODE = UserError.exit_code  # a missing input file is a bad input too
 
 

@@ -190,6 +190,7 @@ class ModelServer(http.server.ThreadingHTTPServer):
             log.warning("stopped with %d connection(s) still open after the %.1f s drain", self.connections(),
                         seconds)
         self.registry.close()
+        self.metrics.close()
         return drained
 
 
@@ -251,6 +252,7 @@ def build_server(model_base: str, model_name: str | None = None, host: str = DEF
         server = ModelServer((host, port), registry, config, in_flight, metrics, reuse_port)
     except BaseException:
         registry.close()
+        metrics.close()
         raise
     if config.grpc_port is not None:
         try:

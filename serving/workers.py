@@ -23,8 +23,13 @@ worker's :class:`~feature_specs.errors.UserError`) is raised, so the process exi
 Memory: every worker holds its own TensorFlow runtime and model copy, so N workers take about N
 times one server's resident memory (about 0.7 GiB resident each for the bundled clicklog model,
 measured; nearly all of it TensorFlow's runtime, the SavedModel's weights add their size per
-loaded version), and each loads the model at start (seconds: TensorFlow's import and the load). Metrics are per
-worker too: a scrape through the shared port reads the worker it reaches.
+loaded version), and each loads the model at start (seconds: TensorFlow's import and the load).
+
+Metrics are the server's, not a worker's: the parent gives the workers one directory (a fresh
+temporary one, removed at exit, unless ``PROMETHEUS_MULTIPROC_DIR`` is set already) for
+prometheus-client's multiprocess mode, so a scrape through the shared port, whichever worker it
+reaches, shows the counts of all of them (:mod:`serving.metrics`); a dead worker's live gauges are
+dropped (``mark_process_dead``) before it is restarted.
 
 Plain standard library at import (the command line reads :func:`default_workers` without
 TensorFlow); the worker's server is the ``target`` the caller passes in.
@@ -38,8 +43,10 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from typing import Callable, Sequence
@@ -131,6 +138,7 @@ class _Pool:
         self.reports: list[Report | None] = [None] * count
         self.restarts: collections.deque[float] = collections.deque()
         self.stopping = False
+        self.metrics_dir: str | None = None  # prometheus-client's multiprocess directory, while running
 
     def start(self, slot: int) -> None:
         receive, send = _SPAWN.Pipe(duplex=False)
@@ -201,13 +209,34 @@ def run_workers(target: Callable[..., None], count: int, host: str, port: int, g
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, lambda *_: pool.terminate()) if main_thread else None
         try:
-            _supervise(pool, on_ready)
+            with _shared_metrics_dir() as metrics_dir:
+                pool.metrics_dir = metrics_dir
+                _supervise(pool, on_ready)
         finally:
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
     finally:
         for sock in reserved:
             sock.close()
+
+
+class _shared_metrics_dir:
+    """Sets ``PROMETHEUS_MULTIPROC_DIR`` while the workers run (spawned processes take this
+    process's environment when they start, before they import anything): the user's directory if
+    it is set already, else a new temporary one, removed on exit."""
+
+    def __enter__(self) -> str:
+        from serving.metrics import MULTIPROCESS_DIR_ENV, multiprocess_dir  # prometheus-client, not TensorFlow
+
+        self.env, self.given = MULTIPROCESS_DIR_ENV, multiprocess_dir()
+        self.path = self.given or tempfile.mkdtemp(prefix="mmoe-serving-metrics-")
+        os.environ[self.env] = self.path
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        if self.given is None:
+            os.environ.pop(self.env, None)
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _supervise(pool: _Pool, on_ready: Callable[[Sequence[Report], int, int | None], None]) -> None:
@@ -251,6 +280,7 @@ def _supervise(pool: _Pool, on_ready: Callable[[Sequence[Report], int, int | Non
                 continue
             process.join()
             pool.processes[slot] = None
+            _forget_live_gauges(pool.metrics_dir, process.pid)
             if pool.pipes[slot] is not None:  # its last report, if any, before it is dropped
                 _drain_pipe(pool, slot)
             code = process.exitcode
@@ -272,6 +302,14 @@ def _supervise(pool: _Pool, on_ready: Callable[[Sequence[Report], int, int | Non
             pool.terminate()
     if failure is not None:
         raise failure
+
+
+def _forget_live_gauges(metrics_dir: str | None, pid: int) -> None:
+    """Drops a dead worker's ``live*`` gauge files (its counters stay: counts never go down)."""
+    if metrics_dir is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, metrics_dir)
 
 
 def _drain_pipe(pool: _Pool, slot: int) -> None:

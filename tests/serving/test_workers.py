@@ -23,10 +23,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2, model_service_pb2_grpc
 
 from feature_specs.tensors import serving_columns
 from mmoe_cli import main as cli
+from serving.metrics import METRICS_PATH
 from serving.workers import default_workers, reserve_port
 
 from rank_load import rank_until_refused
@@ -79,11 +81,14 @@ def test_a_dead_worker_is_restarted_and_sigterm_then_stops_every_worker_with_exi
         wait_for(lambda: len(list(tmp_path.glob("*.up"))) == 3)
         workers_up = [up for up in tmp_path.glob("*.up") if up.name != "pool.up"]
         assert [up.read_text() for up in workers_up] == ["initialized"] * 2, "each ran the initializer first"
+        metrics_dirs = {path.read_text() for path in tmp_path.glob("*.metrics")}
+        assert len(metrics_dirs) == 1 and os.path.isdir(metrics_dirs.pop()), "one metrics directory for all workers"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     finally:
         if process.poll() is None:
             process.kill()
+    assert not os.path.exists(next(tmp_path.glob("*.metrics")).read_text()), "removed once the workers stopped"
     stderr = process.stderr.read()
     assert "exited with code 3; restarting it (1 of 3 restarts within 60 s)" in stderr, stderr
     assert "Traceback" not in stderr
@@ -155,8 +160,23 @@ def worker_pid(response: http.client.HTTPResponse) -> int:
     return int(re.search(r"worker/(\d+)", response.getheader("Server"))[1])
 
 
+def scrape(port: int) -> dict:
+    """The metrics page of whichever worker the new connection reaches, parsed by prometheus-client."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", METRICS_PATH)
+        return {f.name: f for f in text_string_to_metric_families(connection.getresponse().read().decode())}
+    finally:
+        connection.close()
+
+
+def ready_count(families: dict) -> float:
+    return sum(s.value for s in families["mmoe_serving_requests"].samples
+               if s.name.endswith("_total") and s.labels["endpoint"] == "readyz")
+
+
 @pytest.mark.slow
-def test_two_workers_share_the_ports_and_sigterm_during_a_load_loop_loses_no_accepted_request(
+def test_two_workers_share_the_ports_and_metrics_and_sigterm_during_a_load_loop_loses_no_accepted_request(
         trained_run, rank_body, tmp_path):
     shutil.copytree(trained_run.export_path, tmp_path / "clicklog" / "1")
     code = (f"from serving.server import serve; serve({str(tmp_path)!r}, 'clicklog', port=0, grpc_port=0, "
@@ -184,6 +204,13 @@ def test_two_workers_share_the_ports_and_sigterm_during_a_load_loop_loses_no_acc
             answered_by.add(worker_pid(response))
             connection.close()
         assert answered_by == pids
+        # the metrics are the server's: whichever worker answers the scrape counts both workers' requests
+        # (a request is counted just after its answer is sent: the last one may lag a scrape by microseconds)
+        scrapes = []
+        wait_for(lambda: scrapes.append(scrape(port)) or ready_count(scrapes[-1]) >= 40, 10)
+        assert ready_count(scrapes[-1]) == 40
+        loaded = {s.labels["version"]: s.value for s in scrapes[-1]["mmoe_serving_model_version_loaded"].samples}
+        assert loaded == {"1": 2.0}, "both workers serve version 1"
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:  # the gRPC port is shared too
             status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
                 get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name="clicklog")), timeout=30)

@@ -32,6 +32,8 @@ def serve_until_sigterm(marker_dir: str, *, port: int, grpc_port: int | None, re
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     with open(os.path.join(marker_dir, f"{os.getpid()}.up"), "w") as up:  # "initialized": the initializer ran first
         up.write("initialized" if os.path.isdir(os.path.join(marker_dir, "initialized")) else "")
+    with open(os.path.join(marker_dir, f"{os.getpid()}.metrics"), "w") as metrics:  # the shared metrics directory
+        metrics.write(os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""))
     _report(report, port)
     while not stopped.wait(0.05):
         pass

@@ -32,7 +32,14 @@ NUMERIC_TRANSFORMS = ("zscore", "log1p", "quantile")
 ROLES = ("feature", "bias")
 TASK_KINDS = ("binary", "regression")
 # The losses a task of each kind may name, its default first; implemented in mmoe/losses.py.
-LOSSES = {"binary": ("binary_crossentropy",), "regression": ("mse", "huber")}
+LOSSES = {"binary": ("binary_crossentropy",), "regression": ("mse", "huber", "ziln", "tweedie", "poisson")}
+# Regression losses whose prediction is the conditional mean of a non-negative label in its original
+# units (a log link): they take the label untransformed and need a column with min >= 0.
+MEAN_LOSSES = ("ziln", "tweedie", "poisson")
+# Task heads: ``tower`` (one tower per task) or a funnel head over an earlier task (``after``):
+# ``esmm`` (Ma et al., SIGIR 2018) or ``aitm`` (Xi et al., KDD 2021); built in mmoe/model.py.
+HEADS = ("tower", "esmm", "aitm")
+FUNNEL_HEADS = ("esmm", "aitm")
 LABEL_TRANSFORMS = ("none", "log1p")
 SCORE_KINDS = ("weighted_sum", "product")
 SPLIT_METHODS = ("hash", "timestamp")
@@ -148,6 +155,15 @@ class Task:
         mask: optional column name; the task's loss counts only rows where it is > 0 (e.g.
             engagement observed only where clicked).
         unit: str. Unit of a regression label, used in metric names (``rmse_seconds``).
+        after: optional name of an earlier binary task this one can only follow (a funnel, e.g.
+            conversion after click): this task's label is 1 only where that task's label is 1,
+            and it is learned over every impression by a funnel ``head``.
+        head: str. ``tower``; or, with ``after``, ``esmm`` (the task's probability is the
+            earlier task's times a conditional tower's: pCTCVR = pCTR x pCVR) or ``aitm``
+            (an attention transfer from the earlier task's representation, with a calibration
+            loss keeping this task's probability below the earlier one's).
+        calibration_weight: float. Weight of AITM's calibration loss,
+            ``max(p_task - p_after, 0)`` per impression (alpha in Xi et al.); ``aitm`` only.
     """
 
     name: str
@@ -158,6 +174,9 @@ class Task:
     label_transform: str = "none"
     mask: str | None = None
     unit: str = ""
+    after: str | None = None
+    head: str = "tower"
+    calibration_weight: float = 0.6
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,11 +189,16 @@ class Ranking:
         kind: str. ``product``: prod_t output_t ** weight_t (click probability times engagement
             seconds is expected engagement); ``weighted_sum``: sum_t weight_t * output_t.
         weights: mapping task name -> weight. Outputs are in original units (probability, seconds).
+        user_key: str or None. The column naming the user: evaluation adds each binary task's
+            per-user AUC (gAUC: users with both classes, weighted by their impressions). A key
+            of its own, not ``group_by``: a request holds one page of one user, mostly without
+            a positive, while users rank many items over many requests.
     """
 
     group_by: str | None = None
     kind: str = "weighted_sum"
     weights: Mapping[str, float]
+    user_key: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 from feature_specs.spec import (
     DTYPES,
     EVENT_AGGREGATES,
+    FUNNEL_HEADS,
+    HEADS,
     LABEL_TRANSFORMS,
     LOSS_WEIGHTINGS,
     LOSSES,
@@ -27,6 +29,7 @@ from feature_specs.spec import (
     MAX_SHUFFLE_BUFFER,
     MAX_TABLE_ROWS,
     MAX_UNITS,
+    MEAN_LOSSES,
     ROLES,
     SCORE_KINDS,
     SPLIT_METHODS,
@@ -159,9 +162,51 @@ def _read_task(node: Node, column_types: Mapping[str, str]) -> Task:
     unit = node.get("unit", str, field_default(Task, "unit"))
     if unit and not unit.isidentifier():
         raise node.error("unit", f"must be a short identifier such as seconds, got {quoted(unit)}")
+    if loss in MEAN_LOSSES and label_transform != field_default(Task, "label_transform"):
+        raise node.error("label_transform", f"loss {loss} predicts the mean in the label's original units "
+                                            f"(a log link): leave label_transform out, got {quoted(label_transform)}")
+    head = node.choice("head", HEADS, field_default(Task, "head"))
+    after = node.get("after", str, field_default(Task, "after"))
+    calibration_weight = node.get("calibration_weight", float, field_default(Task, "calibration_weight"))
+    if calibration_weight < 0:
+        raise node.error("calibration_weight", f"must be >= 0, got {calibration_weight}")
+    if calibration_weight != field_default(Task, "calibration_weight") and head != "aitm":
+        raise node.error("calibration_weight", f"only head: aitm has a calibration loss; head is {head}")
     node.finish()
     return Task(name=name, label=label, kind=kind, loss=loss, weight=weight,
-                label_transform=label_transform, mask=mask, unit=unit)
+                label_transform=label_transform, mask=mask, unit=unit, after=after, head=head,
+                calibration_weight=calibration_weight)
+
+
+def _check_task_links(task_nodes: list[Node], tasks: tuple[Task, ...], columns: Mapping[str, Column]) -> None:
+    """Checks what ties a task to others and to its label column: a mean loss's non-negative
+    label, and a funnel (``after`` and ``head``): an earlier, unmasked binary task."""
+    earlier: dict[str, Task] = {}
+    for node, task in zip(task_nodes, tasks):
+        if task.loss in MEAN_LOSSES:
+            low = columns[task.label].min
+            if low is None or low < 0:
+                raise node.error("label", f"loss {task.loss} needs a non-negative label: declare column "
+                                          f"{quoted(task.label)} with min: 0")
+        if task.head in FUNNEL_HEADS and task.after is None:
+            raise node.error("after", f"head {task.head} needs the earlier task this one follows (after: <task>)")
+        if task.after is not None:
+            if task.head not in FUNNEL_HEADS:
+                raise node.error("head", f"a task with after: {task.after} needs a funnel head: "
+                                         f"{' or '.join(FUNNEL_HEADS)}")
+            before = earlier.get(task.after)
+            if before is None:
+                where = "is this task" if task.after == task.name else "is not a task declared before this one"
+                raise node.error("after", f"{quoted(task.after)} {where}")
+            if task.kind != "binary" or before.kind != "binary":
+                raise node.error("after", f"a funnel joins binary tasks; {task.name} is {task.kind} and "
+                                          f"{before.name} is {before.kind}")
+            for masked in (task, before):
+                if masked.mask is not None:
+                    raise node.error("mask" if masked is task else "after",
+                                     f"a funnel learns every task of it over all impressions; task "
+                                     f"{quoted(masked.name)} is masked by {quoted(masked.mask)}")
+        earlier[task.name] = task
 
 
 def _check_unique(nodes: list[Node], names: list[str], seen: dict[str, str]) -> None:
@@ -385,6 +430,7 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     tasks = tuple(_read_task(n, column_types) for n in task_nodes)
     task_seen: dict[str, str] = {}
     _check_unique(task_nodes, [t.name for t in tasks], task_seen)
+    _check_task_links(task_nodes, tasks, {c.name: c for c in features + columns})
     label_names = {t.label for t in tasks}
     for node, feature in zip(feature_nodes, features):
         if feature.name in label_names:

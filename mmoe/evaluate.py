@@ -12,12 +12,13 @@ from mmoe.metrics import (
     binary_metrics,
     calibration,
     gate_statistics,
+    grouped_auc,
     keras_rs_ranking_metrics,
     ndcg_at_k,
     regression_metrics,
 )
 from mmoe.model import GATE_WEIGHTS
-from mmoe.score import SCORE, output_name, served_outputs
+from mmoe.score import SCORE, conditional_output_name, output_name, served_outputs
 
 
 def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batch_size: int = 4096) -> dict:
@@ -61,19 +62,32 @@ def at_serving_values(spec: FeatureSpec, collected: dict) -> np.ndarray | None:
 
 
 def compute_metrics(spec: FeatureSpec, collected: dict, ndcg_k: int = 10) -> dict:
-    """Per-task metrics (in original units), ranking metrics by request and gate statistics."""
+    """Per-task metrics (in original units), ranking metrics by request and gate statistics.
+
+    A binary task also gets its per-user AUC (``gauc``, :func:`mmoe.metrics.grouped_auc`) when
+    the spec names ``ranking.user_key``; a funnel task (``after``) gets ``given_<after>``: the
+    metrics of its conditional probability on the rows where the earlier task's label is 1
+    (e.g. CVR AUC on clicked rows), beside its own over every impression (CTCVR AUC).
+    """
     metrics: dict = {}
     serving_rows = at_serving_values(spec, collected)
+    users = collected[spec.ranking.user_key] if spec.ranking.user_key else None
     for task in spec.tasks:
         labels = collected[task.label].astype(np.float64)
         predictions = collected[output_name(task)]
         observed = collected[task.mask] > 0 if task.mask else np.ones(labels.shape, dtype=bool)
         if task.kind == "binary":
             metrics[task.name] = binary_metrics(labels[observed], predictions[observed])
+            if users is not None:
+                metrics[task.name].update(grouped_auc(users[observed], labels[observed], predictions[observed]))
             if serving_rows is not None:
                 # served probabilities mean "if shown at the serving values": calibrate them there
                 rows = observed & serving_rows
                 metrics[task.name]["at_serving_values"] = calibration(labels[rows], predictions[rows])
+            if task.after is not None:
+                earlier = collected[spec.task(task.after).label] > 0
+                conditional = collected[conditional_output_name(task)]
+                metrics[task.name][f"given_{task.after}"] = binary_metrics(labels[earlier], conditional[earlier])
         else:
             metrics[task.name] = regression_metrics(labels[observed], predictions[observed], task.unit)
     if spec.ranking.group_by:

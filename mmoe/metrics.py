@@ -25,6 +25,91 @@ def exact_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``(n,)`` values, tied values sharing their average rank."""
+    _, inverse, counts = np.unique(np.asarray(values, dtype=np.float64).ravel(), return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]
+
+
+def spearman(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Spearman's rank correlation of ``(n,)`` labels and predictions (ties at average ranks);
+    NaN when either is constant or there are fewer than 2 values."""
+    x, y = average_ranks(labels), average_ranks(predictions)
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+LONG_QUANTILE = 0.8  # "long" engagement: a label above this quantile of the evaluated labels
+
+
+def long_auc(labels: np.ndarray, predictions: np.ndarray, quantile: float = LONG_QUANTILE) -> dict:
+    """How well predictions rank "long" labels (above the labels' ``quantile``) above the rest.
+
+    Args:
+        labels, predictions: ``(n,)``. quantile: float in (0, 1).
+
+    Returns:
+        ``long_auc`` (:func:`exact_auc` of ``label > threshold``), ``long_threshold``.
+    """
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    if labels.size == 0:
+        return {"long_auc": float("nan"), "long_threshold": float("nan")}
+    threshold = float(np.quantile(labels, quantile))
+    return {"long_auc": exact_auc(labels > threshold, predictions), "long_threshold": threshold}
+
+
+def calibration_by_decile(labels: np.ndarray, predictions: np.ndarray, bins: int = 10) -> list[dict]:
+    """Mean prediction against mean label in ``bins`` equal-count bins of the prediction (the
+    data of a calibration plot): a mean predictor lies on the diagonal in every bin.
+
+    Args:
+        labels, predictions: ``(n,)``. bins: int >= 1.
+
+    Returns:
+        one ``{"mean_prediction", "mean_label", "examples"}`` per non-empty bin, lowest first.
+    """
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    predictions = np.asarray(predictions, dtype=np.float64).ravel()
+    order = np.argsort(predictions, kind="stable")
+    return [
+        {"mean_prediction": float(predictions[rows].mean()), "mean_label": float(labels[rows].mean()),
+         "examples": int(rows.size)}
+        for rows in np.array_split(order, bins) if rows.size
+    ]
+
+
+def grouped_auc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> dict:
+    """Per-group AUC averaged with each group's row count as weight (gAUC, as Zhou et al.'s DIN
+    reports it per user), over the groups holding both classes. Ties share average ranks.
+
+    Args:
+        groups: ``(n,)`` group ids (e.g. users). labels: ``(n,)`` 0/1. scores: ``(n,)``.
+
+    Returns:
+        ``gauc`` (NaN when no group has both classes), ``gauc_groups`` (groups counted),
+        ``gauc_groups_total``.
+    """
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    total = int(codes.max()) + 1 if codes.size else 0
+    order = np.lexsort((scores, codes))
+    codes, labels, scores = codes[order], labels[order], scores[order]
+    rank = _positions_within_groups(codes) + 1.0  # 1-based rank within the group
+    tie_start = np.r_[True, (codes[1:] != codes[:-1]) | (scores[1:] != scores[:-1])]
+    tie = np.cumsum(tie_start) - 1
+    rank = (np.bincount(tie, weights=rank) / np.bincount(tie))[tie]  # ties share their mean rank
+    rows = np.bincount(codes, minlength=total).astype(np.float64)
+    positives = np.bincount(codes, weights=labels, minlength=total)
+    negatives = rows - positives
+    rank_sums = np.bincount(codes, weights=rank * labels, minlength=total)
+    both = (positives > 0) & (negatives > 0)
+    auc = (rank_sums[both] - positives[both] * (positives[both] + 1) / 2.0) / (positives[both] * negatives[both])
+    value = float(np.sum(auc * rows[both]) / np.sum(rows[both])) if both.any() else float("nan")
+    return {"gauc": value, "gauc_groups": int(both.sum()), "gauc_groups_total": total}
+
+
 def log_loss(labels: np.ndarray, probabilities: np.ndarray, eps: float = 1e-7) -> float:
     """Mean binary cross-entropy of ``(n,)`` probabilities against ``(n,)`` 0/1 labels."""
     y = np.asarray(labels, dtype=np.float64).ravel()
@@ -58,7 +143,9 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict:
 
 
 def regression_metrics(labels: np.ndarray, predictions: np.ndarray, unit: str = "") -> dict:
-    """RMSE and MAE in original units (named ``rmse_<unit>``), and the mean label and prediction."""
+    """RMSE and MAE in original units (named ``rmse_<unit>``), the mean label and prediction,
+    and how the predictions serve ranking: ``calibration`` (mean prediction / mean label),
+    ``calibration_by_decile``, ``spearman`` and ``long_auc`` (:func:`long_auc`)."""
     labels = np.asarray(labels, dtype=np.float64).ravel()
     predictions = np.asarray(predictions, dtype=np.float64).ravel()
     suffix = f"_{unit}" if unit else ""
@@ -71,6 +158,10 @@ def regression_metrics(labels: np.ndarray, predictions: np.ndarray, unit: str = 
         "mean_label": float(labels.mean()),
         "mean_prediction": float(predictions.mean()),
         "examples": int(labels.size),
+        "calibration": float(predictions.mean() / labels.mean()) if labels.mean() > 0 else float("nan"),
+        "calibration_by_decile": calibration_by_decile(labels, predictions),
+        "spearman": spearman(labels, predictions),
+        **long_auc(labels, predictions),
     }
 
 

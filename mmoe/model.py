@@ -9,6 +9,19 @@ Two Keras functional models share every layer:
   ``serving_value`` (e.g. position 1), so binary outputs are the probabilities "if shown there"
   and ranking never depends on the logged position; regression outputs as in training, plus
   ``gate_weights`` ``(batch, tasks, experts)`` for gated architectures.
+
+A regression task's output is ``(batch, units)``, ``units`` from its loss (three for ``ziln``).
+A funnel task (``after: click`` with ``head: esmm|aitm``) predicts the joint probability (click
+and conversion) in both models, and the serving model adds ``<task>_given_<after>``
+(:func:`conditional_key`), the conditional probability (conversion given click):
+
+* ``esmm``: the task's tower gives the conditional logit ``b``; the joint logit is
+  ``logit(sigmoid(a) sigmoid(b))`` with ``a`` the earlier task's logit (bias included in
+  training), so both tasks' losses run over every impression (Ma et al., SIGIR 2018).
+* ``aitm``: the task's tower reads :class:`~mmoe.layers.attention_transfer.AttentionTransfer` of
+  the earlier task's representation and its own, and predicts the joint probability directly;
+  the conditional is their ratio (Xi et al., KDD 2021). The calibration loss is in
+  :func:`mmoe.losses.task_loss_sums`.
 """
 
 from __future__ import annotations
@@ -31,6 +44,8 @@ from mmoe.encoder import (
     preprocessed_inputs,
 )
 from mmoe.layers import MLP, FixedValue
+from mmoe.layers.attention_transfer import AttentionTransfer
+from mmoe.layers.funnel import ConditionalProbability, FunnelLogit
 from mmoe.losses import task_loss
 
 GATE_WEIGHTS = "gate_weights"
@@ -68,9 +83,21 @@ def _fixed_bias_inputs(spec: FeatureSpec, bias_preprocess: keras.Model, referenc
     }
 
 
-def initial_output_bias(task: Task, statistics: Statistics) -> float:
-    """Where a task's output starts: the logit of its positive rate (binary) or its mean label
-    (regression), from the train split's statistics; 0 when they have no label mean.
+def conditional_key(task: Task) -> str:
+    """The serving model's key of a funnel task's conditional probability: ``<task>_given_<after>``."""
+    return f"{task.name}_given_{task.after}"
+
+
+def _logit(rate: float) -> float:
+    rate = min(max(rate, PRIOR_CLIP), 1.0 - PRIOR_CLIP)
+    return math.log(rate / (1.0 - rate))
+
+
+def initial_output_bias(task: Task, statistics: Statistics) -> list[float]:
+    """Where a task's output starts, one value per output unit: the logit of its positive rate
+    (binary; for an ``esmm`` head, of its rate given the earlier task's) or the biases whose
+    prediction is its mean label (regression: :attr:`mmoe.losses.TaskLoss.initial_bias`), from
+    the train split's statistics; 0 when they have no label mean.
 
     A binary head started at logit 0 predicts 0.5 for a task with a few percent positives; its
     first steps then push every tower unit down, which can leave the tower's ReLUs dead (seen on
@@ -78,35 +105,55 @@ def initial_output_bias(task: Task, statistics: Statistics) -> float:
     """
     mean = statistics.label_means.get(task.name)
     if mean is None:
-        return 0.0
+        return [0.0] * task_loss(task.loss).output_units
     if task.kind == "binary":
-        rate = min(max(mean, PRIOR_CLIP), 1.0 - PRIOR_CLIP)
-        return math.log(rate / (1.0 - rate))
-    return float(mean)
+        after = statistics.label_means.get(task.after) if task.head == "esmm" else None
+        return [_logit(mean / after if after else mean)]
+    return task_loss(task.loss).initial_bias(float(mean))
 
 
 def _task_heads(spec: FeatureSpec, mixtures: dict, bias_logit, serving_bias_logit,
                 statistics: Statistics) -> tuple[dict, dict]:
     train_outputs, serving_outputs = {}, {}
+    logits: dict[str, tuple] = {}  # binary task -> (training logit, serving logit)
+    representations: dict[str, object] = {}  # task -> its tower's input
     config = spec.model
     for task in spec.tasks:
+        representation = mixtures[task.name]
+        if task.head == "aitm":
+            representation = AttentionTransfer(name=f"transfer_{task.after}_to_{task.name}")(
+                [representations[task.after], representation])
+        representations[task.name] = representation
+        units = task_loss(task.loss).output_units
         tower = MLP(
-            list(config.tower_units) + [1], output_activation=None, dropout=config.dropout, name=f"tower_{task.name}"
+            list(config.tower_units) + [units], output_activation=None, dropout=config.dropout, name=f"tower_{task.name}"
         )
-        head = tower(mixtures[task.name])
-        tower.dense_layers[-1].bias.assign([initial_output_bias(task, statistics)])
+        head = tower(representation)
+        tower.dense_layers[-1].bias.assign(initial_output_bias(task, statistics))
         if task.kind != "binary":
             train_outputs[task.name] = serving_outputs[task.name] = head
             continue
-        train_outputs[task.name] = (
-            keras.layers.Add(name=f"{task.name}_logit_with_bias")([head, bias_logit]) if bias_logit is not None else head
-        )
-        serving_logit = (
-            keras.layers.Add(name=f"{task.name}_logit_at_serving")([head, serving_bias_logit])
-            if serving_bias_logit is not None
-            else head
-        )
+        if task.head == "esmm":
+            joint = FunnelLogit(name=f"{task.name}_joint_logit")
+            before_train, before_serving = logits[task.after]
+            train_logit, serving_logit = joint([before_train, head]), joint([before_serving, head])
+            serving_outputs[conditional_key(task)] = keras.layers.Activation(
+                "sigmoid", name=f"{conditional_key(task)}_probability")(head)
+        else:
+            train_logit = (
+                keras.layers.Add(name=f"{task.name}_logit_with_bias")([head, bias_logit]) if bias_logit is not None else head
+            )
+            serving_logit = (
+                keras.layers.Add(name=f"{task.name}_logit_at_serving")([head, serving_bias_logit])
+                if serving_bias_logit is not None
+                else head
+            )
+        logits[task.name] = (train_logit, serving_logit)
+        train_outputs[task.name] = train_logit
         serving_outputs[task.name] = keras.layers.Activation("sigmoid", name=f"{task.name}_probability")(serving_logit)
+        if task.head == "aitm":
+            serving_outputs[conditional_key(task)] = ConditionalProbability(name=f"{conditional_key(task)}_probability")(
+                [serving_outputs[task.name], serving_outputs[task.after]])
     return train_outputs, serving_outputs
 
 
@@ -151,6 +198,14 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
 
 
 def task_losses(spec: FeatureSpec) -> tuple[dict, dict]:
-    """Keras losses and loss weights per task, as ``compile`` takes them (:data:`mmoe.losses.LOSS_FUNCTIONS`)."""
+    """Keras losses and loss weights per task, as ``compile`` takes them (:data:`mmoe.losses.LOSS_FUNCTIONS`).
+
+    Raises:
+        ValueError: for a task with ``head: aitm``, whose calibration loss joins two tasks'
+            outputs, which Keras' per-output losses cannot; :class:`mmoe.loop.Trainer` trains it.
+    """
+    for task in spec.tasks:
+        if task.head == "aitm":
+            raise ValueError(f"task {task.name!r} has head: aitm, whose calibration loss needs mmoe.loop.Trainer")
     losses = {task.name: task_loss(task.loss).keras_loss() for task in spec.tasks}
     return losses, {task.name: task.weight for task in spec.tasks}

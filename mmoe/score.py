@@ -5,6 +5,7 @@ server returns is the score the offline metrics were computed with. Written with
 it runs on symbolic TensorFlow tensors and on NumPy arrays alike.
 
 Output names: ``output_name(task)`` per task (``click_probability``, ``engagement``, ...),
+``conditional_output_name(task)`` per funnel task (``conversion_given_click_probability``),
 :data:`SCORE`, and ``mmoe.model.GATE_WEIGHTS`` for gated architectures.
 """
 
@@ -15,7 +16,8 @@ from typing import Mapping
 from keras import ops
 
 from feature_specs.spec import FeatureSpec, Task
-from mmoe.model import GATE_WEIGHTS
+from mmoe.losses import task_loss
+from mmoe.model import GATE_WEIGHTS, conditional_key
 
 SCORE = "score"
 
@@ -25,28 +27,47 @@ def output_name(task: Task) -> str:
     return f"{task.name}_probability" if task.kind == "binary" else task.name
 
 
+def conditional_output_name(task: Task) -> str:
+    """Name of a funnel task's served conditional probability, e.g. ``conversion_given_click_probability``."""
+    return f"{conditional_key(task)}_probability"
+
+
 def prediction_names(spec: FeatureSpec) -> list[str]:
-    """The per-row predictions every caller gets: each task's ``output_name``, then ``score``."""
-    return [output_name(task) for task in spec.tasks] + [SCORE]
+    """The per-row predictions every caller gets: each task's ``output_name`` (and, for a funnel
+    task, its ``conditional_output_name``), then ``score``."""
+    names = []
+    for task in spec.tasks:
+        names.append(output_name(task))
+        if task.after is not None:
+            names.append(conditional_output_name(task))
+    return names + [SCORE]
 
 
 def task_predictions(spec: FeatureSpec, model_outputs: Mapping) -> dict:
     """Converts the serving model's per-task outputs to served predictions.
 
     Args:
-        model_outputs: task name -> ``(batch, 1)``: probability (binary) or the prediction in the
-            label's transformed space (regression).
+        model_outputs: task name -> ``(batch, units)``: probability (binary) or the loss's outputs
+            (regression: the prediction in the label's transformed space, or the outputs a
+            mean loss turns into the mean, :attr:`mmoe.losses.TaskLoss.mean`); and for a
+            funnel task, ``<task>_given_<after>`` ``(batch, 1)``, its conditional probability.
 
     Returns:
         ``output_name(task)`` -> ``(batch,)`` float32: probabilities, or regression predictions in
-        the label's original units (``expm1`` undone for ``log1p`` labels, never below 0 there).
+        the label's original units (``expm1`` undone for ``log1p`` labels, never below 0 there);
+        and ``conditional_output_name(task)`` -> ``(batch,)`` per funnel task.
     """
     predictions = {}
     for task in spec.tasks:
-        value = ops.reshape(ops.cast(model_outputs[task.name], "float32"), (-1,))
-        if task.kind == "regression" and task.label_transform == "log1p":
-            value = ops.expm1(ops.maximum(value, 0.0))
-        predictions[output_name(task)] = value
+        value = ops.cast(model_outputs[task.name], "float32")
+        if task.kind == "regression":
+            value = task_loss(task.loss).mean(value)
+            if task.label_transform == "log1p":
+                value = ops.expm1(ops.maximum(value, 0.0))
+        predictions[output_name(task)] = ops.reshape(value, (-1,))
+        if task.after is not None:
+            conditional = ops.cast(model_outputs[conditional_key(task)], "float32")
+            predictions[conditional_output_name(task)] = ops.reshape(conditional, (-1,))
     return predictions
 
 

@@ -98,9 +98,9 @@ def test_task_outputs_start_at_the_train_split_label_means(trained_run):
         mean = statistics.label_means[task.name]
         expected = np.log(mean / (1 - mean)) if task.kind == "binary" else mean
         np.testing.assert_allclose(bias, [expected], rtol=1e-6)
-        assert initial_output_bias(task, Statistics()) == 0.0  # statistics written before label means
+        assert initial_output_bias(task, Statistics()) == [0.0]  # statistics written before label means
     click = next(t for t in trained_run.spec.tasks if t.kind == "binary")
-    assert initial_output_bias(click, Statistics(label_means={click.name: 0.0})) == pytest.approx(np.log(1e-4 / (1 - 1e-4)))
+    assert initial_output_bias(click, Statistics(label_means={click.name: 0.0})) == pytest.approx([np.log(1e-4 / (1 - 1e-4))])
 
 
 def test_spec_guide_lists_the_architectures():

@@ -8,6 +8,9 @@ from feature_specs.errors import UserError
 from feature_specs.input_formats import INPUT_FORMATS, format_from_extension
 
 
+BATCH_ROWS = 1 << 16  # rows per Arrow batch: a few MB, large against the per-batch costs
+
+
 class OptionError(UserError, ValueError):
     """A preprocess argument is wrong (the input format, ``--events``, ``--max_reject_rate``,
     ``--reuse_artifacts``); the message names the flag and what to pass."""
@@ -55,6 +58,11 @@ class PreprocessOptions(PipelineOptions):
             help="Workdir (or its artifacts/ directory) of an earlier run: reuse its vocabularies and "
                  "statistics instead of analyzing this run's train split, e.g. for daily runs that "
                  "must match the served model. Values outside them are counted per feature.")
+        parser.add_argument(
+            "--batch_rows", type=int, default=BATCH_ROWS,
+            help="Rows per Arrow batch carried through validation, split, analysis and writing. "
+                 "0 runs the row-at-a-time path instead (one element per row; far slower, the same "
+                 "outputs), kept for comparison.")
         parser.add_argument(
             "--workdir", default=None,
             help="Output directory or URI: data/{train,eval}-*.tfrecord.gz, artifacts/, rejected/ "

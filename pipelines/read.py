@@ -27,10 +27,11 @@ from feature_specs.input_formats import example_feature_value
 from pipelines.options import INPUT_FORMATS, OptionError
 from pipelines.records import RawRecord
 
-_CHUNK_BYTES = 1 << 16
+CHUNK_BYTES = 1 << 16
 
 
-def _raw_record(source: str, record: CsvRecord, header: Sequence[str]) -> RawRecord:
+def raw_csv_record(source: str, record: CsvRecord, header: Sequence[str]) -> RawRecord:
+    """A parsed CSV record as a RawRecord: values by header name, or the parse error."""
     if record.fields is None:
         return RawRecord(source, record.text, None, record.error)
     return RawRecord(source, record.text, dict(zip(header, record.fields)))
@@ -49,7 +50,7 @@ def parse_csv_line(source: str, line: bytes | str, header: Sequence[str]) -> Raw
         A record with ``values`` set, or with ``values=None`` and ``error`` saying why the record
         does not parse (invalid UTF-8, broken quoting, wrong number of fields).
     """
-    return _raw_record(source, parse_csv_record(line, len(header), source), header)
+    return raw_csv_record(source, parse_csv_record(line, len(header), source), header)
 
 
 class _CsvSource(FileBasedSource):
@@ -74,13 +75,13 @@ class _CsvSource(FileBasedSource):
             return
         blank = Metrics.counter("pipelines.read", "blank_lines_skipped")
         with self.open_file(file_name) as handle:
-            lines = text_lines(iter(functools.partial(handle.read, _CHUNK_BYTES), b""))
+            lines = text_lines(iter(functools.partial(handle.read, CHUNK_BYTES), b""))
             header = csv_file_header(next(lines, None), file_name)
             for record in csv_records(lines, len(header), file_name, self._max_record_bytes):
                 if record.blank:
                     blank.inc()
                     continue
-                yield _raw_record(file_name, record, header)
+                yield raw_csv_record(file_name, record, header)
 
 
 def _decode_line(source: str, line: bytes | str) -> str | RawRecord:

@@ -62,21 +62,32 @@ class CountRows(beam.PTransform):
     any other key names a single-element PCollection (e.g. ``quality``, ``join``) that is put into
     the counts document under that key unchanged.
 
+    Args:
+        row_counts: bool. The ``input``, ``train`` and ``eval`` elements are row counts (one int
+            per batch) to add up, instead of rows to count.
+
     Returns (from ``expand``):
         A single counts dict (see :func:`counts_from_parts`).
     """
+
+    def __init__(self, row_counts: bool = False):
+        super().__init__()
+        self._row_counts = row_counts
+
+    def _count(self):
+        return beam.CombineGlobally(sum) if self._row_counts else beam.combiners.Count.Globally()
 
     def expand(self, pcolls):
         rejected = pcolls["rejected"]
         parts = (
             pcolls["input"]
-            | "CountInput" >> beam.combiners.Count.Globally()
+            | "CountInput" >> self._count()
             | "TagInput" >> beam.Map(lambda n: ("input_rows", None, n)),
             pcolls["train"]
-            | "CountTrain" >> beam.combiners.Count.Globally()
+            | "CountTrain" >> self._count()
             | "TagTrain" >> beam.Map(lambda n: ("written", "train", n)),
             pcolls["eval"]
-            | "CountEval" >> beam.combiners.Count.Globally()
+            | "CountEval" >> self._count()
             | "TagEval" >> beam.Map(lambda n: ("written", "eval", n)),
             rejected
             | "Reasons" >> beam.Map(lambda r: r.reason)

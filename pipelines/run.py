@@ -45,17 +45,21 @@ from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec import FeatureSpec
 from feature_specs.spec_reader import load_spec, spec_from_dict
 from pipelines.analyze import AnalyzeTrain
+from pipelines.analyze_batches import AnalyzeTrainBatches
+from pipelines.batches import RawBatch
 from pipelines.files import delete_matching, matching_files, read_text, write_text
 from pipelines.input_checks import check_input_files
 from pipelines.join import JoinLabels
-from pipelines.options import (MissingInputError, OptionError, PreprocessOptions, infer_input_format,
+from pipelines.options import (BATCH_ROWS, MissingInputError, OptionError, PreprocessOptions, infer_input_format,
                                parse_event_inputs)
 from pipelines.quality import MergeProfiles
 from pipelines.read import ReadRecords
+from pipelines.read_batches import ReadBatches
 from pipelines.report import COUNTS_SUFFIX, CountRows, build_report, counts_json, finish_report, format_table
-from pipelines.split import SplitRows
+from pipelines.split import SplitBatches, SplitRows
 from pipelines.validate import ValidateRows, reference_checks
-from pipelines.write import WriteExamples, WriteFiles, WriteRejected, vocabulary_text
+from pipelines.validate_batches import ValidateBatches
+from pipelines.write import WriteExampleBatches, WriteExamples, WriteFiles, WriteRejected, vocabulary_text
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
@@ -135,7 +139,8 @@ def load_reused_artifacts(path: str, spec: FeatureSpec) -> ReusedArtifacts:
 
 def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: str, input_format: str,
                    workdir: Workdir, reused: ReusedArtifacts | None = None,
-                   event_inputs: Mapping[str, tuple[str, str]] | None = None) -> None:
+                   event_inputs: Mapping[str, tuple[str, str]] | None = None,
+                   batch_rows: int = BATCH_ROWS) -> None:
     """Adds every step of the preprocessing to ``pipeline``.
 
     Args:
@@ -148,34 +153,40 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
             (reuse mode); values outside them are counted per feature. None: analyze.
         event_inputs: source name -> ``(pattern, format)`` of each event source of
             ``spec.sources`` (label join); None when the spec has no ``sources:``.
+        batch_rows: int. Rows per Arrow batch (the batched path); 0: one element per row (the
+            row-at-a-time path, same outputs).
     """
     reference = (reference_checks(spec, reused.vocabulary_values(), reused.statistics())
                  if reused is not None else None)
-    records = pipeline | "Read" >> ReadRecords(input_pattern, input_format)
+    steps = _BatchSteps(spec, batch_rows) if batch_rows else _RowSteps(spec)
+    records = pipeline | "Read" >> steps.read(input_pattern, input_format)
     extra_counts = {}
     to_validate = records
     if spec.sources is not None:
-        events = {name: pipeline | f"ReadEvents[{name}]" >> ReadRecords(pattern, fmt)
+        events = {name: pipeline | f"ReadEvents[{name}]" >> steps.read(pattern, fmt)
                   for name, (pattern, fmt) in event_inputs.items()}
-        to_validate, orphans, join_stats = {"impressions": records, **events} | "JoinLabels" >> JoinLabels(spec.sources)
+        rows = {name: steps.rows(pcoll, name) for name, pcoll in {"impressions": records, **events}.items()}
+        joined, orphans, join_stats = rows | "JoinLabels" >> JoinLabels(spec.sources)
+        to_validate = steps.regroup(joined)
         orphans | "WriteOrphans" >> beam.io.WriteToText(workdir.orphan_events_prefix, file_name_suffix=".jsonl")
         extra_counts["join"] = join_stats
-    validated = to_validate | "Validate" >> ValidateRows(spec, reference)
-    train, eval_ = validated.valid | "Split" >> SplitRows(spec.split)
+    validated = to_validate | "Validate" >> steps.validate(reference)
+    train, eval_ = validated.valid | "Split" >> steps.split()
     names = [c.name for c in spec.all_columns]
     quality = (validated.profile
                | "MergeProfiles" >> beam.CombineGlobally(MergeProfiles())
                | "Summary" >> beam.Map(lambda profile, names: profile.summary(names), names))
 
-    train | "WriteTrain" >> WriteExamples(workdir.split_prefix("train"), spec.all_columns)
-    eval_ | "WriteEval" >> WriteExamples(workdir.split_prefix("eval"), spec.all_columns)
+    train | "WriteTrain" >> steps.write(workdir.split_prefix("train"))
+    eval_ | "WriteEval" >> steps.write(workdir.split_prefix("eval"))
     validated.rejected | "WriteRejected" >> WriteRejected(workdir.rejected_prefix)
-    counts = ({"input": records, "rejected": validated.rejected, "train": train, "eval": eval_,
+    counts = ({"input": steps.sizes(records, "Input"), "rejected": validated.rejected,
+               "train": steps.sizes(train, "Train"), "eval": steps.sizes(eval_, "Eval"),
                "quality": quality, **extra_counts}
-              | "Count" >> CountRows())
+              | "Count" >> CountRows(row_counts=bool(batch_rows)))
 
     if reused is None:
-        vocabularies, statistics = train | "Analyze" >> AnalyzeTrain(spec)
+        vocabularies, statistics = train | "Analyze" >> steps.analyze()
         analysis = (
             vocabularies | "VocabularyFiles" >> beam.Map(_vocabulary_file, workdir),
             statistics | "StatisticsFile" >> beam.Map(lambda stats, path: (path, stats.to_json()),
@@ -190,6 +201,70 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
         pipeline | "SpecFile" >> beam.Create([(workdir.spec_json, spec.to_json())]),
     )
     files | "Artifacts" >> beam.Flatten() | "WriteArtifacts" >> WriteFiles()
+
+
+class _RowSteps:
+    """The row-at-a-time path's transforms: one element per row (RawRecord, then dict)."""
+
+    def __init__(self, spec: FeatureSpec):
+        self._spec = spec
+
+    def read(self, pattern, input_format):
+        return ReadRecords(pattern, input_format)
+
+    def rows(self, pcoll, name):
+        return pcoll
+
+    def regroup(self, records):
+        return records
+
+    def validate(self, reference):
+        return ValidateRows(self._spec, reference)
+
+    def split(self):
+        return SplitRows(self._spec.split)
+
+    def write(self, prefix):
+        return WriteExamples(prefix, self._spec.all_columns)
+
+    def analyze(self):
+        return AnalyzeTrain(self._spec)
+
+    def sizes(self, pcoll, label):
+        return pcoll
+
+
+class _BatchSteps(_RowSteps):
+    """The batched path's transforms: RawBatch elements, then pa.Table of valid rows."""
+
+    def __init__(self, spec: FeatureSpec, batch_rows: int):
+        super().__init__(spec)
+        self._batch_rows = batch_rows
+
+    def read(self, pattern, input_format):
+        return ReadBatches(pattern, input_format, self._batch_rows)
+
+    def rows(self, pcoll, name):
+        return pcoll | f"Rows[{name}]" >> beam.FlatMap(RawBatch.iter_records)
+
+    def regroup(self, records):
+        return (records | "Regroup" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_rows)
+                | "ToBatches" >> beam.Map(RawBatch.from_records))
+
+    def validate(self, reference):
+        return ValidateBatches(self._spec, reference)
+
+    def split(self):
+        return SplitBatches(self._spec.split)
+
+    def write(self, prefix):
+        return WriteExampleBatches(prefix, self._spec.all_columns)
+
+    def analyze(self):
+        return AnalyzeTrainBatches(self._spec)
+
+    def sizes(self, pcoll, label):
+        return pcoll | f"Rows[{label}]" >> beam.Map(lambda batch: batch.num_rows)
 
 
 def _log_counters(result) -> None:
@@ -295,6 +370,8 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
         max_reject_rate = spec.pipeline.max_reject_rate
     if not 0.0 <= max_reject_rate <= 1.0:
         raise OptionError(f"--max_reject_rate must be in [0, 1], got {max_reject_rate}")
+    if flags.batch_rows < 0:
+        raise OptionError(f"--batch_rows must be 0 (the row-at-a-time path) or more, got {flags.batch_rows}")
     reuse_artifacts = reuse_artifacts or flags.reuse_artifacts
     input_format = input_format or infer_input_format(input_pattern)
     files = matching_files(input_pattern)
@@ -317,7 +394,7 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
     logger.info("preprocess: pipeline starting on %s", options.view_as(StandardOptions).runner)
     pipeline_start = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, spec, input_pattern, input_format, workdir, reused, events)
+        build_pipeline(pipeline, spec, input_pattern, input_format, workdir, reused, events, flags.batch_rows)
     logger.info("preprocess: pipeline finished in %.1f s", time.monotonic() - pipeline_start)
     _log_counters(pipeline.result)
 

@@ -12,6 +12,9 @@ import hashlib
 from typing import Any, Mapping
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from feature_specs.spec import Split
 
@@ -63,3 +66,55 @@ class SplitRows(beam.PTransform):
     def expand(self, rows):
         parts = rows | "Partition" >> beam.Partition(_partition, len(SPLITS), self._split)
         return parts[TRAIN], parts[EVAL]
+
+
+def eval_mask(table: pa.Table, split: Split) -> np.ndarray:
+    """Bool per row of a table of validated rows: True where :func:`split_index` says eval.
+
+    Hashes each distinct key once (sha256, as :func:`hash_fraction`), so the split is the row
+    path's, row for row.
+
+    Args:
+        table: pa.Table with the split's key column.
+        split: Split. The spec's split.
+    """
+    keys = table.column(split.key).combine_chunks()
+    if split.method == "hash":
+        encoded = pc.dictionary_encode(keys, null_encoding="encode")
+        fractions = np.array([hash_fraction(value, split.seed) for value in encoded.dictionary.to_pylist()])
+        indices = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return fractions[indices] < split.eval_fraction if len(fractions) else np.zeros(len(keys), dtype=bool)
+    if split.method == "timestamp":
+        return np.asarray(pc.greater_equal(keys, pa.scalar(split.cutoff)).to_numpy(zero_copy_only=False), dtype=bool)
+    raise ValueError(f"unknown split method {split.method!r}")
+
+
+class _SplitBatch(beam.DoFn):
+    def __init__(self, split: Split):
+        self._split = split
+
+    def process(self, table):
+        to_eval = eval_mask(table, self._split)
+        train, eval_ = table.filter(pa.array(~to_eval)), table.filter(pa.array(to_eval))
+        if train.num_rows:
+            yield train
+        if eval_.num_rows:
+            yield beam.pvalue.TaggedOutput(SPLITS[EVAL], eval_)
+
+
+class SplitBatches(beam.PTransform):
+    """:class:`SplitRows` for tables of validated rows: each table's rows split row by row.
+
+    Returns (from ``expand``):
+        ``(train, eval)`` PCollections of pa.Table.
+    """
+
+    def __init__(self, split: Split):
+        super().__init__()
+        if split.method not in ("hash", "timestamp"):
+            raise ValueError(f"unknown split method {split.method!r}")
+        self._split = split
+
+    def expand(self, tables):
+        parts = tables | "Split" >> beam.ParDo(_SplitBatch(self._split)).with_outputs(SPLITS[EVAL], main=SPLITS[TRAIN])
+        return parts[SPLITS[TRAIN]], parts[SPLITS[EVAL]]

@@ -9,6 +9,8 @@ import struct
 from typing import Any, Mapping, Sequence
 
 import apache_beam as beam
+from apache_beam import coders
+from apache_beam.io.filebasedsink import FileBasedSink
 from apache_beam.io.filesystem import CompressionTypes
 
 from feature_specs.spec import Column
@@ -97,6 +99,51 @@ class WriteExamples(beam.PTransform):
             | "WriteTFRecord" >> beam.io.WriteToTFRecord(
                 self._prefix, file_name_suffix=TFRECORD_SUFFIX,
                 compression_type=CompressionTypes.GZIP)
+        )
+
+
+class _FramedRecordsSink(FileBasedSink):
+    """GZIP TFRecord shards whose elements are already-framed runs of records (bytes)."""
+
+    def __init__(self, prefix: str):
+        super().__init__(prefix, coder=coders.BytesCoder(), file_name_suffix=TFRECORD_SUFFIX,
+                         compression_type=CompressionTypes.GZIP)
+
+    def write_encoded_record(self, file_handle, encoded_value):
+        file_handle.write(encoded_value)
+
+
+class _EncodeTable(beam.DoFn):
+    def __init__(self, columns: Sequence[Column]):
+        self._columns = tuple(columns)
+
+    def process(self, table):
+        from pipelines.example_encoding import encode_examples
+        from pipelines.tfrecord import frame_records
+
+        yield frame_records(encode_examples(table, self._columns))
+
+
+class WriteExampleBatches(beam.PTransform):
+    """:class:`WriteExamples` for tables of validated rows: each table is encoded and framed at
+    once (:mod:`pipelines.example_encoding`, :mod:`pipelines.tfrecord`), with the same Example
+    bytes and the same shards ``<prefix>-SSSSS-of-NNNNN.tfrecord.gz``.
+
+    Args:
+        prefix: str. Shard prefix, e.g. ``Workdir.split_prefix('train')``.
+        columns: the spec's ``all_columns``.
+    """
+
+    def __init__(self, prefix: str, columns: Sequence[Column]):
+        super().__init__()
+        self._prefix = prefix
+        self._columns = tuple(columns)
+
+    def expand(self, tables):
+        return (
+            tables
+            | "Encode" >> beam.ParDo(_EncodeTable(self._columns))
+            | "WriteTFRecord" >> beam.io.Write(_FramedRecordsSink(self._prefix))
         )
 
 

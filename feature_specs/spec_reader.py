@@ -369,8 +369,11 @@ def _read_ranking(node: Node, column_types: Mapping[str, str], task_names: set[s
         weights[task_name] = weights_node.get(task_name, float)
     if not weights:
         raise node.error("weights", "name at least one task's weight")
+    user_key = node.get("user_key", str, field_default(Ranking, "user_key"))
+    if user_key is not None and user_key not in column_types:
+        raise node.error("user_key", f"column {quoted(user_key)} is not declared")
     node.finish()
-    return Ranking(group_by=group_by, kind=score_kind, weights=weights)
+    return Ranking(group_by=group_by, kind=score_kind, weights=weights, user_key=user_key)
 
 
 def _read_split(node: Node, column_types: Mapping[str, str]) -> Split:

@@ -44,7 +44,10 @@ The generative model (all constants are module constants below):
   clicks: a separate user x item latent product (dim ``OWN_LATENT_DIM``) plus an item
   "depth" partly driven by price (dearer items are read longer). ``rho = 1``: the same
   affinity drives both tasks; ``rho = 0``: the dwell driver is independent of the click
-  driver. Only the dwell column depends on ``task_correlation``; with the same seed the
+  driver; ``rho < 0``: **conflicting drivers**, what draws a user's click to an item
+  shortens the visit (clickbait), so a model that shares one representation between the
+  tasks is pulled two ways by them (``CONFLICTING_DRIVERS`` is the setting ``mmoe compare``
+  was measured on). Only the dwell column depends on ``task_correlation``; with the same seed the
   clicks are identical. Median dwell of clicked rows: about 34 s at rho = 0, 50 s at 0.5,
   64 s at 1 (clicked rows have above-average ``s``).
 
@@ -113,6 +116,7 @@ HOUR_EFFECT_AMPLITUDE = 0.15
 DEVICE_EFFECT = {"mobile": 0.0, "desktop": -0.15, "tablet": 0.1}
 POSITION_BIAS_COEF = 0.35
 
+CONFLICTING_DRIVERS = -0.8  # a task_correlation where naive sharing hurts (README, `mmoe compare`)
 DWELL_LOG_MU = math.log(30.0)
 DWELL_SCALE = 0.8
 DWELL_NOISE = 0.5
@@ -354,8 +358,8 @@ def check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction) 
         raise ValueError(f"`rows` must be an int >= 1, got {rows!r}")
     if not is_int(seed) or seed < 0:
         raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
-    if not isinstance(task_correlation, (int, float)) or not 0.0 <= task_correlation <= 1.0:
-        raise ValueError(f"`task_correlation` must be in [0, 1], got {task_correlation!r}")
+    if not isinstance(task_correlation, (int, float)) or not -1.0 <= task_correlation <= 1.0:
+        raise ValueError(f"`task_correlation` must be in [-1, 1], got {task_correlation!r}")
     if fmt not in FORMATS:
         raise ValueError(f"`fmt` must be one of {FORMATS}, got {fmt!r}")
     if not is_int(chunk_rows) or chunk_rows < 1:
@@ -464,8 +468,8 @@ def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chu
     Args:
         rows: int. Number of impressions in all.
         seed: int. Seed of the world and of the requests. Defaults to 0.
-        task_correlation: float in [0, 1]. Weight ``rho`` of the click affinity in log dwell.
-            Defaults to 0.5.
+        task_correlation: float in [-1, 1]. Weight ``rho`` of the click affinity in log dwell;
+            negative: conflicting drivers. Defaults to 0.5.
         chunk_rows: int. Rows per yielded table. Defaults to 50,000.
         corrupt_fraction: float in [0, 1]. Share of rows made invalid. Defaults to 0.0.
         text_dirt: bool. Also put text in numeric columns (``CSV_CORRUPTION_KINDS``); the
@@ -502,8 +506,8 @@ def generate_clicklog(output_dir: str, rows: int = 100_000, seed: int = 0, task_
         output_dir: str. Folder of the files, created if missing.
         rows: int. Number of impressions (rows) in all. Defaults to 100,000.
         seed: int. Same arguments give the same data. Defaults to 0.
-        task_correlation: float in [0, 1]. How much the click affinity drives dwell time.
-            Defaults to 0.5.
+        task_correlation: float in [-1, 1]. How much the click affinity drives dwell time;
+            negative: it shortens it (conflicting drivers). Defaults to 0.5.
         fmt: str. ``"parquet"`` or ``"csv"``. Defaults to ``"parquet"``.
         chunk_rows: int. Rows per file; does not change the data. Defaults to 50,000.
         corrupt_fraction: float in [0, 1]. Share of rows made invalid (see the module

@@ -46,7 +46,7 @@ def generate_clicklog_events(output_dir: str, rows: int = 100_000, seed: int = 0
             function there are removed first.
         rows: int. Impressions in all. Defaults to 100,000.
         seed: int. Same arguments give the same files. Defaults to 0.
-        task_correlation: float in [0, 1]. As in :func:`generate_clicklog`.
+        task_correlation: float in [-1, 1]. As in :func:`generate_clicklog`.
         chunk_rows: int. Impressions per file (one click and one dwell file per chunk).
         orphan_fraction: float in [0, 1]. Extra clicks without an impression, per row.
         late_fraction: float in [0, 1]. Share of clicks logged outside the attribution window.

@@ -25,6 +25,7 @@ inside the functions that train, so the CLI can read its defaults without starti
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -149,7 +150,7 @@ Progress = Callable[[str], None]
 
 def run_comparison(spec: FeatureSpec, workdir: Workdir, models=DEFAULT_MODELS, seeds: int = DEFAULT_SEEDS,
                    epochs: int | None = None, evaluation_files: list[str] | None = None,
-                   progress: Progress = print, verbose: int = 0) -> dict:
+                   progress: Progress = functools.partial(print, flush=True), verbose: int = 0) -> dict:
     """Trains every model with every seed and summarizes; writes ``compare.json``.
 
     Args:

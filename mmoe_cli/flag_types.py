@@ -48,4 +48,4 @@ def float_in(minimum: float, maximum: float | None = None) -> Callable[[str], fl
     return parse
 
 
-FRACTION = float_in(0.0, 1.0)  # a share: --max-reject-rate, --corrupt-fraction, --task-correlation
+FRACTION = float_in(0.0, 1.0)  # a share: --max-reject-rate, --corrupt-fraction

@@ -49,8 +49,9 @@ def _add_generate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int_in(0), default=0, help="generator seed (default: 0)")
     group.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="raw file format (default: parquet)")
     group.add_argument(
-        "--task-correlation", type=FRACTION, default=0.5,
-        help="how related click and dwell drivers are, 0..1 (default: 0.5)",
+        "--task-correlation", type=float_in(-1.0, 1.0), default=0.5,
+        help="how related click and dwell drivers are, -1..1; below 0 they conflict: what draws a click shortens "
+        "the dwell (default: 0.5)",
     )
     group.add_argument(
         "--corrupt-fraction", type=FRACTION, default=0.001,

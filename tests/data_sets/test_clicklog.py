@@ -211,7 +211,7 @@ def test_every_kind_of_dirt_breaks_the_spec(tmp_path, fmt):
 
 @pytest.mark.parametrize("kwargs, value", [
     ({"rows": 0}, "0"), ({"rows": 2.5}, "2.5"), ({"seed": -1}, "-1"),
-    ({"task_correlation": 1.5}, "1.5"), ({"task_correlation": -0.1}, "-0.1"),
+    ({"task_correlation": 1.5}, "1.5"), ({"task_correlation": -1.1}, "-1.1"),
     ({"task_correlation": float("nan")}, "nan"), ({"fmt": "json"}, "'json'"),
     ({"chunk_rows": 0}, "0"), ({"corrupt_fraction": 2.0}, "2.0"),
 ])

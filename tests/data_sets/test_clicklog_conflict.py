@@ -1,0 +1,38 @@
+"""The generator's conflicting-drivers setting: what draws a click shortens the dwell."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from data_sets.clicklog import CONFLICTING_DRIVERS, ClicklogWorld, clicklog_tables
+
+ROWS, SEED = 20_000, 2
+
+
+def _log(rho: float) -> pd.DataFrame:
+    return pa.concat_tables(clicklog_tables(ROWS, seed=SEED, task_correlation=rho)).to_pandas()
+
+
+def test_conflicting_drivers_turn_the_click_affinity_against_dwell():
+    world = ClicklogWorld.for_rows(ROWS, seed=SEED)
+    logs = {rho: _log(rho) for rho in (CONFLICTING_DRIVERS, 0.5)}
+    corr = {}
+    for rho, df in logs.items():
+        clicked = df[df["clicked"] == 1]
+        corr[rho] = np.corrcoef(world.affinity(clicked["user_id"], clicked["item_id"]),
+                                np.log(clicked["dwell_seconds"]))[0, 1]
+    assert CONFLICTING_DRIVERS < 0
+    assert corr[CONFLICTING_DRIVERS] < -0.5 and corr[0.5] > 0.3
+    # the clicks are the same log: only the dwell's driver changed
+    pd.testing.assert_series_equal(logs[CONFLICTING_DRIVERS]["clicked"], logs[0.5]["clicked"])
+    medians = {rho: df.loc[df["clicked"] == 1, "dwell_seconds"].median() for rho, df in logs.items()}
+    assert medians[CONFLICTING_DRIVERS] < medians[0.5]  # clicked rows have above-average affinity
+
+
+@pytest.mark.parametrize("rho", [-1.0001, 1.5, float("nan")])
+def test_task_correlation_outside_minus_one_to_one_is_refused(rho):
+    with pytest.raises(ValueError, match=r"must be in \[-1, 1\]"):
+        next(clicklog_tables(100, task_correlation=rho))

@@ -246,8 +246,8 @@ def build_server(model_base: str, model_name: str | None = None, host: str = DEF
     registry = ModelRegistry(model_dir, name, batch_max_size=config.batch_max_size,
                              batch_timeout_ms=config.batch_timeout_ms, poll_seconds=config.poll_seconds,
                              in_flight=in_flight, versions=config.versions, version_labels=config.version_labels)
-    metrics.watch(registry, in_flight)
     registry.start()
+    metrics.watch(registry, in_flight)  # after the start: a worker's first shared sample has its versions
     try:
         server = ModelServer((host, port), registry, config, in_flight, metrics, reuse_port)
     except BaseException:

@@ -78,6 +78,47 @@ def run_spec(spec: FeatureSpec, model: str, seed: int, epochs: int | None = None
     )
 
 
+def with_settings(spec: FeatureSpec, settings: list[str]) -> FeatureSpec:
+    """``spec`` with ``KEY.PATH=VALUE`` settings applied, validated as a spec file would be.
+
+    Args:
+        spec: FeatureSpec.
+        settings: e.g. ``["model.gate_temperature=0.5", "training.loss_weighting=uncertainty",
+            "tasks.engagement.weight=1.0"]``; values are YAML (``[64]``, ``true``); a task is
+            named by its name.
+
+    Raises:
+        feature_specs.spec.SpecError: a malformed setting, or a value the spec refuses (named by
+            its key path, as for a spec file).
+    """
+    import yaml
+
+    from feature_specs.spec import SpecError
+    from feature_specs.spec_reader import spec_from_dict
+
+    if not settings:
+        return spec
+    data = spec.to_dict()
+    for setting in settings:
+        path, sep, text = setting.partition("=")
+        keys = [key for key in path.strip().split(".") if key]
+        if not sep or len(keys) < 2:
+            raise SpecError("--set", f"expected SECTION.KEY=VALUE, e.g. model.gate_temperature=0.5, got {setting[:60]!r}")
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            if isinstance(node, list):  # tasks, features: by name
+                node = next((item for item in node if item.get("name") == key), None)
+            else:
+                node = node.get(key)
+            if not isinstance(node, (dict, list)):
+                raise SpecError(".".join(keys[:depth + 1]), f"no such section in spec {spec.name!r} (--set {setting[:60]})")
+        try:
+            node[keys[-1]] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SpecError(path, f"value {text[:40]!r} is not YAML: {exc}") from None
+    return spec_from_dict(data, source="--set")
+
+
 def headline_metric(spec: FeatureSpec, task_name: str, metrics: dict) -> str:
     """The metric a task's verdict is read on: ``auc`` for binary tasks, ``rmse*`` for regression."""
     task = next(t for t in spec.tasks if t.name == task_name)
@@ -189,6 +230,10 @@ def run_comparison(spec: FeatureSpec, workdir: Workdir, models=DEFAULT_MODELS, s
                      f"about {elapsed / done * (total - done):.0f}s left)")
     trained = run_spec(spec, spec.model.architecture, spec.training.seed, epochs).training
     summary = summarize(spec, runs, seed_list, budget=dataclasses.asdict(trained))
+    summary["settings"] = {  # what every model shared besides the architecture
+        "model": {k: v for k, v in dataclasses.asdict(spec.model).items() if k != "architecture"},
+        "tasks": {task.name: {"loss": task.loss, "weight": task.weight} for task in spec.tasks},
+    }
     write_json(compare_json_path(workdir), summary)
     return summary
 

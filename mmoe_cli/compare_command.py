@@ -52,6 +52,10 @@ def add_compare_parser(commands) -> argparse.ArgumentParser:
                          f"(default: {DEFAULT_SEEDS})")
     compare.add_argument("--epochs", type=int_in(1, MAX_EPOCHS), default=None,
                          help="epochs for every model (default: the spec's training.epochs)")
+    compare.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="settings",
+                         help="change a setting of the workdir's spec for every model, as in a spec file, e.g. "
+                         "model.gate_temperature=0.5, training.loss_weighting=uncertainty or "
+                         "tasks.engagement.weight=1.0 (repeatable; the data is not re-made)")
     return compare
 
 
@@ -63,7 +67,7 @@ def cmd_compare(args, beam_args: list[str]) -> int:
     from feature_specs.artifacts import Workdir
     from feature_specs.spec_reader import spec_from_dict
     from mmoe.architectures import check_architecture
-    from mmoe.compare import compare_json_path, compare_report_path, run_comparison
+    from mmoe.compare import compare_json_path, compare_report_path, run_comparison, with_settings
     from mmoe.compare_tables import comparison_markdown
     from mmoe.data import require_preprocessed
     from mmoe.plots import plot_paired_differences
@@ -75,6 +79,7 @@ def cmd_compare(args, beam_args: list[str]) -> int:
         raise UserError(f"{workdir.spec_json} is missing: run `mmoe preprocess --workdir {args.workdir}` first")
     with tf.io.gfile.GFile(workdir.spec_json) as handle:
         spec = check_architecture(spec_from_dict(json.load(handle), source=workdir.spec_json))
+    spec = with_settings(spec, args.settings)
     if not args.verbose:  # one line per run; each run's epochs and tf.function retracing notes are noise here
         logging.getLogger("mmoe.loop").setLevel(logging.WARNING)
         tf.get_logger().setLevel(logging.ERROR)

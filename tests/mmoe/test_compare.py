@@ -125,3 +125,20 @@ def test_compare_end_to_end_on_a_preprocessed_workdir(tmp_path):
     assert 0.0 < gates["tasks"]["click"]["entropy_vs_uniform"] <= 1.0 and gates["seeds"] == 2
     assert os.path.exists(os.path.join(workdir.model_dir, "compare.html"))
     assert os.path.exists(os.path.join(workdir.model_dir, "compare", "mmoe", "seed-43", "metrics.json"))
+
+
+def test_settings_change_the_spec_for_every_model_and_bad_ones_name_their_key():
+    from feature_specs.spec import SpecError
+    from mmoe.compare import with_settings
+
+    spec = with_settings(small_clicklog_spec(), [
+        "model.gate_temperature=0.5", "tasks.engagement.weight=1.0", "training.loss_weighting=uncertainty",
+        "model.expert_units=[32, 16]"])
+    assert spec.model.gate_temperature == 0.5 and spec.model.expert_units == (32, 16)
+    assert [task.weight for task in spec.tasks] == [1.0, 1.0] and spec.training.loss_weighting == "uncertainty"
+    for setting, message in [("model.gate_temperature=-1", "model.gate_temperature: must be > 0"),
+                             ("model.gate_temprature=2", "model.gate_temprature: unknown key"),
+                             ("tasks.dwell.weight=2", "tasks.dwell: no such section"),
+                             ("gate_temperature=2", "expected SECTION.KEY=VALUE")]:
+        with pytest.raises(SpecError, match=message):
+            with_settings(small_clicklog_spec(), [setting])

@@ -103,8 +103,8 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         """JSON errors for the failures ``http.server`` detects itself (bad request line, HTTP/2,
         header lines too long), with a status line even when the request line did not parse."""
         self.close_connection = True
-        self._send(code, {"error": message or explain or http.HTTPStatus(code).phrase})
         self.server.metrics.observe_request(UNROUTED, "", "", code, 0.0)
+        self._send(code, {"error": message or explain or http.HTTPStatus(code).phrase})
 
     def _send(self, status: int, body: dict | bytes, headers: Mapping[str, str] | None = None,
               content_type: str = JSON) -> None:
@@ -195,11 +195,12 @@ class RequestHandler(http.server.BaseHTTPRequestHandler):
         except Exception as error:  # noqa: BLE001 - a bug must answer 500, not kill the thread
             log.exception("internal error on %s %s", self.command, self.path)
             status, response = 500, {"error": f"internal error: {type(error).__name__}: {error}"}
-        self._send(status, response, headers, content_type)
         served = call.served if call is not None else None
+        # counted before it is written: a client that read its answer finds it in the next scrape
         self.server.metrics.observe_request(route.name if route else UNROUTED, call.model if call else "",
                                             str(served.version) if served is not None else "", status,
                                             time.perf_counter() - started)
+        self._send(status, response, headers, content_type)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 

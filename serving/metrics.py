@@ -9,7 +9,8 @@ several servers in one process keep separate counts. What is measured as it happ
   when none did), so a client cannot create label values by asking for versions that do not
   exist; ``code`` is the HTTP status.
 * ``mmoe_serving_request_latency_seconds{endpoint}``: a histogram, from the request read to the
-  answer written.
+  answer ready to write (a request is counted before its answer leaves, so a client that read
+  it finds it in its next scrape).
 * ``mmoe_serving_rejected_requests_total{endpoint, reason}``: requests refused with 503 without
   running: ``concurrency`` and ``queue`` (overload), ``shutting_down``, ``version_unloaded``.
 * ``mmoe_serving_batch_size{model}``: a histogram of the rows of every batched model call.
@@ -81,7 +82,7 @@ class ServerMetrics:
         self.requests = Counter("mmoe_serving_requests", "Requests answered, by endpoint, model, version and "
                                 "HTTP status.", ("endpoint", "model", "version", "code"), registry=self.registry)
         self.latency = Histogram("mmoe_serving_request_latency_seconds", "Time from the request read to the answer "
-                                 "written, by endpoint.", ("endpoint",), buckets=LATENCY_BUCKETS,
+                                 "ready to write, by endpoint.", ("endpoint",), buckets=LATENCY_BUCKETS,
                                  registry=self.registry)
         self.rejected = Counter("mmoe_serving_rejected_requests", "Requests refused with 503 without running, by "
                                 "endpoint and reason (concurrency, queue, shutting_down, version_unloaded).",
@@ -98,7 +99,7 @@ class ServerMetrics:
             model: the model named in the request; ``""`` for the server's own routes.
             version: the version that answered as a string; ``""`` when none did.
             code: the HTTP status (or a gRPC status name).
-            seconds: from the request read to the answer written.
+            seconds: from the request read to the answer ready to write.
         """
         self.requests.labels(endpoint, model, version, code).inc()
         self.latency.labels(endpoint).observe(seconds)

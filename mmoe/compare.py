@@ -155,8 +155,12 @@ def train_and_evaluate(spec: FeatureSpec, workdir: Workdir, evaluation_files: li
     Returns:
         The metrics.json-shaped dict (:func:`mmoe.evaluate.compute_metrics`), with
         ``gate_diagnostics`` for gated models and ``training`` (epochs run, best epoch, seconds).
+        A run that finished before with the same spec and evaluation files (its
+        ``compare_run.json`` says so) is not trained again: its metrics are read back, with
+        ``reused: True``, so an interrupted or extended comparison (more seeds) redoes nothing.
     """
     import keras
+    import tensorflow as tf
 
     from mmoe.data import split_files
     from mmoe.evaluate import collect_predictions, compute_metrics
@@ -165,13 +169,23 @@ def train_and_evaluate(spec: FeatureSpec, workdir: Workdir, evaluation_files: li
     from mmoe.model import GATE_WEIGHTS
     from mmoe.train import write_json
 
+    files = evaluation_files or split_files(workdir, "eval")
+    done_path, metrics_path = join(workdir.model_dir, "compare_run.json"), join(workdir.model_dir, "metrics.json")
+    run = {"spec": json.loads(spec.to_json()), "evaluation_files": list(files)}
+    if tf.io.gfile.exists(done_path) and tf.io.gfile.exists(metrics_path):
+        with tf.io.gfile.GFile(done_path) as handle:
+            same = json.load(handle) == run
+        if same:  # this run finished before with the same spec and data: its metrics stand
+            with tf.io.gfile.GFile(metrics_path) as handle:
+                return {**json.load(handle), "reused": True}
+    if tf.io.gfile.exists(done_path):
+        tf.io.gfile.remove(done_path)
     started = time.time()
     keras.utils.set_random_seed(spec.training.seed)
     trainer = Trainer(spec, workdir)
     trainer.clear_checkpoints()
     history = trainer.fit(callbacks=(), verbose=verbose)
     trainer.clear_checkpoints()
-    files = evaluation_files or split_files(workdir, "eval")
     collected = collect_predictions(spec, trainer.models.serving, files)
     metrics = compute_metrics(spec, collected)
     if GATE_WEIGHTS in collected:
@@ -181,7 +195,8 @@ def train_and_evaluate(spec: FeatureSpec, workdir: Workdir, evaluation_files: li
         "epochs": len(history["loss"]), "best_epoch": int(trainer.best_epoch) + 1,
         "seconds": time.time() - started,
     }
-    write_json(join(workdir.model_dir, "metrics.json"), metrics)
+    write_json(metrics_path, metrics)
+    write_json(done_path, run)  # last: a run killed before this line is trained again
     keras.backend.clear_session()  # the next run builds its models from scratch
     return metrics
 
@@ -225,9 +240,9 @@ def run_comparison(spec: FeatureSpec, workdir: Workdir, models=DEFAULT_MODELS, s
                 f"{task} {key} {metrics[task][key]:.4f}"
                 for task in spec.task_names for key in [headline_metric(spec, task, metrics[task])]
             )
+            took = "reused" if metrics.get("reused") else f"{metrics['training']['seconds']:.0f}s"
             progress(f"[compare] {done}/{total} {model} seed {seed}: {shown}, best epoch "
-                     f"{metrics['training']['best_epoch']} ({metrics['training']['seconds']:.0f}s; "
-                     f"about {elapsed / done * (total - done):.0f}s left)")
+                     f"{metrics['training']['best_epoch']} ({took}; about {elapsed / done * (total - done):.0f}s left)")
     trained = run_spec(spec, spec.model.architecture, spec.training.seed, epochs).training
     summary = summarize(spec, runs, seed_list, budget=dataclasses.asdict(trained))
     summary["settings"] = {  # what every model shared besides the architecture

@@ -125,6 +125,10 @@ def test_compare_end_to_end_on_a_preprocessed_workdir(tmp_path):
     assert 0.0 < gates["tasks"]["click"]["entropy_vs_uniform"] <= 1.0 and gates["seeds"] == 2
     assert os.path.exists(os.path.join(workdir.model_dir, "compare.html"))
     assert os.path.exists(os.path.join(workdir.model_dir, "compare", "mmoe", "seed-43", "metrics.json"))
+    again = _mmoe("compare", workdir.root, "--models", "mmoe", "--seeds", "2")  # finished runs are not redone
+    assert again.returncode == 0 and again.stdout.count("(reused;") == 4, again.stdout[-2000:]
+    with open(compare_json_path(workdir)) as handle:
+        assert json.load(handle)["models"] == summary["models"]
 
 
 def test_settings_change_the_spec_for_every_model_and_bad_ones_name_their_key():

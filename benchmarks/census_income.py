@@ -7,16 +7,20 @@ official test file**: its 99,762 rows are split by a seeded hash of the row numb
 train / validation / test (the Beam pipeline makes the 50/50 cut, this script the 25/25 one with a
 keyed hash). The paper trained on the 199,523 training rows: twice as many.
 
-For each model and seed: train with the project's training loop (``mmoe.loop.Trainer``, the one
-``mmoe train`` runs) with early stopping on validation loss (best weights kept), then report test
-AUC per task from the serving model. The eval half is rewritten into the validation half (what the
-loop evaluates each epoch) and a held-out test half (read only for the final AUC).
+The models are compared by ``mmoe compare``'s own code (:func:`mmoe.compare.run_comparison`):
+each model and seed trained by the project's training loop (``mmoe.loop.Trainer``, the one
+``mmoe train`` runs) with early stopping on validation loss (best weights kept), test metrics per
+task from the serving model, paired differences against single-task (and of the gated models
+against shared-bottom) with 95% t-intervals, and the gates' diagnostics. The eval half is
+rewritten into the validation half (what the loop evaluates each epoch) and a held-out test half
+(read only for the final metrics).
 
     .venv/bin/python benchmarks/census_income.py                  # 5 models x 5 seeds
     .venv/bin/python benchmarks/census_income.py --models mmoe shared_bottom --seeds 2 --epochs 3
 
-Writes benchmarks/results/census_income.{json,md}; the JSON is
-``{"models": {"<model>": {"income": [test AUC per seed], "never_married": [...]}}, ...}``.
+Writes benchmarks/results/census_income.{json,md}; the JSON is ``compare.json``'s shape,
+``{"models": {"<model>": {"income": {"auc": [test AUC per seed], ...}, ...}}, "paired": {...},
+"gates": {...}, ...}``, plus ``meta`` and the paper's figures.
 """
 
 from __future__ import annotations
@@ -33,17 +37,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from feature_specs.artifacts import Workdir  # noqa: E402
 from feature_specs.spec import EarlyStopping  # noqa: E402
-from feature_specs.spec_reader import bundled_spec_path, load_spec
+from feature_specs.spec_reader import bundled_spec_path, load_spec  # noqa: E402
 from data_sets.census import convert  # noqa: E402
-from mmoe.data import parse_batches, split_batch, split_files  # noqa: E402
-from mmoe.loop import Trainer  # noqa: E402
-from mmoe.metrics import exact_auc  # noqa: E402
+from machine import describe_cpu  # noqa: E402
+from mmoe.compare import run_comparison  # noqa: E402
+from mmoe.compare_tables import comparison_markdown  # noqa: E402
+from mmoe.data import split_files  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "census-income", "census-income.test.gz")
@@ -84,36 +87,6 @@ def split_eval(workdir: Workdir) -> str:
     return test_path
 
 
-def run_once(spec, workdir: Workdir, architecture: str, seed: int, args, test) -> tuple[dict, dict]:
-    """Trains ``architecture`` with ``seed``; returns ``(test AUC, validation AUC)`` per task."""
-    spec = dataclasses.replace(
-        spec,
-        model=dataclasses.replace(spec.model, architecture=architecture, **model_overrides(args.model_set)),
-        training=dataclasses.replace(
-            spec.training, seed=seed, epochs=args.epochs,
-            early_stopping=EarlyStopping(metric="val_loss", patience=args.patience),
-        ),
-    )
-    keras.utils.set_random_seed(seed)
-    run_dir = dataclasses.replace(workdir, model_root=os.path.join(workdir.root, "runs", f"{architecture}-{seed}"))
-    trainer = Trainer(spec, run_dir)
-    trainer.clear_checkpoints()
-    trainer.fit(verbose=0)
-    trainer.clear_checkpoints()
-    validation = trainer.evaluate()  # the kept (best) epoch's weights
-    serving = trainer.models.serving
-    labels = {t.name: [] for t in spec.tasks}
-    scores = {t.name: [] for t in spec.tasks}
-    for parsed in test:
-        features, task_labels, _ = split_batch(spec, parsed)
-        outputs = serving({f.name: features[f.name] for f in spec.model_features}, training=False)
-        for task in spec.task_names:
-            labels[task].append(task_labels[task].numpy()[:, 0])
-            scores[task].append(np.asarray(outputs[task])[:, 0])
-    test_aucs = {task: exact_auc(np.concatenate(labels[task]), np.concatenate(scores[task])) for task in spec.task_names}
-    return test_aucs, {task: validation[f"val_{task}_auc"] for task in spec.task_names}
-
-
 def model_overrides(settings: list[str]) -> dict:
     """``["expert_units=[64]", "gate_temperature=2"]`` -> ``{"expert_units": [64], ...}`` (YAML values)."""
     import yaml
@@ -125,40 +98,38 @@ def model_overrides(settings: list[str]) -> dict:
     return overrides
 
 
-def paired_difference(results: dict, model: str, baseline: str, task: str) -> tuple[float, float] | None:
-    """Mean and standard error of ``model - baseline`` test AUC over the seeds both ran."""
-    if model not in results or baseline not in results:
-        return None
-    diffs = np.array(results[model][task]) - np.array(results[baseline][task])
-    if len(diffs) < 2:
-        return None
-    return float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+def census_spec(args):
+    """The bundled census spec with the benchmark's epochs, early stopping on validation loss and
+    any ``--model-set`` overrides; the same budget for every model."""
+    spec = load_spec(bundled_spec_path("census_income"))
+    return dataclasses.replace(
+        spec,
+        model=dataclasses.replace(spec.model, **model_overrides(args.model_set)),
+        training=dataclasses.replace(
+            spec.training, epochs=args.epochs, early_stopping=EarlyStopping(metric="val_loss", patience=args.patience),
+        ),
+    )
 
 
-def markdown(results: dict, meta: dict) -> str:
+def markdown(comparison: dict, meta: dict) -> str:
+    """The comparison's tables (:mod:`mmoe.compare_tables`) beside the paper's figures."""
     lines = [
         "# Census-income, group 1 (Ma et al. 2018)", "",
         f"**Training used part of the official UCI test file** ({meta['rows']:,} rows split 50/25/25 by a "
         "seeded hash into train/validation/test); the paper trained on the 199,523-row training file, twice as "
-        f"many rows. Test AUC over {meta['seeds']} seeds (best / mean ± std); early stopping on validation "
-        f"loss, at most {meta['epochs']} epochs. Took {meta['seconds']:.0f} s.", "",
-        "| model | income best | income mean | never married best | never married mean | paper income best / mean | paper never married mean |",
-        "|---|---|---|---|---|---|---|",
+        f"many rows. Test AUC over {len(comparison['seeds'])} seeds; early stopping on validation loss, at most "
+        f"{meta['epochs']} epochs. `mmoe compare`'s loop and tables (`mmoe.compare.run_comparison`). "
+        f"Took {meta['seconds']:.0f} s.", "",
+        comparison_markdown(comparison),
+        "| model | income best | never married best | paper income best / mean | paper never married mean |",
+        "|---|---|---|---|---|",
     ]
-    for model, tasks in results.items():
-        inc, mar = np.array(tasks["income"]), np.array(tasks["never_married"])
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for model, tasks in comparison["models"].items():
         paper = PAPER.get(model, {})
-        p_inc = paper.get("income", (None, None))
-        p_mar = paper.get("never_married", (None, None))
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        lines.append(
-            f"| {model} | {inc.max():.4f} | {inc.mean():.4f} ± {inc.std():.4f} | {mar.max():.4f} | "
-            f"{mar.mean():.4f} ± {mar.std():.4f} | {fmt(p_inc[0])} / {fmt(p_inc[1])} | {fmt(p_mar[1])} |"
-        )
-    for task in ("income", "never_married"):
-        paired = paired_difference(results, "mmoe", "shared_bottom", task)
-        if paired:
-            lines.append(f"\nMMoE - shared-bottom, {task}, paired by seed: {paired[0]:+.5f} ± {paired[1]:.5f} (standard error).")
+        p_inc, p_mar = paper.get("income", (None, None)), paper.get("never_married", (None, None))
+        lines.append(f"| {model} | {max(tasks['income']['auc']):.4f} | {max(tasks['never_married']['auc']):.4f} | "
+                     f"{fmt(p_inc[0])} / {fmt(p_inc[1])} | {fmt(p_mar[1])} |")
     if meta.get("model_set"):
         lines.append(f"\nModel settings changed from feature_specs/census_income.yaml: {', '.join(meta['model_set'])}.")
     return "\n".join(lines) + "\n"
@@ -187,7 +158,7 @@ def main(argv=None) -> dict:
     workdir = Workdir(args.workdir or tempfile.mkdtemp(prefix="census_"))
     os.makedirs(workdir.raw_dir, exist_ok=True)
     csv_path = os.path.join(workdir.raw_dir, "census.csv")
-    spec = load_spec(bundled_spec_path("census_income"))
+    spec = census_spec(args)
     test_path = os.path.join(workdir.root, "test", "test.tfrecord.gz")
     if os.path.exists(test_path):
         print(f"reusing the data in {workdir.root}", flush=True)
@@ -197,32 +168,21 @@ def main(argv=None) -> dict:
         rows = convert(args.data, csv_path, args.rows)
         preprocess(spec, csv_path, workdir.root)
         test_path = split_eval(workdir)
-    test = parse_batches(tf.data.TFRecordDataset([test_path], compression_type="GZIP"), spec, 4096).cache()
-
-    results = {model: {task: [] for task in spec.task_names} for model in args.models}
-    validation = {model: {task: [] for task in spec.task_names} for model in args.models}
-    for model in args.models:
-        for seed in range(args.seeds):
-            aucs, val_aucs = run_once(spec, workdir, model, seed, args, test)
-            for task in spec.task_names:
-                results[model][task].append(aucs[task])
-                validation[model][task].append(val_aucs[task])
-            print(f"{model} seed {seed}: test " + ", ".join(f"{t} {a:.4f}" for t, a in aucs.items())
-                  + "; validation " + ", ".join(f"{t} {a:.4f}" for t, a in val_aucs.items())
-                  + f" ({time.time() - started:.0f}s)", flush=True)
-    meta = {"rows": rows, "seeds": args.seeds, "epochs": args.epochs, "seconds": time.time() - started,
-            "data": os.path.basename(args.data), "note": "trained on part of the official UCI test file",
-            "loop": "mmoe.loop.Trainer (Adam, early stopping on val_loss, best weights)",
-            "patience": args.patience, "learning_rate": spec.training.learning_rate,
-            "batch_size": spec.training.batch_size, "model_set": args.model_set}
+    comparison = run_comparison(spec, workdir, models=args.models, seeds=args.seeds,
+                                 evaluation_files=[test_path])
+    meta = {"rows": rows, "epochs": args.epochs, "seconds": time.time() - started,
+            "data": os.path.basename(args.data), "note": "trained on part of the official UCI test file; "
+            "metrics on the held-out test quarter, the best epoch picked on the validation quarter",
+            "loop": "mmoe.compare.run_comparison (mmoe.loop.Trainer, Adam, early stopping on val_loss, best weights)",
+            "patience": args.patience, "model_set": args.model_set, "machine": describe_cpu()}
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, f"{args.name}.json"), "w") as handle:
-        json.dump({"models": results, "validation_auc": validation, "meta": meta, "paper": PAPER}, handle, indent=2)
-    table = markdown(results, meta)
+        json.dump({**comparison, "meta": meta, "paper": PAPER}, handle, indent=2)
+    table = markdown(comparison, meta)
     with open(os.path.join(RESULTS, f"{args.name}.md"), "w") as handle:
         handle.write(table)
     print(table)
-    return results
+    return comparison
 
 
 if __name__ == "__main__":

@@ -146,3 +146,20 @@ def test_settings_change_the_spec_for_every_model_and_bad_ones_name_their_key():
                              ("gate_temperature=2", "expected SECTION.KEY=VALUE")]:
         with pytest.raises(SpecError, match=message):
             with_settings(small_clicklog_spec(), [setting])
+
+
+def test_the_run_report_carries_the_comparison_section(tmp_path):
+    from mmoe.plots import plot_paired_differences
+    from mmoe.report import write_report
+
+    spec = small_clicklog_spec()
+    workdir = Workdir(str(tmp_path))
+    os.makedirs(workdir.plots_dir)
+    summary = summarize(spec, _runs(), [42, 43, 44])
+    plot = plot_paired_differences(summary, os.path.join(workdir.plots_dir, "compare.png"))
+    history = {"loss": [0.5, 0.4], "val_loss": [0.55, 0.45]}
+    metrics = {"click": {"auc": 0.72}, "engagement": {"rmse_seconds": 49.0}}
+    with open(write_report(spec, workdir, history, metrics, summary, plot)) as handle:
+        page = handle.read()
+    assert "Comparison over seeds (42, 43, 44)" in page and "mmoe - shared_bottom" in page
+    assert page.count("data:image/png;base64,") == 1  # only the comparison plot was written here

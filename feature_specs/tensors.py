@@ -36,12 +36,14 @@ def serving_columns(spec: FeatureSpec) -> tuple[Column, ...]:
 
 
 def training_columns(spec: FeatureSpec) -> tuple[Column, ...]:
-    """Columns the training input carries: model and bias features, labels and masks, group id."""
+    """Columns the training input carries: model and bias features, labels and masks, group id
+    and user key (per-user metrics)."""
     names = [f.name for f in spec.features]
     for task in spec.tasks:
         names += [task.label] + ([task.mask] if task.mask else [])
-    if spec.ranking.group_by:
-        names.append(spec.ranking.group_by)
+    for key in (spec.ranking.group_by, spec.ranking.user_key):
+        if key:
+            names.append(key)
     return tuple(spec.column(n) for n in dict.fromkeys(names))
 
 

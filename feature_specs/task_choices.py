@@ -1,5 +1,10 @@
 """Decides each task of a proposed spec from its label column: kind, loss, label transform, mask,
 and the label column's bounds.
+
+A non-negative, right-skewed regression label (dwell time, watch time, revenue: many zeros or a
+heavy tail) gets ``loss: ziln``, whose prediction is the conditional mean in the label's units;
+MSE on ``log1p`` would predict about the geometric mean, far below the mean for such labels, and
+the ranking score multiplies the prediction by a probability as an expected value.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from feature_specs.column_choices import SKEW_LOG1P
 from feature_specs.profile import ColumnProfile, moments
 from feature_specs.sample import InferError
 from feature_specs.spec import Task, field_default
+
+MEAN_LOSS = "ziln"  # the loss proposed for non-negative right-skewed regression labels
 from feature_specs.spec_reader import default_loss
 
 
@@ -23,6 +30,7 @@ class LabelPlan:
         task: str. The task's name.
         column: str. Its label column.
         kind: str. ``binary`` or ``regression``.
+        loss: str. The task's loss.
         label_transform: str. ``none`` or ``log1p`` (regression).
         mask: str or None. The first (click-like) label, when this one is observed only where it is 1.
         reason: str. The explanation written as the YAML comment.
@@ -31,6 +39,7 @@ class LabelPlan:
     task: str
     column: str
     kind: str
+    loss: str
     label_transform: str = field_default(Task, "label_transform")
     mask: str | None = field_default(Task, "mask")
     reason: str = ""
@@ -66,7 +75,7 @@ def plan_label(task: str, column: str, profile: ColumnProfile, first: LabelPlan 
         if first_profile is not None and only_where(profile, first_profile) and rate > 0:
             why += (f"; 1 only where {first.column} is 1 (a post-click outcome), but a 0 elsewhere is observed, "
                     f"so it is learned on every impression (the probability of {first.column} and {column}), not masked")
-        return LabelPlan(task, column, "binary", reason=why)
+        return LabelPlan(task, column, "binary", default_loss("binary"), reason=why)
     if first is None:
         raise InferError(
             f"label column {column!r} of task {task!r} is not binary: a binary label must be 0/1, "
@@ -76,16 +85,18 @@ def plan_label(task: str, column: str, profile: ColumnProfile, first: LabelPlan 
             f"label column {column!r} of task {task!r} has two values ({shown}) but a binary label must be 0/1; "
             "recode it as 0/1")
     skew, _ = moments(values)
-    transform = "log1p" if values.min() >= 0 and skew > SKEW_LOG1P else field_default(Task, "label_transform")
+    heavy = bool(values.min() >= 0 and skew > SKEW_LOG1P)
+    loss = MEAN_LOSS if heavy else default_loss("regression")
     mask = None
     if first_profile is not None and values.min() >= 0 and only_where(profile, first_profile):
         mask = first.column
-    why = [f"task {task}: {column} takes {len(distinct)} values in [{values.min():g}, {values.max():g}]: regression, {default_loss('regression')}"]
-    if transform == "log1p":
-        why.append(f"non-negative and right-skewed (skewness {skew:.1f}): learned as log1p, reported in original units")
+    why = [f"task {task}: {column} takes {len(distinct)} values in [{values.min():g}, {values.max():g}]: regression, {loss}"]
+    if heavy:
+        zeros = float(np.mean(values == 0))
+        why.append(f"non-negative, skewness {skew:.1f}, {zeros:.0%} zeros: predicts the mean in original units")
     if mask:
         why.append(f"non-zero only where {mask} is 1, so observed only there: masked by {mask}")
-    return LabelPlan(task, column, "regression", transform, mask, "; ".join(why))
+    return LabelPlan(task, column, "regression", loss, field_default(Task, "label_transform"), mask, "; ".join(why))
 
 
 def label_entry(plan: LabelPlan, profile: ColumnProfile, click: ColumnProfile | None) -> dict:
@@ -106,7 +117,7 @@ def task_entry(plan: LabelPlan) -> dict:
     """The ``tasks`` entry of one planned task; keys at their field default are written too where
     a reader of the YAML wants to see them (loss, weight), left out otherwise."""
     task = {"name": plan.task, "label": plan.column, "kind": plan.kind,
-            "loss": default_loss(plan.kind), "weight": field_default(Task, "weight")}
+            "loss": plan.loss, "weight": field_default(Task, "weight")}
     if plan.label_transform != field_default(Task, "label_transform"):
         task["label_transform"] = plan.label_transform
     if plan.mask:

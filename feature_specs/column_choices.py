@@ -7,7 +7,6 @@ transform, embedding width, gaps, bias role) with the reason shown as the YAML c
 
 from __future__ import annotations
 
-import datetime
 import math
 import re
 from dataclasses import dataclass, field
@@ -15,8 +14,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from feature_specs.profile import TYPE_SHARE, ColumnProfile, correlation, moments
+from feature_specs.outcomes import outcome
+from feature_specs.profile import ColumnProfile, correlation, moments
 from feature_specs.spec import Feature, field_default
+from feature_specs.time_columns import describe, time_unit
 
 VOCABULARY_MAX_INT_DISTINCT = 50  # ints with at most this many values from 0/1 in a narrow span are codes
 CODE_MAX_SPAN = 100
@@ -31,11 +32,8 @@ LEAK_CORRELATION = 0.98
 SKEW_LOG1P = 1.0
 HEAVY_TAIL_KURTOSIS = 10.0
 QUANTILE_BUCKETS = 16
-EPOCH_SECONDS = (1e9, 4.2e9)  # 2001-09 .. 2103: int columns in this range may be timestamps
-EPOCH_MILLIS = (1e12, 4.2e12)
 MISSING_STRING = "__missing__"
 
-_TIME_NAME = re.compile(r"(^|_)(ts|time|timestamp|date|datetime|epoch|created|updated|day)(_|$)|_at$|time")
 _CODE_NAME = re.compile(r"(^|_)(id|ids|code|cat|category|categorical|type|class)(_|$)")
 _POSITION_NAME = re.compile(r"^(position|pos|slot|display_position|rank_position)$")
 
@@ -51,7 +49,8 @@ class ColumnChoice:
             ``excluded`` (an excluded row id may still be declared under ``columns`` as the split key).
         reason: str. The explanation written as the YAML comment.
         entry: dict. The spec entry (under ``features`` or ``columns``); empty when excluded.
-        flag: str. Why an excluded column is out: ``id``, ``timestamp``, ``leak``, ``constant``,
+        flag: str. Why an excluded column is out: ``id``, ``timestamp``, ``date``, ``leak``,
+            ``outcome`` (a label candidate, :mod:`feature_specs.outcomes`), ``list``, ``constant``,
             ``empty``, ``unsupported`` or ``name``; empty otherwise.
     """
 
@@ -67,29 +66,6 @@ def embedding_dim(cardinality: int) -> int:
     """``round(6 * cardinality ** 0.25)``, at least 2, at most :data:`EMBEDDING_MAX_DIM` and the cardinality."""
     width = int(round(6 * max(cardinality, 1) ** 0.25))
     return max(2, min(width, EMBEDDING_MAX_DIM, max(cardinality, 2)))
-
-
-def looks_like_timestamp(profile: ColumnProfile) -> bool:
-    if profile.dtype == "string":
-        sampled = [v for v in list(profile.counts)[:200]]
-        if len(sampled) < 2:
-            return False
-        parsed = 0
-        for value in sampled:
-            try:
-                datetime.datetime.fromisoformat(str(value))
-                parsed += 1
-            except ValueError:
-                pass
-        return parsed >= TYPE_SHARE * len(sampled) and any(not str(v).isdigit() for v in sampled)
-    if profile.dtype != "int":
-        return False
-    values = profile.valid_numbers
-    if values.size == 0:
-        return False
-    low, high = values.min(), values.max()
-    in_range = any(lo <= low and high <= hi for lo, hi in (EPOCH_SECONDS, EPOCH_MILLIS))
-    return in_range and (bool(_TIME_NAME.search(profile.name.lower())) or profile.distinct >= 10)
 
 
 def looks_like_id(profile: ColumnProfile) -> bool:
@@ -192,31 +168,53 @@ def missing_value_entry(profile: ColumnProfile) -> tuple[dict, str]:
     return dict(required=False, default=default), f"; {share:.1%} missing in the sample, filled with {said}"
 
 
+def time_exclusion(profile: ColumnProfile) -> tuple[str, str] | None:
+    """("timestamp" or "date", reason) for a time column (:func:`feature_specs.time_columns.time_unit`)."""
+    unit = time_unit(profile)
+    if unit is None:
+        return None
+    unseen = ("not a model feature: it names when a row was logged, so a model would learn the days of the "
+              "training data, and every value served (or in a time-split eval) is one it never saw")
+    if unit in ("seconds", "milliseconds"):
+        values = profile.valid_numbers.astype(np.int64)
+        span = f"{describe(int(values.min()), unit)} .. {describe(int(values.max()), unit)}"
+        return "timestamp", f"epoch {unit} ({span}): time, {unseen}"
+    if unit == "yyyymmdd":
+        days = sorted(int(v) for v in (profile.counts or profile.valid_numbers))
+        return "date", (f"yyyymmdd dates ({describe(days[0], unit)} .. {describe(days[-1], unit)}, {len(days)} days): "
+                        f"time, {unseen}")
+    return "timestamp", f"{'date/time text' if unit == 'text' else 'datetime values'}: time, {unseen}"
+
+
 def exclusion(profile: ColumnProfile, labels: Mapping[str, ColumnProfile]) -> tuple[str, str] | None:
     """(flag, reason) when a column should not be a feature; None when it should."""
     name = profile.name
     if not name.isidentifier():
         return "name", f"the name {name!r} is not an identifier (letters, digits, _): rename the column to use it"
+    if profile.lists is not None:
+        return "list", (f"{profile.lists}: list-valued features cannot be declared yet (the spec has no list "
+                        "type), so it is left out")
     if profile.dtype is None:
         kind = profile.kinds.most_common(1)[0][0] if profile.kinds else "no value"
         if not profile.present:
             return "empty", "no value in the sample"
-        hint = {"bool": "write booleans as 0/1", "nested": "lists and objects are not supported",
-                "datetime": "a timestamp; declare it under columns as type timestamp for a timestamp split"}.get(kind, "")
-        flag = "timestamp" if kind == "datetime" else "unsupported"
-        return flag, f"holds {kind} values: {hint}"
-    if profile.missing > MOSTLY_MISSING_SHARE * profile.rows:
-        return "empty", f"{profile.missing / profile.rows:.0%} of the sampled rows have no value"
-    if looks_like_timestamp(profile):
-        return "timestamp", ("looks like a timestamp: not a model feature (a split on it would be method: timestamp, "
-                             "declared under columns with type timestamp)")
+        if kind == "datetime":
+            return time_exclusion(profile)
+        hint = {"bool": "write booleans as 0/1", "nested": "objects are not supported"}.get(kind, "")
+        return "unsupported", f"holds {kind} values: {hint}"
+    timed = time_exclusion(profile)
+    if timed:
+        return timed
+    if profile.missing > MOSTLY_MISSING_SHARE * profile.rows:  # an outcome present only where a label is
+        return outcome(profile, labels) or (
+            "empty", f"{profile.missing / profile.rows:.0%} of the sampled rows have no value")
     if profile.distinct <= 1:
         value = next(iter(profile.counts)) if profile.counts else f"{profile.valid_numbers[0]:g}"
         return "constant", f"the same value in every sampled row ({value}): carries no signal"
     if looks_like_id(profile):
         return "id", (f"looks like a row id ({profile.distinct:,} distinct values in {profile.present:,} rows): "
                       "memorizes rows, generalizes to none")
-    return leak(profile, labels)
+    return leak(profile, labels) or outcome(profile, labels)
 
 
 def leak(profile: ColumnProfile, labels: Mapping[str, ColumnProfile]) -> tuple[str, str] | None:

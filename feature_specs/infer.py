@@ -12,12 +12,21 @@ complete spec as YAML (:mod:`feature_specs.render`), each choice explained in a 
   mostly values seen once; embedding width ``6 * cardinality ** 0.25``, capped;
 * numbers: ``zscore``; ``log1p`` when non-negative and right-skewed; ``quantile`` buckets when the
   tails stay heavy;
-* columns that look like row ids (unique per row), timestamps, constants or leaked labels (a
-  near-perfect correlate of a label) are left out, with a comment saying why;
+* columns that look like row ids (unique per row), constants or leaked labels (a near-perfect
+  correlate of a label) are left out, with a comment saying why;
+* columns that behave like outcomes of the impression (:mod:`feature_specs.outcomes`: a like, a
+  follow, a "long view", time on the author's profile, against every label) are left out as
+  label candidates, listed in :attr:`InferredSpec.label_candidates`; ``keep_features`` keeps one
+  that is in fact known at ranking time;
+* time (epoch seconds or milliseconds, ``yyyymmdd`` dates, date/time text, Parquet datetimes,
+  :mod:`feature_specs.time_columns`) is never a feature; with a comparable time column the split
+  is a time cut (train on the past, evaluate on the future), the cut in the comment;
+* list-valued columns (arrays, JSON array text, delimited strings) are recognised and left out:
+  the spec has no list type yet;
 * tasks: the first label must be 0/1 (the click-like task); a 0/1 label is a binary task, any other
   a regression (``log1p`` when non-negative and skewed, masked by the first label when it is only
   non-zero where that label is 1);
-* the ranking group (``group_by``) and a hash split on it (else on a row id).
+* the ranking group (``group_by``); without a time column, a hash split on it (else on a row id).
 
 Keys left at a spec default take it from the dataclass field (:func:`feature_specs.spec.field_default`).
 The result loads with :func:`feature_specs.spec.load_spec` and runs through ``mmoe run`` as is.
@@ -33,6 +42,7 @@ import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
 import yaml
 
 from feature_specs.column_choices import ColumnChoice, embedding_dim, exclusion, feature_choice
@@ -42,6 +52,7 @@ from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_sample
 from feature_specs.spec import FeatureSpec, ModelConfig, Split, TrainingConfig, field_default
 from feature_specs.spec_reader import spec_from_dict
 from feature_specs.task_choices import LabelPlan, label_entry, plan_label
+from feature_specs.time_columns import KEY_TYPES, TimeCut, row_times, split_time_column, time_cut, time_unit
 
 __all__ = ["SAMPLE_ROWS", "InferError", "InferredSpec", "Sample", "embedding_dim", "infer_spec", "read_sample"]
 
@@ -51,7 +62,7 @@ SMALL_MODEL = {"num_experts": 4, "expert_units": (32,), "tower_units": (16,)}
 SMALL_DATA_EPOCHS = 5
 SMALL_BATCH_ROWS = 20_000  # a whole data set below this many rows gets smaller batches
 BIAS_TOWER_UNITS = (8,)
-
+KEEPABLE_FLAGS = ("outcome", "leak")  # what keep_features overrides: a judgement on the values, not a fact
 
 
 @dataclass
@@ -64,6 +75,7 @@ class InferredSpec:
         choices: list of ColumnChoice, one per sampled column, in file order.
         tasks: list of LabelPlan, in the order given.
         sample_rows: int. Rows the inference read.
+        time_cut: TimeCut or None. The proposed time split, when the log has a time column.
     """
 
     yaml: str
@@ -71,6 +83,24 @@ class InferredSpec:
     choices: list[ColumnChoice]
     tasks: list[LabelPlan]
     sample_rows: int
+    time_cut: TimeCut | None = None
+
+    @property
+    def label_candidates(self) -> list[ColumnChoice]:
+        """Columns left out because they behave like outcomes or leaked labels, in file order."""
+        return [c for c in self.choices if c.role == "excluded" and c.flag in KEEPABLE_FLAGS]
+
+    def summary(self) -> list[str]:
+        """Lines for the terminal: what was left out and why it matters, and the split."""
+        lines = []
+        for choice in self.label_candidates:
+            lines.append(f"left out {choice.name} ({choice.flag}): {choice.reason}")
+        for choice in self.choices:
+            if choice.role == "excluded" and choice.flag in ("timestamp", "date", "list"):
+                lines.append(f"left out {choice.name} ({choice.flag}): {choice.reason}")
+        if self.time_cut is not None:
+            lines.append(f"split: {self.time_cut.reason}")
+        return lines
 
     def choice(self, name: str) -> ColumnChoice:
         for choice in self.choices:
@@ -120,9 +150,33 @@ def check_request(sample: Sample, labels: Mapping[str, str], group_by: str | Non
             raise InferError(f"group-by column {group_by!r} must be an identifier (letters, digits, _); rename it")
 
 
+def proposed_time_cut(sample: Sample, choices: list[ColumnChoice], profiles: Mapping[str, ColumnProfile],
+                      group_by: str | None) -> TimeCut | None:
+    """The time cut on the best time column left out as time, or None (no comparable one, or one value)."""
+    units = {c.name: time_unit(profiles[c.name]) for c in choices if c.role == "excluded" and c.flag in ("timestamp", "date")}
+    key = split_time_column({name: unit for name, unit in units.items() if unit})
+    if key is None:
+        return None
+    times = row_times(profiles[key], [row.get(key) for row in sample.rows])
+    known = np.isfinite(times)
+    cut = time_cut(key, units[key], times[known].astype(np.int64), field_default(Split, "eval_fraction"),
+                   sample.exhausted)
+    if cut is None or group_by is None:
+        return cut
+    sides: dict = {}
+    for row, value in zip(sample.rows, times):
+        if np.isfinite(value):
+            sides.setdefault(row.get(group_by), set()).add(bool(value >= cut.cutoff))
+    split_groups = sum(1 for s in sides.values() if len(s) > 1)
+    whole = (f"; {split_groups:,} of {len(sides):,} sampled {group_by} groups straddle the cut (their rows are "
+             "split by time)" if split_groups else f"; every sampled {group_by} group falls on one side of it")
+    return TimeCut(cut.key, cut.unit, cut.cutoff, cut.eval_share, cut.reason + (whole if sides else ""))
+
+
 def ranking_and_split(plans: list[LabelPlan], group_by: str | None, choices: list[ColumnChoice],
-                       profiles: Mapping[str, ColumnProfile]) -> tuple[dict, dict, str, str]:
-    """The ranking and split sections and a comment for each."""
+                       profiles: Mapping[str, ColumnProfile],
+                       cut: TimeCut | None = None) -> tuple[dict, dict, str, str]:
+    """The ranking and split sections and a comment for each; a time split when ``cut`` is given."""
     first = plans[0]
     regressions = [p for p in plans if p.kind == "regression"]
     if regressions:
@@ -155,6 +209,10 @@ def ranking_and_split(plans: list[LabelPlan], group_by: str | None, choices: lis
             split_why = (f"no group or row id: hash of {key}, the most varied feature ({profiles[key].distinct:,} values); "
                          "rows sharing a value stay together")
     split = {"method": "hash", "key": key, "eval_fraction": field_default(Split, "eval_fraction"), "seed": SPLIT_SEED}
+    split_why += f"; {split['eval_fraction']:.0%} of keys to eval, seeded"
+    if cut is not None:
+        split = {"method": "timestamp", "key": cut.key, "cutoff": cut.cutoff}
+        split_why = cut.reason
     return ranking, split, ranking_why, split_why
 
 
@@ -184,8 +242,23 @@ def model_sections(sample: Sample, has_bias: bool, tasks: int) -> tuple[dict, di
     return model, training, why
 
 
+def kept_choice(choice: ColumnChoice, profile: ColumnProfile) -> ColumnChoice:
+    """The feature entry of an excluded outcome or leak that ``keep_features`` names, saying so.
+
+    Raises:
+        InferError: for a column left out for another reason (an id, time, a list, ...).
+    """
+    if choice.flag not in KEEPABLE_FLAGS:
+        raise InferError(f"--keep-feature {choice.name}: the column is left out as {choice.flag} ({choice.reason}); "
+                         "only outcome and leak judgements can be overridden")
+    kept = feature_choice(profile)
+    kept.reason = f"kept as a feature by --keep-feature although flagged {choice.flag}: {choice.reason}; " + kept.reason
+    return kept
+
+
 def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None, max_rows: int = SAMPLE_ROWS,
-               name: str | None = None, input_format: str | None = None) -> InferredSpec:
+               name: str | None = None, input_format: str | None = None,
+               keep_features: Sequence[str] = ()) -> InferredSpec:
     """Proposes a complete spec for a CSV, Parquet, JSONL or TFRecord log.
 
     Args:
@@ -197,16 +270,25 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
         name: str or None. Spec name (also the served model's name); default from the file name.
         input_format: str or None. ``csv``, ``parquet``, ``jsonl`` or ``tfrecord``; default from the
             extension.
+        keep_features: columns to keep as features although they look like outcomes or leaked
+            labels (``--keep-feature``): only for values known before the impression.
 
     Returns:
         InferredSpec: the YAML text, the loaded spec and the per-column decisions.
 
     Raises:
         InferError: unsupported format, missing or empty file, a label or group column the file
-            lacks (the message lists the columns), a first label that is not 0/1.
+            lacks (the message lists the columns), a first label that is not 0/1, a kept column
+            the file lacks or that is left out for another reason than an outcome or a leak.
     """
     sample = read_sample(path, max_rows, input_format)
     check_request(sample, labels, group_by)
+    for column in keep_features:
+        if column not in sample.columns:
+            raise InferError(f"--keep-feature {column!r} is not a column{did_you_mean(column, sample.columns)}; "
+                             "its columns are: " + ", ".join(sample.columns))
+        if column in labels.values() or column == group_by:
+            raise InferError(f"--keep-feature {column!r} is a label or the group-by column")
     profiles = {c: profile_column(c, [row.get(c) for row in sample.rows]) for c in sample.columns}
     plans: list[LabelPlan] = []
     for task, column in labels.items():
@@ -226,7 +308,10 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
                                    "name": column, "type": profile.dtype or "string"})
             continue
         excluded = exclusion(profile, label_profiles)
-        if excluded:
+        if excluded and column in keep_features:
+            choices.append(kept_choice(ColumnChoice(column, profile.dtype, "excluded", excluded[1], flag=excluded[0]),
+                                       profile))
+        elif excluded:
             flag, reason = excluded
             choices.append(ColumnChoice(column, profile.dtype, "excluded", reason, flag=flag))
         else:
@@ -234,13 +319,20 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
     if not any(c.role == "feature" for c in choices):
         raise InferError(f"{sample.path}: no column is usable as a feature: "
                          + "; ".join(f"{c.name}: {c.reason}" for c in choices if c.role == "excluded"))
-    ranking, split, ranking_why, split_why = ranking_and_split(plans, group_by, choices, profiles)
+    cut = proposed_time_cut(sample, choices, profiles, group_by)
+    ranking, split, ranking_why, split_why = ranking_and_split(plans, group_by, choices, profiles, cut)
     if split["key"] != group_by and not any(c.name == split["key"] and c.role in ("feature", "bias") for c in choices):
         key_profile = profiles[split["key"]]
-        declared_extra.append({"_why": f"{split['key']}: the split key", "name": split["key"], "type": key_profile.dtype})
+        if cut is not None:
+            declared_extra.append({"_why": f"{cut.key}: the split key, {cut.unit} compared with split.cutoff "
+                                           "(a row without it cannot be placed in time and is rejected); not a feature",
+                                   "name": cut.key, "type": KEY_TYPES[cut.unit]})
+        else:
+            declared_extra.append({"_why": f"{split['key']}: the split key", "name": split["key"],
+                                   "type": key_profile.dtype})
     label_entries = [label_entry(p, profiles[p.column], profiles[plans[0].column]) for p in plans]
     model, training, model_why = model_sections(sample, any(c.role == "bias" for c in choices), len(plans))
     text = render_spec(name or spec_name(path), sample, choices, plans, label_entries, ranking, split, ranking_why,
                    split_why, model, training, model_why, declared_extra)
     spec = spec_from_dict(yaml.safe_load(text), source="<inferred spec>")
-    return InferredSpec(yaml=text, spec=spec, choices=choices, tasks=plans, sample_rows=len(sample.rows))
+    return InferredSpec(yaml=text, spec=spec, choices=choices, tasks=plans, sample_rows=len(sample.rows), time_cut=cut)

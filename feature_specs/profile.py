@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -20,8 +21,14 @@ from feature_specs.values import is_missing
 TYPE_SHARE = 0.98  # share of values that must parse for a column to take a numeric type
 
 
+LIST_SEPARATORS = (",", "|", ";")  # a string column whose values are joined by one of these may be a list
+LIST_SHARE = 0.3  # share of present values holding the separator (the rest are one-element lists)
+LIST_ELEMENT_MAX_CHARS = 32  # longer parts are text, not list elements
+
+
 def value_kind(value: Any) -> str:
-    """``int``, ``float``, ``nonfinite``, ``string``, ``bool``, ``datetime`` or ``nested``."""
+    """``int``, ``float``, ``nonfinite``, ``string``, ``bool``, ``datetime``, ``list`` or ``nested``
+    (an object)."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
@@ -30,7 +37,9 @@ def value_kind(value: Any) -> str:
         return "float" if math.isfinite(value) else "nonfinite"
     if isinstance(value, (datetime.datetime, datetime.date)):
         return "datetime"
-    if isinstance(value, (list, tuple, dict)):
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
         return "nested"
     if isinstance(value, bytes):
         return "string"
@@ -65,6 +74,79 @@ def as_category(value: Any, dtype: str) -> Any:
     return int(number) if math.isfinite(number) and number.is_integer() else None
 
 
+@dataclass(frozen=True)
+class ListShape:
+    """A column whose values are lists.
+
+    Args:
+        source: str. ``array`` (JSON arrays, Parquet lists, repeated TFRecord values), ``json``
+            (JSON array text in CSV) or ``delimited`` (strings joined by ``separator``).
+        separator: str or None. The delimiter of ``delimited`` values.
+        element_type: str. ``int``, ``float`` or ``string``.
+        mean_length: float. Elements per present value.
+        distinct_elements: int. Distinct elements in the sample.
+    """
+
+    source: str
+    separator: str | None
+    element_type: str
+    mean_length: float
+    distinct_elements: int
+
+    def __str__(self) -> str:
+        how = {"array": "arrays", "json": "JSON array text",
+               "delimited": f"strings joined by {self.separator!r}"}[self.source]
+        return (f"a list of {self.element_type}s ({how}; {self.mean_length:.1f} elements per row on average, "
+                f"{self.distinct_elements:,} distinct elements)")
+
+
+def _element_type(elements: list) -> str:
+    kinds = {value_kind(e) for e in elements}
+    if kinds <= {"int"}:
+        return "int"
+    if kinds <= {"int", "float"}:
+        return "float"
+    return "string"
+
+
+def _shape(source: str, separator: str | None, lists: list[list]) -> ListShape | None:
+    elements = [e for values in lists for e in values]
+    if not elements:
+        return None
+    return ListShape(source, separator, _element_type(elements), len(elements) / len(lists),
+                     len({str(e) for e in elements}))
+
+
+def list_shape(present: Sequence[Any], kinds: collections.Counter) -> ListShape | None:
+    """How the present values of a column are lists, or None when they are not."""
+    if not present:
+        return None
+    if kinds.most_common(1)[0][0] == "list":
+        return _shape("array", None, [list(v) for v in present if isinstance(v, (list, tuple))])
+    texts = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in present]
+    if not all(isinstance(t, str) for t in texts):
+        return None
+    texts = [t.strip() for t in texts]
+    if all(t.startswith("[") and t.endswith("]") for t in texts):
+        try:
+            parsed = [json.loads(t) for t in texts]
+        except (json.JSONDecodeError, RecursionError):
+            parsed = []
+        if parsed and all(isinstance(p, list) and all(not isinstance(e, (list, dict)) for e in p) for p in parsed):
+            return _shape("json", None, parsed)
+    for separator in LIST_SEPARATORS:
+        joined = sum(separator in t for t in texts)
+        if joined < LIST_SHARE * len(texts):
+            continue
+        lists = [[part.strip() for part in t.split(separator)] for t in texts]
+        parts = [p for values in lists for p in values]
+        if all(p and len(p) <= LIST_ELEMENT_MAX_CHARS and " " not in p for p in parts):
+            shape = _shape("delimited", separator, lists)
+            if shape is not None and shape.distinct_elements < len(set(texts)):
+                return shape
+    return None
+
+
 @dataclass
 class ColumnProfile:
     """What a sample says about one column.
@@ -82,6 +164,8 @@ class ColumnProfile:
         numbers: ``(rows,)`` float64 array for int and float columns, NaN where missing or bad.
         codes: ``(rows,)`` int64 array for int and string columns: each row's index into
             ``counts``, -1 where missing or bad.
+        lists: ListShape or None. How the values are lists (arrays, JSON text or delimited
+            strings); None for scalar columns.
     """
 
     name: str
@@ -94,6 +178,7 @@ class ColumnProfile:
     counts: collections.Counter = field(default_factory=collections.Counter)
     numbers: np.ndarray | None = None
     codes: np.ndarray | None = None
+    lists: ListShape | None = None
 
     @property
     def present(self) -> int:
@@ -117,7 +202,7 @@ def column_dtype(kinds: collections.Counter, present: int) -> str | None:
     if not present:
         return None
     top = kinds.most_common(1)[0][0]
-    if top in ("nested", "bool", "datetime"):
+    if top in ("list", "nested", "bool", "datetime"):
         return None
     numeric = kinds["int"] + kinds["float"] + kinds["nonfinite"]
     if numeric >= TYPE_SHARE * present:
@@ -132,6 +217,8 @@ def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
     kinds = collections.Counter(value_kinds)
     dtype = column_dtype(kinds, len(present))
     profile = ColumnProfile(name=name, dtype=dtype, kinds=kinds, rows=len(values), missing=len(values) - len(present))
+    if dtype in (None, "string"):
+        profile.lists = list_shape(present, kinds)
     if dtype is None:
         return profile
     good_kinds = {"string": ("string", "int"), "int": ("int",), "float": ("int", "float")}[dtype]

@@ -102,6 +102,6 @@ def render_spec(name: str, sample: Sample, choices: list[ColumnChoice], plans: l
         out.append(comment(f"{plan.reason}; loss weight {task['weight']} (raise it to favour this task)", "  "))
         out.append(f"  - {flow(task)}")
     out += ["", comment(ranking_why), f"ranking: {flow(ranking)}", "",
-            comment(f"{split_why}; {split['eval_fraction']:.0%} of keys to eval, seeded"), f"split: {flow(split)}", "",
+            comment(split_why), f"split: {flow(split)}", "",
             comment(model_why), f"model: {flow(model)}", f"training: {flow(training)}", ""]
     return "\n".join(out)

@@ -1,6 +1,6 @@
 """`mmoe spec`: propose a spec for a new log (`infer`) and check a spec and data (`check`).
 
-    mmoe spec infer DATA --label click=COL [--label engagement=COL] [--group-by COL] [--out FILE]
+    mmoe spec infer DATA --label click=COL [--label engagement=COL] [--group-by COL] [--keep-feature COL] [--out FILE]
     mmoe spec check SPEC [DATA]
 
 Only argparse and the sampler's constants at import time: the work is imported when a command runs, so `mmoe --help` stays
@@ -51,6 +51,10 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
         "e.g. --label click=clicked --label engagement=dwell_seconds")
     infer.add_argument("--group-by", default=None, metavar="COLUMN",
                        help="request id: candidates of one request are ranked together and split together")
+    infer.add_argument("--keep-feature", action="append", default=[], metavar="COLUMN",
+                       help="keep COLUMN as a feature although it looks like an outcome of the impression or a leaked "
+                       "label (left out by default: listed on stderr with the reason); only for values known at "
+                       "ranking time")
     infer.add_argument("--max-rows", type=int_in(1), default=DEFAULT_MAX_ROWS,
                        help=f"rows sampled at most, from the start (default: {DEFAULT_MAX_ROWS})")
     infer.add_argument("--name", default=None, help="spec and served model name (default: from the file name)")
@@ -78,10 +82,12 @@ def _infer(args) -> int:
         return 2
     try:
         inferred = infer_spec(args.data, labels, group_by=args.group_by, max_rows=args.max_rows,
-                              name=args.name, input_format=args.input_format)
+                              name=args.name, input_format=args.input_format, keep_features=args.keep_feature)
     except InferError as exc:
         print(f"mmoe spec infer: {exc}", file=sys.stderr)
         return 2
+    for line in inferred.summary():
+        print(f"mmoe spec infer: {line}", file=sys.stderr)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w", encoding="utf-8") as handle:

@@ -82,7 +82,8 @@ def test_ids_timestamps_constants_and_leaks_are_left_out_and_flagged(inferred):
     flags = {c.name: c.flag for c in inferred.choices if c.role == "excluded"}
     assert flags == {"impression_key": "id", "event_time": "timestamp", "site": "constant", "click_copy": "leak"}
     declared = {c.name for c in inferred.spec.all_columns}
-    assert not declared & set(flags)
+    assert not declared & (set(flags) - {"event_time"})
+    assert "event_time" not in {f.name for f in inferred.spec.features}  # declared as the (time) split key only
     for name, flag in flags.items():
         assert any(line.startswith(f"# {name} (") and flag in line for line in inferred.yaml.splitlines()), name
 
@@ -95,8 +96,8 @@ def test_tasks_ranking_and_split(inferred):
     ranking = inferred.spec.ranking
     assert (ranking.group_by, ranking.kind) == ("request_id", "product")
     assert dict(ranking.weights) == {"click": 1.0, "engagement": 1.0}
-    split = inferred.spec.split
-    assert (split.method, split.key) == ("hash", "request_id")
+    split = inferred.spec.split  # a timestamp in the log: a time cut (tests/feature_specs/test_infer_time.py)
+    assert (split.method, split.key) == ("timestamp", "event_time")
     assert (inferred.spec.column("clicked").min, inferred.spec.column("clicked").max) == (0, 1)
 
 
@@ -170,10 +171,10 @@ def test_csv_gzip_jsonl_and_parquet_give_the_same_types(tmp_path):
     assert all(t == types[0] for t in types[1:]), types
 
 
-def test_lists_and_booleans_are_left_out_as_unsupported(tmp_path):
+def test_lists_and_booleans_are_left_out(tmp_path):
     rows = [dict(r, tags=["a", "b"][: i % 3], is_new=bool(i % 2)) for i, r in enumerate(impression_rows(60))]
     inferred = infer_spec(write_jsonl(tmp_path / "nested.jsonl", rows), {"click": "clicked"})
-    assert (inferred.choice("tags").flag, inferred.choice("is_new").flag) == ("unsupported", "unsupported")
+    assert (inferred.choice("tags").flag, inferred.choice("is_new").flag) == ("list", "unsupported")
     assert "write booleans as 0/1" in inferred.choice("is_new").reason
 
 

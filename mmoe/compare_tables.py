@@ -67,7 +67,8 @@ def comparison_markdown(comparison: dict) -> str:
     parts = [
         f"Seeds {', '.join(map(str, seeds))}; mean ± standard deviation over seeds; Δ = model − baseline "
         "paired by seed, 95% t-interval; outcome per task: better (interval above 0), as good (lower end "
-        "within the tolerance: 0.001 AUC, 0.1% of an error), worse, unclear.",
+        "within the tolerance: 0.001 AUC, 0.1% of an error), worse (interval below 0 and past the tolerance), "
+        "unclear (too wide to say).",
         metrics_table(comparison), paired_table(comparison), gates_table(comparison),
     ]
     return "\n\n".join(part for part in parts if part) + "\n"

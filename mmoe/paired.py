@@ -110,8 +110,8 @@ def paired_interval(differences, confidence: float = CONFIDENCE) -> dict:
 # Outcomes of one task's paired comparison, in the metric's better direction:
 BETTER = "better"      # the whole interval above 0
 NOT_WORSE = "as good"  # the interval's lower end above -tolerance, but not all above 0
-WORSE = "worse"        # the whole interval below -tolerance
-UNCLEAR = "unclear"    # the interval reaches below -tolerance and above it
+WORSE = "worse"        # the whole interval below 0, reaching past -tolerance: measurably worse
+UNCLEAR = "unclear"    # the interval reaches past -tolerance and above 0: too wide to say
 
 
 def compare_metric(model_values, baseline_values, rule: MetricRule, confidence: float = CONFIDENCE) -> dict:
@@ -142,7 +142,7 @@ def compare_metric(model_values, baseline_values, rule: MetricRule, confidence: 
         outcome = BETTER
     elif low >= -slack:
         outcome = NOT_WORSE
-    elif high < -slack:
+    elif high < 0:
         outcome = WORSE
     else:
         outcome = UNCLEAR

@@ -45,6 +45,8 @@ def test_outcomes_follow_the_metric_direction_and_tolerance():
     assert compare_metric(base - [0.010, 0.011, 0.012], base, auc)["outcome"] == WORSE
     assert compare_metric(base + [0.0002, -0.0001, 0.0001], base, auc)["outcome"] == NOT_WORSE
     assert compare_metric(base + [0.02, -0.02, 0.0], base, auc)["outcome"] == UNCLEAR
+    # below 0 throughout, past the tolerance at its lower end: measurably worse, if only a little
+    assert compare_metric(base - [0.0008, 0.0009, 0.0010], base, auc)["outcome"] == WORSE
     errors = np.array([50.0, 51.0, 52.0])
     lower = compare_metric(errors - [1.0, 1.1, 0.9], errors, rmse)
     assert lower["outcome"] == BETTER and lower["mean"] == pytest.approx(-1.0)

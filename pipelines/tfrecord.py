@@ -14,7 +14,9 @@ from typing import BinaryIO, Iterator
 import google_crc32c
 import numpy as np
 
-from pipelines.ragged import Ragged, concat_rows
+import pyarrow as pa
+
+from pipelines import ragged
 
 _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")
@@ -36,28 +38,28 @@ def _masked(crcs: np.ndarray) -> np.ndarray:
     return ((((crcs >> 15) | (crcs << 17)) + _MASK_DELTA) & 0xFFFFFFFF).astype("<u4")
 
 
-def frame_records(records: Ragged) -> bytes:
+def frame_records(records: pa.Array) -> bytes:
     """Frames every row of ``records`` as one TFRecord; the records, concatenated.
 
     Args:
-        records: Ragged. One serialized record per row.
+        records: pa.BinaryArray. One serialized record per row.
     """
-    n = records.num_rows
+    n = len(records)
     if n == 0:
         return b""
-    lengths = records.lengths.astype("<u8")
-    length_bytes = lengths.view(np.uint8).reshape(n, 8)
-    flat = length_bytes.tobytes()
-    length_crcs = _masked(np.fromiter((google_crc32c.value(flat[i:i + 8]) for i in range(0, 8 * n, 8)),
+    lengths = ragged.lengths(records)
+    length_bytes = lengths.astype("<u8").view(np.uint8).reshape(n, 8)
+    flat_lengths = length_bytes.tobytes()
+    length_crcs = _masked(np.fromiter((google_crc32c.value(flat_lengths[i:i + 8]) for i in range(0, 8 * n, 8)),
                                       dtype=np.uint64, count=n))
-    data = records.data.tobytes()
-    ends = np.cumsum(records.lengths)
-    starts = (ends - records.lengths).tolist()
+    data = ragged.flat(records)
+    ends = np.cumsum(lengths)
+    starts = (ends - lengths).tolist()
     data_crcs = _masked(np.fromiter((google_crc32c.value(data[s:e]) for s, e in zip(starts, ends.tolist())),
                                     dtype=np.uint64, count=n))
     header = np.concatenate([length_bytes, length_crcs.view(np.uint8).reshape(n, 4)], axis=1)
-    framed = concat_rows([Ragged.fixed(header), records, Ragged.fixed(data_crcs.view(np.uint8).reshape(n, 4))])
-    return framed.data.tobytes()
+    framed = ragged.join([ragged.fixed(header), records, ragged.fixed(data_crcs.view(np.uint8).reshape(n, 4))])
+    return ragged.flat(framed)
 
 
 def read_records(handle: BinaryIO, source: str) -> Iterator[bytes]:

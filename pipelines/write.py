@@ -5,6 +5,7 @@ Every path goes through Beam's sinks or ``FileSystems``, so the workdir may be a
 
 from __future__ import annotations
 
+import gzip
 import struct
 from typing import Any, Mapping, Sequence
 
@@ -18,6 +19,7 @@ from pipelines.files import write_text
 from pipelines.records import Rejection
 
 TFRECORD_SUFFIX = ".tfrecord.gz"
+GZIP_LEVEL = 1
 REJECTED_SUFFIX = ".jsonl"
 
 
@@ -103,11 +105,23 @@ class WriteExamples(beam.PTransform):
 
 
 class _FramedRecordsSink(FileBasedSink):
-    """GZIP TFRecord shards whose elements are already-framed runs of records (bytes)."""
+    """GZIP TFRecord shards whose elements are already-framed runs of records (bytes).
+
+    Compressed at :data:`GZIP_LEVEL` (Beam's own GZIP files use zlib's default, 6): a third of
+    the CPU time for files about a fifth larger, read by every GZIP reader the same way.
+    """
 
     def __init__(self, prefix: str):
         super().__init__(prefix, coder=coders.BytesCoder(), file_name_suffix=TFRECORD_SUFFIX,
-                         compression_type=CompressionTypes.GZIP)
+                         compression_type=CompressionTypes.UNCOMPRESSED)
+
+    def open(self, temp_path):
+        return gzip.GzipFile(fileobj=super().open(temp_path), mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
+
+    def close(self, file_handle):
+        raw = file_handle.fileobj
+        file_handle.close()  # writes the GZIP trailer; does not close the file it wraps
+        raw.close()
 
     def write_encoded_record(self, file_handle, encoded_value):
         file_handle.write(encoded_value)

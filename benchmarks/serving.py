@@ -2,7 +2,7 @@
 in-process call, and throughput under load, with one and two server workers.
 
 Needs an exported model: run ``mmoe run`` first (it writes ``runs/clicklog/export/clicklog/<v>``).
-Servers (``serving.server.serve``: with batching and TF Serving's gRPC API, without batching, and
+Servers (``serving.launch.serve``: with batching and TF Serving's gRPC API, without batching, and
 with ``workers=2``) run in child processes on free loopback ports. Latency and the 1/8/32-client
 throughput are driven by threads of this process, each with its own persistent keep-alive
 ``http.client.HTTPConnection`` or its own gRPC channel (as a real client keeps its connections
@@ -216,14 +216,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """``serving.server.serve`` in a child process on free loopback ports: REST on ``port``, gRPC
+    """``serving.launch.serve`` in a child process on free loopback ports: REST on ``port``, gRPC
     on ``grpc_port`` when ``grpc`` (else None), ``workers`` processes sharing them."""
 
     def __init__(self, model_base: str, model_name: str | None, batch_max_size: int, batch_timeout_ms: float,
                  grpc: bool = False, workers: int = 1):
         self.port = free_port()
         self.grpc_port = free_port() if grpc else None
-        code = ("import sys; sys.path.insert(0, %r); from serving.server import serve; "
+        code = ("import sys; sys.path.insert(0, %r); from serving.launch import serve; "
                 "serve(%r, %r, port=%d, batch_max_size=%d, batch_timeout_ms=%r, poll_seconds=0, grpc_port=%r, "
                 "workers=%d)"
                 % (ROOT, model_base, model_name, self.port, batch_max_size, batch_timeout_ms, self.grpc_port, workers))

@@ -17,6 +17,7 @@ from mmoe_cli.compare_command import add_compare_parser
 from mmoe_cli.flag_types import FRACTION, float_in, int_in
 from mmoe_cli.spec_commands import add_spec_parser
 from serving.batching import DEFAULT_DRAIN_SECONDS, DEFAULT_MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_ENQUEUED_BATCHES
+from serving.config import DEFAULT_BATCH_MAX_SIZE, DEFAULT_BATCH_TIMEOUT_MS, DEFAULT_POLL_SECONDS
 from serving.ports import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_PORT
 from serving.versions import DEFAULT_VERSION_POLICY, POLICY_FORMS, VERSION_LABELS_FLAG, VERSIONS_FLAG
 from serving.workers import DEFAULT_MAX_RESTARTS, RESTART_WINDOW_SECONDS, default_workers
@@ -201,12 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(default: {DEFAULT_MAX_ENQUEUED_BATCHES})")
     serve.add_argument("--drain-seconds", type=float_in(0.0), default=DEFAULT_DRAIN_SECONDS,
                        help=f"on SIGTERM, how long requests in progress may take to finish (default: {DEFAULT_DRAIN_SECONDS:g})")
-    serve.add_argument("--batch-max-size", type=int_in(1), default=4096,
-                       help="most rows merged into one model call; 1 disables batching (default: 4096)")
-    serve.add_argument("--batch-timeout-ms", type=float_in(0.0), default=2.0,
-                       help="longest a request waits for others to batch with (default: 2)")
-    serve.add_argument("--poll-seconds", type=float_in(0.0), default=2.0,
-                       help="how often new versions are looked for; 0 disables hot reload (default: 2)")
+    serve.add_argument("--batch-max-size", type=int_in(1), default=DEFAULT_BATCH_MAX_SIZE,
+                       help=f"most rows merged into one model call; 1 disables batching (default: {DEFAULT_BATCH_MAX_SIZE})")
+    serve.add_argument("--batch-timeout-ms", type=float_in(0.0), default=DEFAULT_BATCH_TIMEOUT_MS,
+                       help=f"longest a request waits for others to batch with (default: {DEFAULT_BATCH_TIMEOUT_MS:g})")
+    serve.add_argument("--poll-seconds", type=float_in(0.0), default=DEFAULT_POLL_SECONDS,
+                       help=f"how often new versions are looked for; 0 disables hot reload (default: {DEFAULT_POLL_SECONDS:g})")
     serve.add_argument(VERSIONS_FLAG, default=str(DEFAULT_VERSION_POLICY), metavar="POLICY",
                        help=f"which versions to serve, as TF Serving's model_version_policy: {POLICY_FORMS} "
                        f"(default: {DEFAULT_VERSION_POLICY}, only the newest)")

@@ -41,6 +41,14 @@ TENSORFLOW_COMMANDS = ("run", "preprocess", "train", "evaluate", "export", "serv
 FILE_NOT_FOUND_EXIT_CODE = UserError.exit_code  # a missing input file is a bad input too
 
 
+def runs_tensorflow_here(args) -> bool:
+    """Whether the command imports TensorFlow in this process (``serve --workers N`` with N > 1
+    only supervises: the workers import it, each started quietly by its initializer)."""
+    if args.command == "serve":
+        return args.workers <= 1
+    return args.command in TENSORFLOW_COMMANDS
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mmoe` console script; returns the process exit code."""
     parser = build_parser()
@@ -49,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command not in BEAM_COMMANDS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     configure_logging(args.verbose)
-    if args.command in TENSORFLOW_COMMANDS:
+    if runs_tensorflow_here(args):
         start_tensorflow_quietly(args.verbose)
     try:
         return COMMANDS[args.command](args, extra)

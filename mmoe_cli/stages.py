@@ -263,7 +263,7 @@ def cmd_serve(args, beam_args: list[str]) -> int:
 
     versions = parse_version_policy(args.versions)  # before any model loads: a bad flag fails at once
     version_labels = parse_version_labels(args.version_labels)
-    from serving.server import serve
+    from serving.launch import serve
 
     serve(
         args.model_base or Workdir(args.workdir).export_base, model_name=args.model_name, host=args.host,

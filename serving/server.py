@@ -14,11 +14,11 @@ new model requests are refused with 503 first, while the server still listens (a
 connects meanwhile is told so instead of being refused); the model requests in progress finish
 (up to ``drain_seconds``); every answer from then on closes its keep-alive connection and idle
 ones are closed; then the server stops listening, lets the open connections write their last
-answers and stops the model's versions. :func:`serve` drains on SIGTERM (and Ctrl-C) and
-returns, so the process exits 0; :func:`make_server` drains when its block ends.
+answers and stops the model's versions. :func:`serve_in_foreground` drains on SIGTERM (and Ctrl-C)
+and returns, so the process exits 0; :func:`make_server` drains when its block ends.
 
-Use :func:`serve` to run it in the foreground, :func:`make_server` (a context manager) to run it
-in a background thread. ``serve(..., workers=N)`` runs N such servers in worker processes that
+Use :func:`serving.launch.serve` to run it in the foreground, :func:`make_server` (a context
+manager) to run it in a background thread. ``serve(..., workers=N)`` runs N such servers in worker processes that
 share the ports (:mod:`serving.workers`, ``SO_REUSEPORT``), each with its own model copy, batchers
 and metrics, supervised by the calling process; each worker's answers say its pid in the
 ``Server`` header (``mmoe-serving worker/<pid> ...``).
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import http.server
 import logging
 import os
@@ -36,66 +35,21 @@ import select
 import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator
 
-from serving.batching import (
-    DEFAULT_DRAIN_SECONDS,
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_MAX_ENQUEUED_BATCHES,
-    InFlight,
-)
+from serving.batching import InFlight
+from serving.config import ServerConfig
 from serving.grpc_service import start_grpc_server
 from serving.handler import RequestHandler
 from serving.metrics import ServerMetrics
 from serving.models import ModelRegistry, resolve_model_dir
-from serving.ports import DEFAULT_GRPC_PORT, DEFAULT_HOST, DEFAULT_PORT
+from serving.ports import DEFAULT_HOST, DEFAULT_PORT
 from serving.routes import Call, readyz
-from serving.versions import DEFAULT_VERSION_POLICY, VersionPolicy
-from serving.workers import Report, run_workers
+from serving.launch import grpc_at
+from serving.workers import Report
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_MAX_SIZE = 4096  # rows (about 40 rank requests of 100 candidates)
-DEFAULT_BATCH_TIMEOUT_MS = 2.0
-DEFAULT_POLL_SECONDS = 2.0
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_CANDIDATES = 10_000
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """Limits and batching settings of one server.
-
-    Args:
-        batch_max_size: most rows per batched model call; 1 or less disables batching.
-        batch_timeout_ms: longest time a request waits for others to join its batch.
-        poll_seconds: how often the model directory is rescanned for new versions; 0 disables.
-        max_body_bytes: larger request bodies are answered 413.
-        max_candidates: rank requests with more candidates are answered 413.
-        max_concurrent_requests: model requests in progress at once; more are answered 503.
-        max_enqueued_batches: each batching queue holds at most this many batches of
-            ``batch_max_size`` rows; a request that finds it full is answered 503.
-        drain_seconds: on shutdown, how long the requests in progress may take to finish.
-        versions: the version policy (:mod:`serving.versions`) or its text; defaults to
-            ``latest:1``, TF Serving's.
-        version_labels: label -> version (or its text, ``"stable=3,canary=4"``); none by default.
-        grpc_port: also serve TF Serving's gRPC API (:mod:`serving.grpc_service`) on this port
-            (0: a free one), over the same versions, batchers and limits; None (the default for
-            :func:`make_server`) for REST alone.
-    """
-
-    batch_max_size: int = DEFAULT_BATCH_MAX_SIZE
-    batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS
-    poll_seconds: float = DEFAULT_POLL_SECONDS
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_candidates: int = DEFAULT_MAX_CANDIDATES
-    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
-    max_enqueued_batches: int = DEFAULT_MAX_ENQUEUED_BATCHES
-    drain_seconds: float = DEFAULT_DRAIN_SECONDS
-    versions: VersionPolicy | str = DEFAULT_VERSION_POLICY
-    version_labels: Mapping[str, int] | str | None = None
-    grpc_port: int | None = None
 
 
 class ModelServer(http.server.ThreadingHTTPServer):
@@ -272,7 +226,7 @@ def make_server(model_base: str, model_name: str | None = None, host: str = DEFA
     """Runs a server in a background thread for the ``with`` block (tests, benchmarks).
 
     Args:
-        model_base, model_name, host: as for :func:`serve`.
+        model_base, model_name, host: as for :func:`serving.launch.serve`.
         port: defaults to 0, a free port; read it back from ``server.url``.
         **settings: :class:`ServerConfig` fields (``batch_max_size``, ``batch_timeout_ms``, ...).
 
@@ -291,85 +245,29 @@ def make_server(model_base: str, model_name: str | None = None, host: str = DEFA
         thread.join(timeout=10)
 
 
-def serve(model_base: str, model_name: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          batch_max_size: int = DEFAULT_BATCH_MAX_SIZE, batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
-          poll_seconds: float = DEFAULT_POLL_SECONDS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-          max_candidates: int = DEFAULT_MAX_CANDIDATES,
-          max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
-          max_enqueued_batches: int = DEFAULT_MAX_ENQUEUED_BATCHES,
-          drain_seconds: float = DEFAULT_DRAIN_SECONDS,
-          versions: VersionPolicy | str = DEFAULT_VERSION_POLICY,
-          version_labels: Mapping[str, int] | str | None = None,
-          grpc_port: int | None = DEFAULT_GRPC_PORT, workers: int = 1,
-          worker_initializer: Callable[[], None] | None = None) -> None:
-    """Serves every version under ``<model_base>/<model_name>/`` until SIGTERM or Ctrl-C (blocking),
-    then drains and returns.
-
-    Args:
-        model_base: export base holding ``<name>/<version>/``, e.g. ``runs/clicklog/export``; a
-            model directory holding integer versions works too.
-        model_name: the model's name in URLs; defaults to the only model under ``model_base``.
-        host: address to bind. Defaults to ``127.0.0.1`` (loopback only).
-        port: port to bind. Defaults to 8501, TF Serving's REST port.
-        batch_max_size: most rows per batched model call; 1 or less disables batching.
-        batch_timeout_ms: longest wait for concurrent requests to join a batch.
-        poll_seconds: how often new versions are looked for; 0 disables hot reload.
-        max_body_bytes: larger request bodies get 413.
-        max_candidates: rank requests with more candidates get 413.
-        max_concurrent_requests: model requests in progress at once; more get 503.
-        max_enqueued_batches: each batching queue's bound, in batches of ``batch_max_size`` rows;
-            a request that finds it full gets 503.
-        drain_seconds: on SIGTERM, how long the requests in progress may take to finish.
-        versions: which versions to serve (:mod:`serving.versions`): ``latest:N`` (default
-            ``latest:1``, TF Serving's), ``all`` or ``specific:V,...``, as text or parsed.
-        version_labels: label -> version, e.g. ``{"stable": 3, "canary": 4}`` (or that as text,
-            ``"stable=3,canary=4"``); each must point to a version the policy serves.
-        grpc_port: TF Serving's gRPC API on this port (default 8500, TF Serving's); None for none.
-        workers: int. Server processes sharing ``port`` and ``grpc_port`` (:mod:`serving.workers`),
-            each with its own model copy, batchers, limits and metrics (the limits are per
-            worker); this process supervises them and returns once all drained. 1 (the default)
-            serves in this process, with no other.
-        worker_initializer: picklable; with ``workers`` > 1, run first in each worker process,
-            before it imports the server (the command line passes its logging set-up and quiet
-            TensorFlow start, which spawned processes do not inherit).
-
-    Raises:
-        serving.workers.WorkerFailed: with ``workers`` > 1, a worker failed to start or kept dying.
-    """
-    config = ServerConfig(batch_max_size=batch_max_size, batch_timeout_ms=batch_timeout_ms, poll_seconds=poll_seconds,
-                          max_body_bytes=max_body_bytes, max_candidates=max_candidates,
-                          max_concurrent_requests=max_concurrent_requests, max_enqueued_batches=max_enqueued_batches,
-                          drain_seconds=drain_seconds, versions=versions, version_labels=version_labels,
-                          grpc_port=grpc_port)
-    if workers <= 1:
-        _serve_in_foreground(model_base, model_name, host, port, config, on_started=_print_banner)
-        return
-    resolve_model_dir(model_base, model_name)  # a wrong directory fails here, once, not in every worker
-    run_workers(functools.partial(serve_worker, model_base, model_name, host, config), workers, host, port, grpc_port,
-                on_ready=functools.partial(_print_workers_banner, host), initializer=worker_initializer)
-
-
 def serve_worker(model_base: str, model_name: str | None, host: str, config: ServerConfig, *, port: int,
                  grpc_port: int | None, report) -> None:
-    """One worker process of :func:`serve`: serves in the foreground with ``SO_REUSEPORT`` until
+    """One worker process of :func:`serving.launch.serve`: serves in the foreground with ``SO_REUSEPORT`` until
     SIGTERM, then drains and returns. The ``target`` of :func:`serving.workers.run_workers`.
 
     Args:
-        model_base, model_name, host: as for :func:`serve`.
+        model_base, model_name, host: as for :func:`serving.launch.serve`.
         config: the server's settings (its ``grpc_port`` is replaced by ``grpc_port``).
         port: int. The REST port every worker shares (the parent already chose it).
         grpc_port: int | None. The gRPC port every worker shares, or None.
         report: called once with this worker's :data:`~serving.workers.Report` when it listens.
     """
     config = dataclasses.replace(config, grpc_port=grpc_port)
-    _serve_in_foreground(model_base, model_name, host, port, config, reuse_port=True,
-                         on_started=lambda server: report(_worker_report(server)))
+    serve_in_foreground(model_base, model_name, host, port, config, reuse_port=True,
+                        on_started=lambda server: report(_worker_report(server)))
 
 
-def _serve_in_foreground(model_base: str, model_name: str | None, host: str, port: int, config: ServerConfig,
-                         on_started, reuse_port: bool = False) -> None:
-    """Builds a server, calls ``on_started(server)`` once it listens, serves until SIGTERM or
-    Ctrl-C, then drains (for up to ``config.drain_seconds``) and returns."""
+def serve_in_foreground(model_base: str, model_name: str | None, host: str, port: int, config: ServerConfig,
+                        on_started: Callable[[ModelServer], None] | None = None, reuse_port: bool = False) -> None:
+    """Builds a server, calls ``on_started(server)`` once it listens (default: prints where it
+    serves), serves until SIGTERM or Ctrl-C, then drains (for up to ``config.drain_seconds``) and
+    returns. :func:`serving.launch.serve` with one worker."""
+    on_started = on_started or _print_banner
     server = build_server(model_base, model_name, host, port, config, reuse_port)
     drain_seconds = config.drain_seconds
     # the drain runs in its own thread: it ends serve_forever, which runs in this one
@@ -395,15 +293,11 @@ def _serve_in_foreground(model_base: str, model_name: str | None, host: str, por
             drain.join()
 
 
-def _grpc_at(host: str, grpc_port: int | None) -> str:
-    return f" and gRPC at {host}:{grpc_port}" if grpc_port is not None else ""
-
-
 def _print_banner(server: ModelServer) -> None:
-    grpc_at = _grpc_at(server.server_address[0], server.grpc_port if server.grpc is not None else None)
+    grpc_address = grpc_at(server.server_address[0], server.grpc_port if server.grpc is not None else None)
     log.info("serving model %r (versions %s) at %s%s", server.registry.name, server.registry.versions(), server.url,
-             grpc_at)
-    print(f"serving model {server.registry.name!r} versions {server.registry.versions()} at {server.url}{grpc_at}",
+             grpc_address)
+    print(f"serving model {server.registry.name!r} versions {server.registry.versions()} at {server.url}{grpc_address}",
           flush=True)
 
 
@@ -412,13 +306,3 @@ def _worker_report(server: ModelServer) -> Report:
     status, _ = readyz(Call(server, None, b""))
     return {"pid": os.getpid(), "model": server.registry.name, "versions": server.registry.versions(),
             "ready": status == 200}
-
-
-def _print_workers_banner(host: str, reports: list[Report], port: int, grpc_port: int | None) -> None:
-    pids = ", ".join(str(report["pid"]) for report in reports)
-    unready = sum(not report["ready"] for report in reports)
-    waiting = f"; {unready} not ready yet (no version loaded)" if unready else ""
-    line = (f"serving model {reports[0]['model']!r} versions {reports[0]['versions']} at http://{host}:{port}"
-            f"{_grpc_at(host, grpc_port)} with {len(reports)} workers (pids {pids}){waiting}")
-    log.info("%s", line)
-    print(line, flush=True)

@@ -108,8 +108,10 @@ def worker_main(initializer: Callable[[], None] | None, target: bytes, port: int
     imports its module (the server, hence TensorFlow), whose start-up the initializer may need to
     arrange first (logging, quiet native start-up lines).
 
-    A :class:`UserError` is sent to the parent (which raises it) and ends the worker with its
-    exit code, without a traceback; any other exception is sent and re-raised.
+    A :class:`UserError` (or a ``FileNotFoundError``: a model directory that does not exist, which
+    the parent does not check itself, to stay free of TensorFlow) is sent to the parent (which
+    raises it as a :class:`UserError`) and ends the worker with its exit code, without a
+    traceback; any other exception is sent and re-raised.
     """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # until the server's drain handler is installed
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which forwards SIGTERM
@@ -117,9 +119,10 @@ def worker_main(initializer: Callable[[], None] | None, target: bytes, port: int
         if initializer is not None:
             initializer()
         pickle.loads(target)(port=port, grpc_port=grpc_port, report=reports.send)
-    except UserError as error:
-        reports.send({"pid": os.getpid(), "user_error": str(error), "exit_code": error.exit_code})
-        raise SystemExit(error.exit_code) from None
+    except (UserError, FileNotFoundError) as error:  # a user's mistake (a wrong model directory: the latter)
+        exit_code = getattr(error, "exit_code", UserError.exit_code)
+        reports.send({"pid": os.getpid(), "user_error": str(error), "exit_code": exit_code})
+        raise SystemExit(exit_code) from None
     except BaseException as error:
         reports.send({"pid": os.getpid(), "error": f"{type(error).__name__}: {error}"})
         raise

@@ -216,7 +216,7 @@ def test_sigterm_during_a_load_loop_loses_no_accepted_request(model_base, rank_b
     url = f"http://127.0.0.1:{port}"
     code = ("import time, serving.models as m; real = m.run_function; "
             f"m.run_function = lambda f, x: (time.sleep({SLOW_SECONDS}), real(f, x))[1]; "
-            f"from serving.server import serve; serve({model_base!r}, 'clicklog', port={port}, poll_seconds=0, "
+            f"from serving.launch import serve; serve({model_base!r}, 'clicklog', port={port}, poll_seconds=0, "
             "versions='latest:1', version_labels='stable=1', grpc_port=None)")
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as errors:

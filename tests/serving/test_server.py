@@ -438,7 +438,7 @@ def test_serve_runs_in_the_foreground_until_sigterm(model_base):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    code = f"from serving.server import serve; serve({model_base!r}, port={port}, poll_seconds=0, grpc_port=0)"
+    code = f"from serving.launch import serve; serve({model_base!r}, port={port}, poll_seconds=0, grpc_port=0)"
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
     try:

@@ -306,11 +306,11 @@ def test_nothing_loaded_yet_is_retryable_an_unknown_version_or_label_is_not(mode
 
 
 def test_mmoe_serve_passes_the_parsed_policy_and_labels_to_the_server(monkeypatch):
-    import serving.server
+    import serving.launch
 
     calls = []
     monkeypatch.setattr(cli, "start_tensorflow_quietly", lambda verbose: None)
-    monkeypatch.setattr(serving.server, "serve", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(serving.launch, "serve", lambda *args, **kwargs: calls.append(kwargs))
     assert cli.main(["serve", "--model-base", "b", "--versions", "specific:3,4",
                      "--version-labels", "stable=3,canary=4"]) == 0
     assert calls[0]["versions"] == SpecificVersions((3, 4))
@@ -327,10 +327,10 @@ def test_mmoe_serve_passes_the_parsed_policy_and_labels_to_the_server(monkeypatc
     (["--version_labels", "stable"], "mmoe: --version-labels: 'stable' is not label=version"),
 ])
 def test_mmoe_serve_refuses_a_bad_policy_or_label_in_one_line(monkeypatch, capsys, argv, line):
-    import serving.server
+    import serving.launch
 
     monkeypatch.setattr(cli, "start_tensorflow_quietly", lambda verbose: None)
-    monkeypatch.setattr(serving.server, "serve", lambda *args, **kwargs: pytest.fail("served despite the mistake"))
+    monkeypatch.setattr(serving.launch, "serve", lambda *args, **kwargs: pytest.fail("served despite the mistake"))
     assert cli.main(["serve", "--model-base", "b", *argv]) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(line) and len(captured.err.splitlines()) == 1

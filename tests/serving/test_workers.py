@@ -129,11 +129,11 @@ def test_a_reserved_port_is_shared_by_reuse_port_sockets_only():
 
 
 def test_mmoe_serve_passes_workers_defaulting_to_the_cpus_it_may_use(monkeypatch):
-    import serving.server
+    import serving.launch
 
     calls = []
     monkeypatch.setattr(cli, "start_tensorflow_quietly", lambda verbose: None)
-    monkeypatch.setattr(serving.server, "serve", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(serving.launch, "serve", lambda *args, **kwargs: calls.append(kwargs))
     assert cli.main(["serve", "--model-base", "b"]) == 0
     assert cli.main(["serve", "--model-base", "b", "--workers", "3"]) == 0
     assert [call["workers"] for call in calls] == [len(os.sched_getaffinity(0)), 3] == [default_workers(), 3]
@@ -179,8 +179,8 @@ def ready_count(families: dict) -> float:
 def test_two_workers_share_the_ports_and_metrics_and_sigterm_during_a_load_loop_loses_no_accepted_request(
         trained_run, rank_body, tmp_path):
     shutil.copytree(trained_run.export_path, tmp_path / "clicklog" / "1")
-    code = (f"from serving.server import serve; serve({str(tmp_path)!r}, 'clicklog', port=0, grpc_port=0, "
-            "poll_seconds=0, workers=2)")
+    code = (f"from serving.launch import serve; serve({str(tmp_path)!r}, 'clicklog', port=0, grpc_port=0, "
+            "poll_seconds=0, workers=2); import sys; print('parent imported tensorflow:', 'tensorflow' in sys.modules)")
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "w") as errors:
         process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=errors, text=True,
@@ -225,6 +225,7 @@ def test_two_workers_share_the_ports_and_metrics_and_sigterm_during_a_load_loop_
         wait_for(lambda: outcomes.count("200") >= 40, 30)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+        assert process.stdout.read().strip() == "parent imported tensorflow: False", "the supervisor stays small"
         time.sleep(0.2)
         stop.set()
         for client in clients:
@@ -237,3 +238,16 @@ def test_two_workers_share_the_ports_and_metrics_and_sigterm_during_a_load_loop_
     assert not lost, lost
     assert set(outcomes) <= {"200", "503"}, outcomes
     assert "Traceback" not in stderr.read_text()
+
+
+def test_mmoe_serve_with_workers_on_a_wrong_model_directory_fails_in_one_line(tmp_path):
+    """The supervisor does not import TensorFlow to check the directory: the workers find it wrong
+    and the parent exits 2 with their one-line error."""
+    missing = tmp_path / "no-such-export"
+    command = "import sys; from mmoe_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", command, "serve", "--model-base", str(missing), "--workers", "2",
+                             "--port", "0", "--no-grpc"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"mmoe: no SavedModel versions under {missing}"), result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,7 +5,10 @@ data, reads a bounded sample of it and reports, naming each column: declared col
 lacks, values that do not parse as the declared type, empty required values and values outside
 ``min``/``max`` (each when more of the sampled rows fail than ``pipeline.max_reject_rate``, the
 share at which a run fails), binary labels that are not 0/1, and undeclared columns when
-``pipeline.unknown_columns`` is ``reject``. Values are typed by ``feature_specs.values``, the
+``pipeline.unknown_columns`` is ``reject``. :func:`check_report` adds warnings that do not fail a
+run: a declared feature that predicts a label almost perfectly on the sample, or behaves like
+an outcome of the impression (:func:`predictor_warnings`, the judgements ``mmoe spec infer``
+leaves such columns out by). Values are typed by ``feature_specs.values``, the
 rules the pipeline's validation applies, and the sample is read by the sampler ``mmoe spec infer``
 uses too (:mod:`feature_specs.sample`), with the pipeline's format rules. This module imports
 neither Beam nor TensorFlow.
@@ -18,6 +21,9 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from feature_specs.column_choices import leak
+from feature_specs.outcomes import outcome_evidence
+from feature_specs.profile import profile_column
 from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_sample
 from feature_specs.spec import Column, FeatureSpec, SpecError
 from feature_specs.spec_nodes import quoted
@@ -167,6 +173,54 @@ def check_data(spec: FeatureSpec, sample: Sample) -> list[Problem]:
     return problems
 
 
+def predictor_warnings(spec: FeatureSpec, sample: Sample) -> list[Problem]:
+    """Warnings for declared features that predict a task's label almost perfectly on the sample
+    (the label restated: :func:`feature_specs.column_choices.leak`) or behave like an outcome of
+    the impression (:func:`feature_specs.outcomes.outcome_evidence`): values recorded after the
+    impression, absent when the model ranks. One per feature, naming the feature and the label."""
+    where = sample.files[0] if len(sample.files) == 1 else f"{sample.path} ({len(sample.files)} files)"
+    labels = {}
+    for task in spec.tasks:
+        if task.label in sample.columns and task.label not in labels:
+            profile = profile_column(task.label, [row.get(task.label) for row in sample.rows])
+            if profile.numbers is not None:
+                labels[task.label] = profile
+    if not labels:
+        return []
+    warnings = []
+    for i, feature in enumerate(spec.features):
+        if feature.name not in sample.columns or feature.name in labels:
+            continue
+        profile = profile_column(feature.name, [row.get(feature.name) for row in sample.rows])
+        found = leak(profile, labels)
+        why = found[1] if found else outcome_evidence(profile, labels)
+        if why:
+            warnings.append(Problem(
+                f"features[{i}] {feature.name}: {why} (on {len(sample.rows):,} sampled rows of {where}); a feature "
+                "that gives the label away is usually recorded after the impression and absent at serving time: "
+                "offline metrics look excellent, served rankings do not. Drop it unless it is known when ranking",
+                feature.name))
+    return warnings
+
+
+def check_report(spec_path: str, data_path: str | None = None, max_rows: int = SAMPLE_ROWS,
+                 input_format: str | None = None) -> tuple[list[Problem], list[Problem]]:
+    """(problems, warnings) of a spec file and, given data, of a sample against it: the problems
+    of :func:`check_spec`, and :func:`predictor_warnings` when there are none."""
+    try:
+        spec = load_spec(spec_path)
+    except SpecError as exc:
+        return [Problem(str(exc))], []
+    if data_path is None:
+        return [], []
+    try:
+        sample = read_sample(data_path, max_rows, input_format)
+    except InferError as exc:
+        return [Problem(str(exc))], []
+    problems = check_data(spec, sample)
+    return problems, ([] if problems else predictor_warnings(spec, sample))
+
+
 def check_spec(spec_path: str, data_path: str | None = None, max_rows: int = SAMPLE_ROWS,
                input_format: str | None = None) -> list[Problem]:
     """Validates a spec file and, given data, a sample of the data against it.
@@ -179,16 +233,7 @@ def check_spec(spec_path: str, data_path: str | None = None, max_rows: int = SAM
             extension.
 
     Returns:
-        list of Problem, empty when the spec loads and the sample fits it.
+        list of Problem, empty when the spec loads and the sample fits it (warnings aside: see
+        :func:`check_report`).
     """
-    try:
-        spec = load_spec(spec_path)
-    except SpecError as exc:
-        return [Problem(str(exc))]
-    if data_path is None:
-        return []
-    try:
-        sample = read_sample(data_path, max_rows, input_format)
-    except InferError as exc:
-        return [Problem(str(exc))]
-    return check_data(spec, sample)
+    return check_report(spec_path, data_path, max_rows, input_format)[0]

@@ -63,7 +63,8 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
     infer.add_argument("--out", default=None, metavar="FILE", help="write the YAML here instead of stdout")
 
     check = actions.add_parser(
-        "check", help="validate SPEC, and DATA against it: missing or mistyped columns, named (exit 2 on problems)")
+        "check", help="validate SPEC, and DATA against it: missing or mistyped columns, named (exit 2 on problems); "
+        "warns of features that predict a label almost perfectly or look like outcomes of the impression")
     check.add_argument("spec_path", metavar="SPEC", help="feature spec YAML")
     check.add_argument("data", metavar="DATA", nargs="?", default=None, help="log file or glob to check against SPEC")
     check.add_argument("--max-rows", type=int_in(1), default=DEFAULT_MAX_ROWS,
@@ -104,14 +105,16 @@ def _infer(args) -> int:
 
 
 def _check(args) -> int:
-    from feature_specs.check import check_spec
+    from feature_specs.check import check_report
 
-    problems = check_spec(args.spec_path, args.data, max_rows=args.max_rows, input_format=args.input_format)
+    problems, warnings = check_report(args.spec_path, args.data, max_rows=args.max_rows, input_format=args.input_format)
     problems += _model_problems(args.spec_path) if not problems else []
     if problems:
         for problem in problems:
             print(f"mmoe spec check: {problem}", file=sys.stderr)
         return 2
+    for warning in warnings:
+        print(f"mmoe spec check: warning: {warning}", file=sys.stderr)
     against = f" and {args.data} fits it (sampled)" if args.data else ""
     print(f"{args.spec_path}: valid{against}")
     return 0

@@ -141,9 +141,8 @@ def list_shape(present: Sequence[Any], kinds: collections.Counter) -> ListShape 
         lists = [[part.strip() for part in t.split(separator)] for t in texts]
         parts = [p for values in lists for p in values]
         if all(p and len(p) <= LIST_ELEMENT_MAX_CHARS and " " not in p for p in parts):
-            shape = _shape("delimited", separator, lists)
-            if shape is not None and shape.distinct_elements < len(set(texts)):
-                return shape
+            if len({len(values) for values in lists}) > 1:  # one length throughout: "3,14" or "lat,lon", not a list
+                return _shape("delimited", separator, lists)
     return None
 
 

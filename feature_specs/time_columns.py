@@ -167,8 +167,8 @@ def time_cut(name: str, unit: str, values: np.ndarray, eval_fraction: float, who
     cutoff = min(inside, key=lambda c: (abs(share[c] - eval_fraction), -c))
     where = "the sample" if whole else f"the first {len(ordered):,} rows (the sample)"
     why = (f"time cut on {name} ({unit}): rows at or after {describe(cutoff, unit)} ({cutoff}) go to eval, "
-           f"{share[cutoff]:.0%} of {where}; train on {describe(low, unit)} .. before the cut, evaluate on "
-           f"the cut .. {describe(high, unit)}: evaluation rows come after every training row, as served rows do")
+           f"{share[cutoff]:.0%} of {where}: train on the past ({describe(low, unit)} up to the cut), evaluate on the "
+           f"future (the cut to {describe(high, unit)}), as a served model meets rows logged after its training")
     if not whole:
         why += ("; only the first rows were sampled: if the log goes on past them, move the cutoff (or raise "
                 "--max-rows) so that eval holds the latest days")

@@ -20,7 +20,7 @@ def test_clicklog_loads_with_its_tasks_and_roles():
     assert spec.task_names == ("click", "engagement")
     assert [f.name for f in spec.bias_features] == ["position"]
     assert spec.task("engagement").mask == "clicked"
-    assert spec.task("engagement").label_transform == "log1p"
+    assert (spec.task("engagement").loss, spec.task("engagement").label_transform) == ("ziln", "none")
     assert spec.ranking.group_by == "request_id"
     assert "position" not in [f.name for f in spec.model_features]
 

@@ -87,6 +87,7 @@ def test_task_outputs_start_at_the_train_split_label_means(trained_run):
     """Binary heads start at the logit of the positive rate, regression heads at the mean label."""
     from feature_specs.artifacts import Statistics
     from mmoe.encoder import load_statistics
+    from mmoe.losses import task_loss
     from mmoe.model import initial_output_bias
 
     statistics = load_statistics(trained_run.workdir)
@@ -96,9 +97,9 @@ def test_task_outputs_start_at_the_train_split_label_means(trained_run):
     for task in trained_run.spec.tasks:
         bias = models.core.get_layer(f"tower_{task.name}").dense_layers[-1].bias.numpy()
         mean = statistics.label_means[task.name]
-        expected = np.log(mean / (1 - mean)) if task.kind == "binary" else mean
-        np.testing.assert_allclose(bias, [expected], rtol=1e-6)
-        assert initial_output_bias(task, Statistics()) == [0.0]  # statistics written before label means
+        expected = [np.log(mean / (1 - mean))] if task.kind == "binary" else task_loss(task.loss).initial_bias(mean)
+        np.testing.assert_allclose(bias, expected, rtol=1e-6)
+        assert initial_output_bias(task, Statistics()) == [0.0] * task_loss(task.loss).output_units  # no label means yet
     click = next(t for t in trained_run.spec.tasks if t.kind == "binary")
     assert initial_output_bias(click, Statistics(label_means={click.name: 0.0})) == pytest.approx([np.log(1e-4 / (1 - 1e-4))])
 

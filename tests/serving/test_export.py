@@ -156,7 +156,17 @@ def test_export_refuses_versions_tf_serving_cannot_hold_before_writing(trained_r
 
 
 def test_task_predictions_undo_the_label_transform(trained_run):
+    import dataclasses
+
+    spec = trained_run.spec
+    mse = dataclasses.replace(spec, tasks=tuple(
+        dataclasses.replace(t, loss="mse", label_transform="log1p") if t.name == "engagement" else t for t in spec.tasks))
     outputs = {"click": np.array([[0.25]]), "engagement": np.array([[np.log1p(30.0)]])}
-    predictions = task_predictions(trained_run.spec, outputs)
+    predictions = task_predictions(mse, outputs)
     np.testing.assert_allclose(np.asarray(predictions["engagement"]), [30.0], rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(ranking_score(trained_run.spec, predictions)), [7.5], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(ranking_score(mse, predictions)), [7.5], rtol=1e-5)
+    # ziln (clicklog's loss): P(y > 0) * exp(mu + sigma^2 / 2), sigma = softplus(raw)
+    ziln = {"click": outputs["click"], "engagement": np.array([[0.0, np.log(30.0), np.log(np.expm1(1.0))]])}
+    expected = 0.5 * 30.0 * np.exp(0.5)
+    served = task_predictions(dataclasses.replace(mse, tasks=spec.tasks), ziln)
+    np.testing.assert_allclose(np.asarray(served["engagement"]), [expected], rtol=1e-5)

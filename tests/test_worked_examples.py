@@ -165,7 +165,8 @@ def test_generated_clicklog_from_inferred_spec_to_a_ranking(clicklog):
     assert (engagement.kind, engagement.label_transform, engagement.mask) == ("regression", "log1p", "clicked")
     assert spec.ranking.kind == "product" and spec.ranking.group_by == "request_id"
     assert [f.name for f in spec.bias_features] == ["position"]
-    assert "timestamp" not in {c.name for c in spec.all_columns}
+    assert "timestamp" not in {f.name for f in spec.features}  # time is never a feature; with one the
+    assert (spec.split.method, spec.split.key) == ("timestamp", "timestamp")  # split is a time cut
     report = clicklog.report
     assert report["input_rows"] == CLICKLOG_ROWS and report["rejected"]["total"] <= 0.05 * CLICKLOG_ROWS
     assert_metrics_finite(clicklog)

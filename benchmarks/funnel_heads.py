@@ -112,6 +112,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000, help="generated impressions")
     parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--click-bias", type=float, default=None,
+                        help="the generator's click_bias (default: FunnelConfig's); lower: sparser clicks")
     parser.add_argument("--aliexpress", default=DEFAULT_ALIEXPRESS, help="AliExpress CSV pattern")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--data-sets", nargs="+", default=list(DATA_SETS), choices=DATA_SETS)
@@ -119,7 +121,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="benchmarks/results/funnel_heads.json")
     args = parser.parse_args(argv)
 
-    from data_sets.funnel import generate_funnel
+    from data_sets.funnel import FunnelConfig, generate_funnel
     from feature_specs.spec_reader import bundled_spec_path, load_spec
     from machine import describe_cpu
 
@@ -128,7 +130,9 @@ def main(argv=None) -> dict:
                      "machine": describe_cpu(), "data_sets": {}}
     for name in args.data_sets:
         if name == "generated":
-            pattern = generate_funnel(os.path.join(root, "raw"), rows=args.rows, seed=args.data_seed)
+            config = FunnelConfig() if args.click_bias is None else FunnelConfig(click_bias=args.click_bias)
+            results["generator"] = dataclasses.asdict(config)
+            pattern = generate_funnel(os.path.join(root, "raw"), rows=args.rows, seed=args.data_seed, config=config)
             spec = load_spec(bundled_spec_path("funnel"))
         else:
             pattern, spec = args.aliexpress, load_spec(bundled_spec_path("aliexpress"))

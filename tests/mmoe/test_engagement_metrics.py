@@ -77,3 +77,16 @@ def test_grouped_auc_skips_users_with_one_class():
     result = grouped_auc(users, labels, np.array([0.9, 0.1, 0.5, 0.4, 0.3]))
     assert result == {"gauc": 1.0, "gauc_groups": 1, "gauc_groups_total": 3}
     assert np.isnan(grouped_auc(users[2:4], labels[2:4], np.array([0.1, 0.2]))["gauc"])
+
+
+def test_calibration_plot_is_written_for_regression_tasks_only(tmp_path):
+    from feature_specs.spec_reader import bundled_spec_path, load_spec
+    from mmoe.calibration_plot import plot_engagement_calibration
+
+    spec = load_spec(bundled_spec_path("clicklog"))
+    labels = np.random.default_rng(0).lognormal(3.0, 1.0, 500)
+    metrics = {"click": {"auc": 0.7}, "engagement": regression_metrics(labels, labels * 0.9, "seconds")}
+    path = plot_engagement_calibration(spec, metrics, str(tmp_path / "calibration.png"))
+    assert path and (tmp_path / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_engagement_calibration(spec, {"click": {"auc": 0.7}}, str(tmp_path / "none.png")) is None
+    assert not (tmp_path / "none.png").exists()

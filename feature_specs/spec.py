@@ -239,6 +239,20 @@ class ModelConfig:
         gate_temperature: float. Softmax temperature of the gates.
         gate_units: list of int. Hidden widths of an MLP in front of each gate's softmax.
         gate_top_k: int. Keep only the k largest gate weights per example (renormalized); 0 = all.
+            With softmax gates, mmoe and omoe send each example only to its k experts (sparse
+            dispatch, ``mmoe.layers.dispatch``), in training and in the SavedModel. For
+            ``gate_type: dselect_k``, the number of selectors k.
+        gate_type: str. ``softmax`` (one softmax per gate) or ``dselect_k`` (Hazimeh et al. 2021:
+            k smooth-step binary selectors, trained dense; at inference each example keeps its k
+            largest weights, exact once the selection is hard, and mmoe/omoe dispatch it).
+        expert_capacity_factor: float. Under sparse dispatch in training, each expert takes at most
+            ``ceil(factor * batch * choices / experts)`` rows of a batch (GShard/Switch capacity);
+            a row past it is dropped from that expert and its other chosen experts share its
+            weight. 0: no limit (nothing dropped, but XLA cannot compile the data-sized buffers).
+            Inference never drops.
+        dselect_gamma: float. Width of the DSelect-k smooth-step's non-constant part.
+        dselect_entropy_weight: float. Weight of the DSelect-k selectors' entropy in the loss,
+            which makes the selection hard.
         expert_dropout: float. In training, drop each expert from a gate's mixture with this
             probability (weights renormalized), against gate polarization.
         load_balance_weight: float. Weight of the auxiliary loss on expert importance
@@ -261,6 +275,10 @@ class ModelConfig:
     gate_temperature: float = 1.0
     gate_units: tuple[int, ...] = ()
     gate_top_k: int = 0
+    gate_type: str = "softmax"
+    expert_capacity_factor: float = 1.25
+    dselect_gamma: float = 1.0
+    dselect_entropy_weight: float = 0.01
     expert_dropout: float = 0.0
     load_balance_weight: float = 0.0
     bias_tower_units: tuple[int, ...] = ()
@@ -268,6 +286,7 @@ class ModelConfig:
     fused_experts: bool = True
 
 
+GATE_TYPES = ("softmax", "dselect_k")  # model.gate_type
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 
 
@@ -320,6 +339,10 @@ class TrainingConfig:
             vocabulary size (``mmoe.optimizers.LazyAdam``); smaller tables get Adam's dense
             update. 0: every table lazy; above the largest vocabulary: every table dense.
         early_stopping: EarlyStopping. The metric that picks the kept model, and patience.
+        expert_stage_epochs: int. Staged training, stage 1: the first this many epochs train
+            everything but the gates, which stay at their initialization (experts first).
+        gate_stage_epochs: int. Stage 2: the next this many epochs train the gates alone; the
+            remaining epochs train everything jointly. Both 0 (the default): joint from the start.
     """
 
     batch_size: int = 512
@@ -334,6 +357,8 @@ class TrainingConfig:
     cache: bool = False
     lazy_update_min_rows: int = 10_000
     early_stopping: EarlyStopping = EarlyStopping()
+    expert_stage_epochs: int = 0
+    gate_stage_epochs: int = 0
 
 
 UNKNOWN_COLUMN_POLICIES = ("ignore", "reject")

@@ -17,6 +17,7 @@ from feature_specs.spec import (
     FUNNEL_HEADS,
     HEADS,
     LABEL_TRANSFORMS,
+    GATE_TYPES,
     LOSS_WEIGHTINGS,
     LOSSES,
     MAX_BATCH_SIZE,
@@ -234,6 +235,10 @@ def _read_model(node: Node) -> ModelConfig:
         gate_temperature=node.get("gate_temperature", float, defaults.gate_temperature),
         gate_units=_units(node, "gate_units", defaults.gate_units),
         gate_top_k=node.positive_int("gate_top_k", defaults.gate_top_k, minimum=0, maximum=MAX_EXPERTS),
+        gate_type=node.choice("gate_type", GATE_TYPES, defaults.gate_type),
+        expert_capacity_factor=node.get("expert_capacity_factor", float, defaults.expert_capacity_factor),
+        dselect_gamma=node.get("dselect_gamma", float, defaults.dselect_gamma),
+        dselect_entropy_weight=node.get("dselect_entropy_weight", float, defaults.dselect_entropy_weight),
         expert_dropout=node.get("expert_dropout", float, defaults.expert_dropout),
         load_balance_weight=node.get("load_balance_weight", float, defaults.load_balance_weight),
         bias_tower_units=_units(node, "bias_tower_units", defaults.bias_tower_units),
@@ -248,6 +253,15 @@ def _read_model(node: Node) -> ModelConfig:
         raise node.error("gate_temperature", f"must be > 0, got {model.gate_temperature}")
     if model.gate_top_k > model.num_experts and model.architecture in ("mmoe", "omoe"):
         raise node.error("gate_top_k", f"must be <= num_experts ({model.num_experts}), got {model.gate_top_k}")
+    if model.gate_type == "dselect_k" and model.gate_top_k < 1:
+        raise node.error("gate_top_k", "gate_type dselect_k needs gate_top_k >= 1 (its number of selectors)")
+    if model.gate_type == "dselect_k" and model.expert_dropout > 0:
+        raise node.error("expert_dropout", "applies to softmax gates only, not to gate_type dselect_k")
+    if model.dselect_gamma <= 0:
+        raise node.error("dselect_gamma", f"must be > 0, got {model.dselect_gamma}")
+    for key in ("expert_capacity_factor", "dselect_entropy_weight"):
+        if getattr(model, key) < 0:
+            raise node.error(key, f"must be >= 0, got {getattr(model, key)}")
     for key in ("dropout", "expert_dropout"):
         if not 0.0 <= getattr(model, key) < 1.0:
             raise node.error(key, f"must be in [0, 1), got {getattr(model, key)}")
@@ -298,9 +312,19 @@ def _read_training(node: Node, tasks) -> TrainingConfig:
             "lazy_update_min_rows", defaults.lazy_update_min_rows, minimum=0, maximum=MAX_COUNT
         ),
         early_stopping=_read_early_stopping(node.child("early_stopping", required=False), tasks),
+        expert_stage_epochs=node.positive_int(
+            "expert_stage_epochs", defaults.expert_stage_epochs, minimum=0, maximum=MAX_EPOCHS
+        ),
+        gate_stage_epochs=node.positive_int("gate_stage_epochs", defaults.gate_stage_epochs, minimum=0, maximum=MAX_EPOCHS),
     )
     if training.learning_rate <= 0:
         raise node.error("learning_rate", f"must be > 0, got {training.learning_rate}")
+    staged = training.expert_stage_epochs + training.gate_stage_epochs
+    if staged > training.epochs:
+        raise node.error(
+            "gate_stage_epochs" if training.gate_stage_epochs else "expert_stage_epochs",
+            f"expert_stage_epochs + gate_stage_epochs ({staged}) exceed epochs ({training.epochs})",
+        )
     node.finish()
     return training
 

@@ -40,6 +40,10 @@ def _gate_options(config: ModelConfig, seed: int) -> dict:
         load_balance_weight=config.load_balance_weight,
         seed=seed,
         fused_experts=config.fused_experts,
+        gate_type=config.gate_type,
+        capacity_factor=config.expert_capacity_factor,
+        dselect_gamma=config.dselect_gamma,
+        dselect_entropy_weight=config.dselect_entropy_weight,
     )
 
 

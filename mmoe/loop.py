@@ -36,9 +36,11 @@ from feature_specs.spec import EarlyStopping, FeatureSpec
 from mmoe.checkpoints import LoopCheckpoints, worker_role
 from mmoe.data import require_preprocessed
 from mmoe.input_pipeline import InputPipeline
+from mmoe.layers.dispatch import dropped_fraction
 from mmoe.losses import combine_task_losses, task_loss_sums
 from mmoe.model import RankingModels, build_models
 from mmoe.optimizers import make_optimizer
+from mmoe.stages import gate_variables, stage_of_epoch, stage_variables
 from mmoe.steps import SUM, summed_over_replicas, summed_steps
 from mmoe.validation import Validation
 
@@ -135,13 +137,11 @@ class Trainer:
         # against about 3 ms of per-variable graph ops (benchmarks/train.py). Under a tf.distribute
         # strategy the update stays in graph mode, where apply_gradients all-reduces the gradients
         # across workers (collectives XLA cannot compile on CPU).
-        jit_compile = self.settings.jit_compile
-        self._gradients = tf.function(self._loss_and_gradients, jit_compile=jit_compile)
-        self._apply_update = self._apply_gradients
-        if jit_compile and strategy is None:
-            self._apply_update = tf.function(self._apply_gradients, jit_compile=True)
-        self._train_fn = tf.function(self._distributed_train_step)
-        self._train_steps_fn = tf.function(self._distributed_train_steps)
+        self._xla_update = self.settings.jit_compile and strategy is None
+        self._gates = gate_variables(self.models.core)
+        self._stage_functions: dict[str, tuple] = {}
+        self._gate_model = None  # core features -> gate weights, for dispatch_dropped
+        self.use_stage(stage_of_epoch(self.settings, int(self.epoch)))
         self.steps_per_execution = self.settings.steps_per_execution
         self.validation = Validation(spec, self.models.core, self.input, self.strategy, self.steps_per_execution)
 
@@ -153,7 +153,32 @@ class Trainer:
     # ----------------------------------------------------------------------------------------
     # Steps
 
-    def _loss_and_gradients(self, features, labels, weights, global_counts):
+    def use_stage(self, stage: str) -> None:
+        """Trains the variables of ``stage`` (:mod:`mmoe.stages`) from the next step on; each
+        stage's compiled step is built once."""
+        if stage not in self._stage_functions:
+            variables = stage_variables(stage, self.variables, self._gates)
+
+            def loss_and_gradients(features, labels, weights, global_counts):
+                return self._loss_and_gradients(features, labels, weights, global_counts, variables)
+
+            def apply_gradients(gradients):
+                self._apply_gradients(gradients, variables)
+
+            gradients = tf.function(loss_and_gradients, jit_compile=self.settings.jit_compile)
+            update = tf.function(apply_gradients, jit_compile=True) if self._xla_update else apply_gradients
+
+            def step(batch):
+                return self._distributed_train_step(batch, gradients, update)
+
+            def steps(iterator, count):
+                return self._distributed_train_steps(iterator, count, step)
+
+            self._stage_functions[stage] = (tf.function(step), tf.function(steps), update)
+        self.stage = stage
+        self._train_fn, self._train_steps_fn, self._apply_update = self._stage_functions[stage]
+
+    def _loss_and_gradients(self, features, labels, weights, global_counts, variables):
         num_replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape() as tape:
             outputs = self.models.core(features, training=True)
@@ -162,29 +187,33 @@ class Trainer:
             total = combine_task_losses(self.spec, task_losses, self.log_variances, num_replicas)
             if self.models.core.losses:  # auxiliary losses, e.g. gate load balancing
                 total += tf.add_n(self.models.core.losses) / num_replicas
-        gradients = tape.gradient(total, self.variables)
+        gradients = tape.gradient(total, variables)
         return total, task_losses, gradients
 
-    def _apply_gradients(self, gradients) -> None:
-        """Adam on :attr:`variables`; ``gradients`` in the same order (embedding ones IndexedSlices)."""
-        self.optimizer.apply_gradients(zip(gradients, self.variables))
+    def _apply_gradients(self, gradients, variables) -> None:
+        """Adam on ``variables`` (the stage's part of :attr:`variables`); ``gradients`` in the same
+        order (embedding ones IndexedSlices)."""
+        self.optimizer.apply_gradients(zip(gradients, variables))
 
-    def _replica_train_step(self, features, labels, weights):
+    def _replica_train_step(self, features, labels, weights, gradients, update):
         features, labels, weights = self.input.pad((features, labels, weights))
         context = tf.distribute.get_replica_context()
         counts = {task.name: tf.reduce_sum(weights[task.name]) for task in self.spec.tasks}
         global_counts = context.all_reduce(SUM, counts)
-        total, task_losses, gradients = self._gradients(features, labels, weights, global_counts)
-        self._apply_update(gradients)
+        total, task_losses, grads = gradients(features, labels, weights, global_counts)
+        update(grads)
         return {"loss": total, **{f"{name}_loss": value for name, value in task_losses.items()}}
 
-    def _distributed_train_step(self, batch):
-        return summed_over_replicas(self.strategy, self._replica_train_step, batch)
+    def _distributed_train_step(self, batch, gradients, update):
+        def replica_step(features, labels, weights):
+            return self._replica_train_step(features, labels, weights, gradients, update)
 
-    def _distributed_train_steps(self, iterator, steps):
+        return summed_over_replicas(self.strategy, replica_step, batch)
+
+    def _distributed_train_steps(self, iterator, steps, step):
         """Up to ``steps`` train steps in one tf.while_loop; ``(steps run, sums of the step values)``."""
         sums = {key: tf.constant(0.0) for key in ["loss", *(f"{task.name}_loss" for task in self.spec.tasks)]}
-        return summed_steps(self._distributed_train_step, iterator, steps, sums)
+        return summed_steps(step, iterator, steps, sums)
 
     def train_step(self, batch) -> dict[str, float]:
         """One optimizer step on a (distributed) batch from :meth:`dataset`.
@@ -211,6 +240,25 @@ class Trainer:
         done = int(done)
         self.step.assign_add(done)
         return done, {key: float(value) for key, value in sums.items()}
+
+    def dispatch_dropped(self) -> float | None:
+        """The share of the chosen (row, expert) assignments that the training capacity
+        (``model.expert_capacity_factor``) drops, measured on the first eval batch at the
+        per-replica batch size; None when the model does not dispatch (no top-k softmax gates
+        over one expert bank, or no capacity limit)."""
+        config = self.spec.model
+        if not (config.gate_type == "softmax" and config.architecture in ("mmoe", "omoe")
+                and 0 < config.gate_top_k < config.num_experts and config.expert_capacity_factor > 0):
+            return None
+        if self._gate_model is None:
+            backbone = self.models.core.get_layer(config.architecture)
+            gate_weights = [t for t in keras.tree.flatten(backbone.output) if len(t.shape) == 3]  # (batch, T, E)
+            self._gate_model = keras.Model(self.models.core.inputs, gate_weights[0])
+        features, _, _ = next(iter(self.dataset("eval")))
+        rows = self.settings.batch_size // self.strategy.num_replicas_in_sync
+        weights = self._gate_model({k: v[:rows] for k, v in features.items()}, training=False)
+        gates = 1 if config.architecture == "omoe" else weights.shape[1]  # OMoE repeats its one gate
+        return dropped_fraction(weights[:, :gates], config.gate_top_k, config.expert_capacity_factor)
 
     def evaluate(self) -> dict[str, float]:
         """Eval-split metrics: ``val_<task>_loss``, ``val_<task>_auc`` (binary), ``val_loss``."""
@@ -258,11 +306,15 @@ class Trainer:
         steps_per_epoch = None
         while int(self.epoch) < epochs and not stop:
             epoch, skip = int(self.epoch), int(self.step_in_epoch)
+            self.use_stage(stage_of_epoch(self.settings, epoch))
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
             epoch_logs = self._train_epoch(epoch, epochs, skip, steps_per_epoch, verbose)
             steps_per_epoch = skip + epoch_logs.steps
             logs = {**epoch_logs.means(), **self.evaluate()}
+            dropped = self.dispatch_dropped()
+            if dropped is not None:
+                logs["dispatch_dropped"] = dropped
             for task, variable in self.log_variances.items():
                 logs[f"{task}_log_variance"] = float(variable.numpy())
             for callback in callbacks:

@@ -162,6 +162,29 @@ class ExpertBank(keras.layers.Layer):
             ]
         return chains  # E x (batch, units[-1])
 
+    def buffer_outputs(self, buffers):
+        """Each expert on its own rows only (sparse dispatch, :mod:`mmoe.layers.dispatch`).
+
+        Args:
+            buffers: ``(E, C, input_dim)``: expert ``e`` computes ``buffers[e]`` alone.
+
+        Returns:
+            ``(E, C, units[-1])``. Fused: one batched matmul per layer, ``(E, C, d) x (E, d, u)``
+            (``C * E`` rows in all instead of ``B * E``); naive: each expert's Dense layers on its slice.
+        """
+        if not self.fused:
+            outputs = []
+            for e in range(self.num_experts):
+                x = buffers[e]
+                for i in range(len(self.units)):
+                    x = self.expert_dense(e, i)(x)  # (C, units[i])
+                outputs.append(x)
+            return ops.stack(outputs, axis=0)
+        x = buffers
+        for kernel, bias in zip(self.kernels, self.biases):
+            x = self.activation(ops.matmul(x, kernel) + ops.expand_dims(bias, 1))  # (E, C, u)
+        return x
+
     def _call_naive(self, inputs) -> list:
         outputs = []
         for e in range(self.num_experts):

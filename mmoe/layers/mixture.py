@@ -7,6 +7,9 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from feature_specs.spec import GATE_TYPES
+from mmoe.layers.dispatch import dispatched_mixtures
+from mmoe.layers.dselect import DSelectKGate, hard_selection
 from mmoe.layers.experts import ExpertBank
 from mmoe.layers.gate import SoftmaxGate, load_balance_loss
 
@@ -52,7 +55,19 @@ class GatedExperts(keras.layers.Layer):
         gate_temperature: float. Softmax temperature of every gate. Defaults to 1.0.
         gate_units: list of int. Hidden widths of each gate's MLP. Defaults to none (linear).
         gate_top_k: int. Sparse gating: experts outside each example's top k get weight 0
-            (capped at a gate's expert count). Defaults to 0 (dense).
+            (capped at a gate's expert count). With softmax gates over one bank (MMoE, OMoE) each
+            example is dispatched to its k experts only (:mod:`mmoe.layers.dispatch`), in
+            training and at inference. Defaults to 0 (dense).
+        gate_type: str. ``"softmax"`` or ``"dselect_k"`` (:class:`DSelectKGate` with
+            ``gate_top_k`` selectors: trained dense, as in the paper; at inference each row keeps
+            its k largest weights, exact once the selection is hard, and MMoE/OMoE dispatch it).
+            Defaults to ``"softmax"``.
+        capacity_factor: float >= 0. Training capacity of each expert under dispatch, in
+            multiples of the average load (:func:`mmoe.layers.dispatch.train_capacity`); rows
+            past it are dropped from that expert. 0: no limit (nothing dropped; the buffers' size
+            then depends on the data, which XLA cannot compile). Defaults to 1.25.
+        dselect_gamma: float > 0. DSelect-k smooth-step width. Defaults to 1.0.
+        dselect_entropy_weight: float >= 0. DSelect-k entropy regularizer weight. Defaults to 0.
         expert_dropout: float. Training-time expert dropout in the gates (see SoftmaxGate).
         load_balance_weight: float >= 0. If > 0, adds ``weight * load_balance_loss`` of each
             gate to the layer's losses in training. Defaults to 0.
@@ -77,6 +92,10 @@ class GatedExperts(keras.layers.Layer):
         activation: str = "relu",
         seed: int | None = None,
         fused_experts: bool = True,
+        gate_type: str = "softmax",
+        capacity_factor: float = 1.25,
+        dselect_gamma: float = 1.0,
+        dselect_entropy_weight: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,6 +107,12 @@ class GatedExperts(keras.layers.Layer):
             raise ValueError(f"`task_names` must be {rule}, got {task_names!r}")
         if load_balance_weight < 0:
             raise ValueError(f"`load_balance_weight` must be >= 0, got {load_balance_weight!r}")
+        if gate_type not in GATE_TYPES:
+            raise ValueError(f"`gate_type` must be one of {GATE_TYPES}, got {gate_type!r}")
+        if gate_type == "dselect_k" and not int(gate_top_k) >= 1:
+            raise ValueError(f"`gate_type='dselect_k'` needs `gate_top_k` >= 1 selectors, got {gate_top_k!r}")
+        if capacity_factor < 0:
+            raise ValueError(f"`capacity_factor` must be >= 0, got {capacity_factor!r}")
         self.task_names = task_names
         self.num_experts = int(num_experts)
         self.expert_units = [int(u) for u in expert_units]
@@ -99,20 +124,61 @@ class GatedExperts(keras.layers.Layer):
         self.activation = activation
         self.seed = seed
         self.fused_experts = bool(fused_experts)
+        self.gate_type = gate_type
+        self.capacity_factor = float(capacity_factor)
+        self.dselect_gamma = float(dselect_gamma)
+        self.dselect_entropy_weight = float(dselect_entropy_weight)
 
     def _experts(self, num_experts: int, name: str) -> ExpertBank:
         return ExpertBank(num_experts, self.expert_units, activation=self.activation, fused=self.fused_experts, name=name)
 
-    def _gate(self, num_experts: int, name: str, index: int) -> SoftmaxGate:
+    def _gate(self, num_experts: int, name: str, index: int):
+        seed = None if self.seed is None else self.seed + index
+        if self.gate_type == "dselect_k":
+            return DSelectKGate(
+                num_experts, k=min(self.gate_top_k, num_experts), gamma=self.dselect_gamma,
+                entropy_weight=self.dselect_entropy_weight, hidden_units=self.gate_units, seed=seed, name=name,
+            )
         return SoftmaxGate(
             num_experts, temperature=self.gate_temperature, hidden_units=self.gate_units,
             top_k=min(self.gate_top_k, num_experts), expert_dropout=self.expert_dropout,
             seed=None if self.seed is None else self.seed + index, name=name,
         )
 
+    def gate_layers(self) -> list:
+        """Every gate of this layer (staged training trains them apart from the rest)."""
+        extra = getattr(self, "shared_gate", None)
+        return list(self.gates) + ([extra] if isinstance(extra, keras.layers.Layer) else [])
+
+    def _top_k(self, num_experts: int) -> int:
+        """The k of each gate over ``num_experts`` experts; 0 when every expert takes part."""
+        k = min(self.gate_top_k, num_experts)
+        return k if 0 < k < num_experts else 0
+
+    def _gate_weights(self, gate, gate_input, training):
+        """``gate``'s ``(batch, E)`` weights; a DSelect-k gate's hard selection at inference."""
+        weights = gate(gate_input, training=training)
+        k = self._top_k(gate.num_experts)
+        if self.gate_type == "dselect_k" and k and not training:
+            weights = hard_selection(weights, k)
+        return weights
+
+    def _dispatches(self, num_experts: int, training) -> bool:
+        """Whether gates over ``num_experts`` experts send each row to its chosen experts only:
+        top-k softmax gates always, DSelect-k gates (trained dense) at inference."""
+        if not self._top_k(num_experts):
+            return False
+        return self.gate_type == "softmax" or not training
+
+    def _dispatched(self, weights: list, inputs, bank: ExpertBank, training) -> list:
+        """Mixtures of ``bank`` for each gate's weights, rows dispatched to their chosen experts."""
+        capacity_factor = self.capacity_factor if training and self.capacity_factor > 0 else None
+        mixtures, _ = dispatched_mixtures(weights, inputs, bank, self._top_k(bank.num_experts), capacity_factor)
+        return mixtures
+
     def _mix(self, gate, gate_input, experts, training):
         """``(mixture (batch, units), weights (batch, E))`` of ``gate`` over ``experts``."""
-        weights = gate(gate_input, training=training)
+        weights = self._gate_weights(gate, gate_input, training)
         self._add_balance_losses([weights], training)
         return mix(weights, experts), weights
 
@@ -135,4 +201,8 @@ class GatedExperts(keras.layers.Layer):
             "activation": self.activation,
             "seed": self.seed,
             "fused_experts": self.fused_experts,
+            "gate_type": self.gate_type,
+            "capacity_factor": self.capacity_factor,
+            "dselect_gamma": self.dselect_gamma,
+            "dselect_entropy_weight": self.dselect_entropy_weight,
         }

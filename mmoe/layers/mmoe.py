@@ -21,9 +21,12 @@ class MMoE(GatedExperts):
         num_experts: int. Number of shared experts E.
         expert_units: list of int. Widths of each expert's MLP layers.
         **kwargs: the gating options of :class:`mmoe.layers.mixture.GatedExperts`
-            (``gate_temperature``, ``gate_units``, ``gate_top_k``, ``expert_dropout``,
-            ``load_balance_weight``, ``activation``, ``seed``, ``fused_experts``) and Layer
-            arguments.
+            (``gate_temperature``, ``gate_units``, ``gate_top_k``, ``gate_type``,
+            ``capacity_factor``, ``dselect_gamma``, ``dselect_entropy_weight``,
+            ``expert_dropout``, ``load_balance_weight``, ``activation``, ``seed``,
+            ``fused_experts``) and Layer arguments. With ``gate_top_k`` = k < E the gates' choices
+            share one sparse dispatch (:mod:`mmoe.layers.dispatch`): each row is computed by its
+            chosen experts only.
 
     Input shape:
         ``(batch_size, input_dim)``.
@@ -48,12 +51,16 @@ class MMoE(GatedExperts):
             gate.build(input_shape)
 
     def call(self, inputs, training=None):
-        experts = self.experts.expert_outputs(inputs)  # E x (batch, units), or (batch, E, units)
-        weights = [gate(inputs, training=training) for gate in self.gates]  # gates x (batch, E)
+        weights = [self._gate_weights(gate, inputs, training) for gate in self.gates]  # gates x (batch, E)
         self._add_balance_losses(weights, training)
+        if self._dispatches(self.num_experts, training):  # each row computed by its chosen experts only
+            mixed = self._dispatched(weights, inputs, self.experts, training)
+        else:
+            experts = self.experts.expert_outputs(inputs)  # E x (batch, units), or (batch, E, units)
+            mixed = [mix(w, experts) for w in weights]
         if self.shared_gate:
-            weights = weights * len(self.task_names)
-        mixtures = {task: mix(w, experts) for task, w in zip(self.task_names, weights)}
+            weights, mixed = weights * len(self.task_names), mixed * len(self.task_names)
+        mixtures = dict(zip(self.task_names, mixed))
         return mixtures, ops.stack(weights, axis=1)  # (batch, T, E)
 
     def compute_output_shape(self, input_shape):

@@ -150,6 +150,10 @@ class PLE(keras.layers.Layer):
             x, gate_weights = level(x, training=training)
         return x, gate_weights
 
+    def gate_layers(self) -> list:
+        """Every level's gates."""
+        return [gate for level in self.levels for gate in level.gate_layers()]
+
     def compute_output_shape(self, input_shape):
         shape = input_shape
         for level in self.levels:

@@ -1,0 +1,151 @@
+"""Sparse dispatch: each example's row goes only to the experts its gate chose, with static shapes.
+
+GShard/Switch-style routing (Lepikhin et al. 2021, Fedus et al. 2022). For a batch of B rows and
+k choices each, every expert has a buffer of C rows (its capacity); assignment ``(row, slot)``
+takes the next free place in its expert's buffer, first choices of every row before second
+choices. Rows are gathered into an ``(E, C, d)`` tensor, the experts run as one batched product
+per layer on their own buffers only (:meth:`mmoe.layers.experts.ExpertBank.buffer_outputs`,
+``k / capacity_factor`` of the dense FLOPs), and each row's outputs are gathered back and weighted.
+
+Overflow: an assignment past its expert's capacity is dropped; the row's remaining chosen experts
+share its weight (renormalized); a row whose every choice was dropped gets a zero mixture. In
+training the capacity is ``ceil(capacity_factor * B * k / E)`` (at most B), a static number for a
+static batch, so the step compiles under XLA and every tf.distribute replica has the same shapes.
+At inference (``capacity=None``) the capacity is the largest expert's load in the batch, so no row
+is ever dropped and a row's output never depends on the rows batched with it; that shape depends
+on the data, which plain graph mode (the SavedModel) runs but XLA does not compile.
+
+Everything is ``keras.ops``; gradients flow through the gathers (scatter-adds backward) into the
+experts' kernels and through the weights into the gate.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+
+def train_capacity(batch, num_experts: int, k: int, capacity_factor: float):
+    """Rows per expert buffer in training: ``min(B, ceil(capacity_factor * B * k / E))``.
+
+    Args:
+        batch: int or scalar int tensor. Rows in the batch B.
+        capacity_factor: float > 0. 1.0 is exactly the average load; ``E / k`` or more never drops.
+    """
+    if isinstance(batch, int):
+        return min(batch, max(1, math.ceil(capacity_factor * batch * k / num_experts)))
+    wanted = ops.cast(ops.ceil(capacity_factor * ops.cast(batch * k, "float32") / num_experts), "int32")
+    return ops.minimum(ops.cast(batch, "int32"), ops.maximum(wanted, 1))
+
+
+def choices(weights, k: int):
+    """Each row's k largest gate weights and their experts: ``(values (B, k), experts (B, k) int32)``."""
+    values, experts = ops.top_k(weights, k)
+    return values, ops.cast(experts, "int32")
+
+
+def route(experts, num_experts: int, capacity=None):
+    """Where each assignment of a row to an expert lands in that expert's buffer.
+
+    Args:
+        experts: ``(B, n)`` int32: row ``b``'s ``n`` chosen experts (several gates' choices side by
+            side share one dispatch). Column 0 of every row is placed before column 1, and so on.
+        num_experts: int. E.
+        capacity: int or scalar tensor: rows per expert buffer. None: the largest load, so
+            nothing is dropped.
+
+    Returns:
+        ``(slots, keep, capacity)``: ``slots`` ``(B, n)`` int32, the place ``expert * C + position``
+        of each assignment in the flattened ``(E * C)`` buffers, or ``E * C`` where it was dropped;
+        ``keep`` ``(B, n)`` bool; ``capacity`` C.
+    """
+    batch, n = ops.shape(experts)[0], experts.shape[-1]
+    chosen = ops.one_hot(ops.reshape(ops.transpose(experts), (-1,)), num_experts, dtype="int32")  # (n*B, E), column-major
+    position = ops.sum((ops.cumsum(chosen, axis=0) - 1) * chosen, axis=-1)  # (n*B,) place in its expert's buffer
+    position = ops.transpose(ops.reshape(position, (n, batch)))  # (B, n)
+    if capacity is None:
+        capacity = ops.max(ops.sum(chosen, axis=0))  # the largest expert load: nothing dropped
+    keep = position < capacity
+    slots = ops.where(keep, experts * capacity + position, num_experts * capacity)
+    return slots, keep, capacity
+
+
+def gather_rows(inputs, slots, num_experts: int, capacity):
+    """The ``(E, C, d)`` expert buffers: row ``b`` of ``inputs`` at ``[e, p]`` where ``slots[b, j] == e * C + p``.
+
+    Unfilled places hold row 0; nothing reads what an expert computes there.
+    """
+    batch, n = ops.shape(slots)[0], slots.shape[-1]
+    rows = ops.reshape(ops.repeat(ops.expand_dims(ops.arange(batch, dtype="int32"), 1), n, axis=1), (-1,))
+    size = num_experts * capacity
+    # each kept place is written once; the dropped assignments all land on the extra place `size`
+    row_of_place = ops.scatter(ops.reshape(slots, (-1, 1)), rows, ops.stack([size + 1]))[:size]
+    buffers = ops.take(inputs, row_of_place, axis=0)  # (E*C, d)
+    return ops.reshape(buffers, (num_experts, capacity, inputs.shape[-1]))
+
+
+def combine(outputs, values, slots, keep):
+    """Each row's weighted sum of its kept experts' outputs, weights renormalized over the kept ones.
+
+    Args:
+        outputs: ``(E, C, units)`` the experts' outputs on their buffers.
+        values: ``(B, k)`` the chosen weights; ``slots``, ``keep``: their columns of :func:`route`.
+
+    Returns:
+        ``(B, units)``; zeros for a row whose every choice was dropped.
+    """
+    units = outputs.shape[-1]
+    flat = ops.concatenate([ops.reshape(outputs, (-1, units)), ops.zeros((1, units), outputs.dtype)], axis=0)
+    picked = ops.take(flat, slots, axis=0)  # (B, k, units); a dropped assignment reads the zero row
+    kept = values * ops.cast(keep, values.dtype)
+    total = ops.sum(kept, axis=-1, keepdims=True)
+    kept = kept / ops.where(total > 0, total, ops.ones_like(total))
+    return ops.sum(ops.expand_dims(kept, -1) * picked, axis=1)
+
+
+def dispatched_mixtures(gate_weights, inputs, bank, k: int, capacity_factor: float | None):
+    """Each gate's mixture of ``bank`` over ``inputs``, every row computed only by its chosen experts.
+
+    The gates' choices share one dispatch: one gather, one batched product per expert layer.
+
+    Args:
+        gate_weights: list of G ``(B, E)`` gate weights; each row's k largest are its choices.
+        inputs: ``(B, d)`` the experts' input.
+        bank: :class:`mmoe.layers.experts.ExpertBank` with E experts.
+        capacity_factor: float: training capacity (:func:`train_capacity`, for ``G * k`` choices
+            a row); None: nothing dropped (inference).
+
+    Returns:
+        ``(mixtures, keep)``: G ``(B, units)`` tensors; ``(B, G * k)`` bool, the kept assignments.
+    """
+    picked = [choices(w, k) for w in gate_weights]
+    values = [v for v, _ in picked]
+    experts = ops.concatenate([e for _, e in picked], axis=1)  # (B, G*k)
+    num_experts = bank.num_experts
+    capacity = None
+    if capacity_factor is not None:
+        capacity = train_capacity(ops.shape(inputs)[0], num_experts, experts.shape[-1], capacity_factor)
+    slots, keep, capacity = route(experts, num_experts, capacity)
+    outputs = bank.buffer_outputs(gather_rows(inputs, slots, num_experts, capacity))
+    mixtures = [
+        combine(outputs, v, slots[:, g * k:(g + 1) * k], keep[:, g * k:(g + 1) * k]) for g, v in enumerate(values)
+    ]
+    return mixtures, keep
+
+
+def dropped_fraction(gate_weights, k: int, capacity_factor: float) -> float:
+    """The share of a batch's nonzero assignments that training's capacity would drop.
+
+    Args:
+        gate_weights: ``(B, G, E)`` weights of G gates sharing one dispatch, for one
+            training-sized batch (the serving model's ``gate_weights``; for OMoE one gate).
+    """
+    batch, gates, num_experts = (int(d) for d in gate_weights.shape)
+    picked = [choices(gate_weights[:, g], k) for g in range(gates)]
+    values = ops.concatenate([v for v, _ in picked], axis=1)
+    experts = ops.concatenate([e for _, e in picked], axis=1)
+    _, keep, _ = route(experts, num_experts, train_capacity(batch, num_experts, gates * k, capacity_factor))
+    chosen = ops.cast(values > 0, "float32")
+    dropped = ops.sum(chosen * (1.0 - ops.cast(keep, "float32")))
+    return float(ops.convert_to_numpy(dropped / ops.maximum(ops.sum(chosen), 1.0)))

@@ -313,6 +313,8 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
                                        profile))
         elif excluded:
             flag, reason = excluded
+            if flag == "leak":
+                reason += f" (--keep-feature {column} keeps it as a feature if it is known before the impression)"
             choices.append(ColumnChoice(column, profile.dtype, "excluded", reason, flag=flag))
         else:
             choices.append(feature_choice(profile))

@@ -46,6 +46,7 @@ def test_the_reasons_say_how_each_outcome_gives_itself_away(inferred):
     assert "a 0/1 column set in" in reasons["comment"] and "click is positive" in reasons["comment"]
     assert "a duration (by its name)" in reasons["play_time"]
     assert "--keep-feature like" in reasons["like"] and "--label TASK=like" in reasons["like"]
+    assert "--keep-feature watch_ratio keeps it" in reasons["watch_ratio"]
 
 
 def test_outcomes_are_written_as_left_out_comments_and_listed_in_the_summary(inferred):
@@ -69,10 +70,12 @@ def test_the_judgement_holds_on_other_draws_of_the_log(tmp_path, seed):
 
 
 def test_keep_feature_keeps_a_named_outcome_and_says_so(short_video):
-    inferred = infer_spec(short_video, LABELS, group_by="request_id", keep_features=["follow"])
-    choice = inferred.choice("follow")
-    assert choice.role == "feature" and choice.reason.startswith("kept as a feature by --keep-feature")
-    assert "follow" in {f.name for f in inferred.spec.features}
+    inferred = infer_spec(short_video, LABELS, group_by="request_id", keep_features=["follow", "watch_ratio"])
+    for name, flag in (("follow", "outcome"), ("watch_ratio", "leak")):
+        choice = inferred.choice(name)
+        assert choice.role == "feature" and choice.reason.startswith(f"kept as a feature by --keep-feature although "
+                                                                     f"flagged {flag}")
+        assert name in {f.name for f in inferred.spec.features}
     assert "like" not in {f.name for f in inferred.spec.features}
 
 

@@ -48,11 +48,11 @@ import yaml
 from feature_specs.column_choices import ColumnChoice, embedding_dim, exclusion, feature_choice
 from feature_specs.profile import ColumnProfile, profile_column
 from feature_specs.render import render_spec
-from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_sample
+from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_column, read_sample
 from feature_specs.spec import FeatureSpec, ModelConfig, Split, TrainingConfig, field_default
 from feature_specs.spec_reader import spec_from_dict
 from feature_specs.task_choices import LabelPlan, label_entry, plan_label
-from feature_specs.time_columns import KEY_TYPES, TimeCut, row_times, split_time_column, time_cut, time_unit
+from feature_specs.time_columns import KEY_TYPES, TimeCut, row_times, split_time_column, time_cut, time_unit, time_value
 
 __all__ = ["SAMPLE_ROWS", "InferError", "InferredSpec", "Sample", "embedding_dim", "infer_spec", "read_sample"]
 
@@ -152,15 +152,23 @@ def check_request(sample: Sample, labels: Mapping[str, str], group_by: str | Non
 
 def proposed_time_cut(sample: Sample, choices: list[ColumnChoice], profiles: Mapping[str, ColumnProfile],
                       group_by: str | None) -> TimeCut | None:
-    """The time cut on the best time column left out as time, or None (no comparable one, or one value)."""
+    """The time cut on the best time column left out as time, or None (no comparable one, or one value).
+
+    The cut comes from the whole log: when the sample is only its first rows, the time column alone
+    is read through to the end (:func:`feature_specs.sample.read_column`), since a log in time order
+    would otherwise be cut inside its first hours.
+    """
     units = {c.name: time_unit(profiles[c.name]) for c in choices if c.role == "excluded" and c.flag in ("timestamp", "date")}
     key = split_time_column({name: unit for name, unit in units.items() if unit})
     if key is None:
         return None
-    times = row_times(profiles[key], [row.get(key) for row in sample.rows])
-    known = np.isfinite(times)
-    cut = time_cut(key, units[key], times[known].astype(np.int64), field_default(Split, "eval_fraction"),
-                   sample.exhausted)
+    times = row_times([row.get(key) for row in sample.rows])
+    every, whole = times, sample.exhausted
+    if not sample.exhausted:
+        values, whole = read_column(sample.path, key, sample.input_format, convert=time_value)
+        every = np.array(values, dtype=np.float64)
+    cut = time_cut(key, units[key], every[np.isfinite(every)].astype(np.int64), field_default(Split, "eval_fraction"),
+                   whole)
     if cut is None or group_by is None:
         return cut
     sides: dict = {}

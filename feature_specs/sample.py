@@ -17,7 +17,9 @@ both call :func:`read_sample`. It follows the pipeline's rules (``pipelines/read
 * TFRecord: serialized tf.train.Example records, each feature a value by
   :func:`~feature_specs.input_formats.example_feature_value`.
 
-Only the first ``max_rows`` rows are read; nothing loads a whole file.
+Only the first ``max_rows`` rows are read; nothing loads a whole file. :func:`read_column`
+streams one column of every row (Parquet reads only that column), for what the first rows cannot
+say: where a time cut falls in the whole log.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from feature_specs.input_formats import (
 )
 
 SAMPLE_ROWS = 20_000
+COLUMN_SCAN_ROWS = 10_000_000  # read_column stops after this many rows
 _CHUNK_BYTES = 1 << 16
 
 
@@ -290,3 +293,42 @@ def read_sample(path: str, max_rows: int = SAMPLE_ROWS, input_format: str | None
         raise InferError(f"{where}: empty file: no data rows" + (
             f" ({sample.unparsed_lines} line(s) did not parse)" if sample.unparsed_lines else ""))
     return sample
+
+
+def read_column(path: str, column: str, input_format: str | None = None, convert=lambda value: value,
+                max_rows: int = COLUMN_SCAN_ROWS) -> tuple[list, bool]:
+    """One column of every row of a file or glob, streaming, each raw value through ``convert``.
+
+    Args:
+        path: str. As :func:`read_sample`.
+        column: str. The column; rows without it give ``convert(None)``.
+        input_format: str or None. As :func:`read_sample`.
+        convert: callable raw value -> what to keep (a float keeps memory small).
+        max_rows: int. Rows read at most.
+
+    Returns:
+        (values, exhausted): the converted values in file order, and whether every row was read.
+    """
+    fmt = input_format or input_format_of(path)
+    filesystem, files = match_files(path)
+    sample = Sample(path=path, files=[], input_format=fmt, columns=[], rows=[])
+    values: list = []
+    for file in files:
+        if fmt == "parquet":
+            with filesystem.open_input_file(file) as handle:
+                parquet = pq.ParquetFile(handle)
+                if column not in parquet.schema_arrow.names:
+                    chunks: Iterable = [[None] * parquet.metadata.num_rows]
+                else:
+                    chunks = (batch.column(0).to_pylist() for batch in parquet.iter_batches(columns=[column]))
+                for chunk in chunks:
+                    for value in chunk:
+                        if len(values) >= max_rows:
+                            return values, False
+                        values.append(convert(value))
+            continue
+        for row in _file_rows(filesystem, file, sample, max_rows):
+            if len(values) >= max_rows:
+                return values, False
+            values.append(convert(row.get(column)))
+    return values, True

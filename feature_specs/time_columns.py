@@ -111,21 +111,25 @@ def describe(value: int, unit: str) -> str:
     return moment.strftime("%Y-%m-%d" if moment.time() == datetime.time(0) else "%Y-%m-%d %H:%M:%S UTC")
 
 
-def row_times(profile: ColumnProfile, raw: Sequence) -> np.ndarray:
-    """``(rows,)`` float64 values of a time column in its split unit, row by row, NaN where missing:
-    seconds for Parquet datetimes (as the pipeline types them), the column's own numbers otherwise."""
-    if profile.numbers is not None:
-        return profile.numbers
-    times = []
-    for value in raw:
-        if isinstance(value, datetime.datetime):
-            moment = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
-            times.append(math.floor(moment.timestamp()))
-        elif isinstance(value, str) and value.strip().isdigit():  # yyyymmdd text
-            times.append(int(value.strip()))
-        else:
-            times.append(math.nan)
-    return np.array(times, dtype=np.float64)
+def time_value(value) -> float:
+    """One raw value of a time column in its split unit: seconds for a datetime (as the pipeline
+    types Parquet datetimes), the number for ints and digit text; NaN where missing or not a time."""
+    if isinstance(value, datetime.datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+        return float(math.floor(moment.timestamp()))
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        return float(int(text)) if text.isdigit() else math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else math.nan
+    return math.nan
+
+
+def row_times(raw: Sequence) -> np.ndarray:
+    """``(rows,)`` float64 :func:`time_value` of each raw value, NaN where missing."""
+    return np.fromiter((time_value(v) for v in raw), dtype=np.float64, count=len(raw))
 
 
 def _day_starts(low: int, high: int, unit: str) -> list[int]:
@@ -144,9 +148,9 @@ def time_cut(name: str, unit: str, values: np.ndarray, eval_fraction: float, who
     Args:
         name: str. The time column.
         unit: str. Its unit (:func:`time_unit`, not ``text``).
-        values: ``(rows,)`` int64. Its sampled values in that unit (:func:`seconds_of`).
+        values: ``(rows,)`` int64. Its values in that unit (:func:`time_value`), missing ones dropped.
         eval_fraction: float. The share of rows wanted in eval.
-        whole: bool. The sample is the whole data set (else it is the first rows only).
+        whole: bool. ``values`` are every row of the log (else its first rows only).
 
     Returns:
         TimeCut or None: at a midnight (UTC) when the sample spans :data:`MIN_DAYS_FOR_DAY_CUT` days
@@ -165,13 +169,13 @@ def time_cut(name: str, unit: str, values: np.ndarray, eval_fraction: float, who
     if not inside:
         return None
     cutoff = min(inside, key=lambda c: (abs(share[c] - eval_fraction), -c))
-    where = "the sample" if whole else f"the first {len(ordered):,} rows (the sample)"
+    where = f"all {len(ordered):,} rows with a time" if whole else f"the first {len(ordered):,} rows"
     why = (f"time cut on {name} ({unit}): rows at or after {describe(cutoff, unit)} ({cutoff}) go to eval, "
            f"{share[cutoff]:.0%} of {where}: train on the past ({describe(low, unit)} up to the cut), evaluate on the "
            f"future (the cut to {describe(high, unit)}), as a served model meets rows logged after its training")
     if not whole:
-        why += ("; only the first rows were sampled: if the log goes on past them, move the cutoff (or raise "
-                "--max-rows) so that eval holds the latest days")
+        why += ("; only the first rows were read: the log goes on past them, so move the cutoff until eval holds "
+                "the latest days")
     return TimeCut(name, unit, cutoff, share[cutoff], why)
 
 

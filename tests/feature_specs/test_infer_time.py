@@ -120,10 +120,39 @@ def test_a_short_span_is_cut_at_the_quantile():
     assert cut.cutoff == values[800] and cut.eval_share == pytest.approx(0.2)
 
 
-def test_a_partial_sample_says_the_cut_may_need_moving():
+def test_values_that_are_not_the_whole_log_say_the_cut_may_need_moving():
     values = np.arange(20240101, 20240111)
     cut = time_cut("day", "yyyymmdd", np.repeat(values, 10), 0.2, whole=False)
-    assert cut.cutoff == 20240109 and "only the first rows were sampled" in cut.reason
+    assert cut.cutoff == 20240109 and "only the first rows were read" in cut.reason
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_log_in_time_order_is_cut_on_its_whole_time_column_not_the_sample(tmp_path, fmt):
+    times = [1_700_006_400 + 864 * i for i in range(1000)]  # 10 days in order; 300 rows are its first 3 days
+    rows = rows_with(times)
+    if fmt == "csv":
+        write_csv(tmp_path / "part-0.csv", rows[:500])
+        write_csv(tmp_path / "part-1.csv", rows[500:])
+    else:
+        pq.write_table(pa.Table.from_pylist(rows[:500]), tmp_path / "part-0.parquet")
+        pq.write_table(pa.Table.from_pylist(rows[500:]), tmp_path / "part-1.parquet")
+    inferred = infer_spec(str(tmp_path / f"part-*.{fmt}"), {"click": "clicked"}, max_rows=300)
+    assert inferred.sample_rows == 300
+    cut = inferred.time_cut
+    assert cut.cutoff == 1_700_006_400 + 8 * 86_400  # the last 2 of 10 days: 20% of all rows
+    assert cut.eval_share == pytest.approx(np.mean(np.array(times) >= cut.cutoff)) == pytest.approx(0.2)
+    assert "20% of all 1,000 rows with a time" in cut.reason and "only the first rows" not in cut.reason
+
+
+def test_read_column_streams_one_column_of_every_file(tmp_path):
+    from feature_specs.sample import read_column
+
+    pq.write_table(pa.Table.from_pylist([{"a": i, "b": 2 * i} for i in range(5)]), tmp_path / "p-0.parquet")
+    pq.write_table(pa.Table.from_pylist([{"a": i} for i in range(5, 8)]), tmp_path / "p-1.parquet")
+    assert read_column(str(tmp_path / "p-*.parquet"), "b") == ([0, 2, 4, 6, 8, None, None, None], True)
+    assert read_column(str(tmp_path / "p-*.parquet"), "a", max_rows=6) == ([0, 1, 2, 3, 4, 5], False)
+    path = write_jsonl(tmp_path / "j.jsonl", [{"a": "1"}, {"b": 2}, {"a": "3"}])
+    assert read_column(path, "a", convert=lambda v: v and int(v)) == ([1, None, 3], True)
 
 
 def test_requests_that_straddle_the_cut_are_counted(tmp_path):

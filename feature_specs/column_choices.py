@@ -180,7 +180,7 @@ def time_exclusion(profile: ColumnProfile) -> tuple[str, str] | None:
         span = f"{describe(int(values.min()), unit)} .. {describe(int(values.max()), unit)}"
         return "timestamp", f"epoch {unit} ({span}): time, {unseen}"
     if unit == "yyyymmdd":
-        days = sorted(int(v) for v in (profile.counts or profile.valid_numbers))
+        days = sorted({int(v) for v in (profile.counts or profile.valid_numbers)})
         return "date", (f"yyyymmdd dates ({describe(days[0], unit)} .. {describe(days[-1], unit)}, {len(days)} days): "
                         f"time, {unseen}")
     return "timestamp", f"{'date/time text' if unit == 'text' else 'datetime values'}: time, {unseen}"

@@ -102,6 +102,15 @@ def test_an_outcome_of_the_second_label_is_caught_too(tmp_path):
     assert {f.name for f in inferred.spec.features} == {"user", "price"}
 
 
+def test_an_outcome_left_blank_where_it_did_not_happen_is_an_outcome_not_an_empty_column(tmp_path):
+    rows = short_video_rows(n=2000, seed=6)
+    for row in rows:
+        row["profile_time"] = row["profile_time"] or ""  # most rows blank: only visits are logged
+    inferred = infer_spec(write_csv(tmp_path / "blank.csv", rows), LABELS)
+    choice = inferred.choice("profile_time")
+    assert choice.flag == "outcome" and "where click is positive" in choice.reason
+
+
 def test_genuine_features_near_the_thresholds_stay(tmp_path):
     # a rare 0/1 feature with a real but modest effect, a length known in advance, a past average
     rows = short_video_rows(seed=5)

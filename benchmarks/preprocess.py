@@ -3,13 +3,19 @@
 Generates N clicklog rows (Parquet, ``--chunk_rows`` per file, the generator's default dirt), then
 runs, each in its own child process so that peak memory is measured per mode, back to back:
 
-- ``in_process``: the pipeline on the in-process FnApiRunner (the project's default);
+- ``row``: the row-at-a-time path (``--batch_rows 0``) on the in-process FnApiRunner;
+- ``in_process``: the batched path (the default) on the in-process FnApiRunner (the project's default);
 - ``multi_process``: the same with ``--direct_num_workers=W --direct_running_mode=multi_processing``;
 - ``pandas``: the same validation (types, NaN/inf, min/max, required) and the same train-split
   statistics (vocabularies, mean/variance, quantiles) in plain pandas, file by file, as reference.
 
     .venv/bin/python benchmarks/preprocess.py                 # 1,000,000 rows
     .venv/bin/python benchmarks/preprocess.py --rows 200000 --workers 2
+    .venv/bin/python benchmarks/preprocess.py --rows 10000000    # adds "rows_10m" to the JSON
+
+Peak memory is sampled from /proc every 0.2 s over the child and all its descendants
+(``peak_rss_mb_total``: the largest sum seen), beside each process's own ``ru_maxrss``. The
+pipeline's progress lines (rows read, rows/s) are passed through while a mode runs.
 
 Prints a table and writes benchmarks/results/preprocess.json:
 ``{"rows", "in_process_rows_per_s", "multi_process_rows_per_s", "pandas_rows_per_s",
@@ -32,13 +38,38 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-MODES = ("in_process", "multi_process", "pandas")
+MODES = ("row", "in_process", "multi_process", "pandas")
+TEN_MILLION = 10_000_000
+SAMPLE_SECONDS = 0.2
 
 
 def _peak_rss_mb() -> dict:
     # ru_maxrss is in KiB on Linux; children: the largest waited-for child (the SDK workers).
     return {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def _tree_rss_mb(root: int) -> float:
+    """Summed resident memory of ``root`` and every process below it, from /proc (MB)."""
+    parents, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * resource.getpagesize()
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(rss.get(pid, 0) for pid in tree) / 2**20
 
 
 def run_beam(pattern: str, workdir: str, beam_args: list[str]) -> dict:
@@ -121,11 +152,15 @@ def run_pandas(pattern: str) -> dict:
 
 
 def child(args) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("pipelines").setLevel(logging.INFO)  # the readers' progress lines
     if args.mode == "pandas":
         result = run_pandas(args.pattern)
     else:
-        beam_args = [] if args.mode == "in_process" else [
-            f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
+        beam_args = {"row": ["--batch_rows=0"], "in_process": []}.get(args.mode, [
+            f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"])
         result = run_beam(args.pattern, os.path.join(args.tmp, args.mode), beam_args)
     result["peak_rss_mb"] = _peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)
@@ -136,7 +171,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--chunk_rows", type=int, default=100_000, help="rows per generated Parquet file")
     parser.add_argument("--workers", type=int, default=2, help="--direct_num_workers of multi_process")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=None,
+                        help=f"comma-separated; default {','.join(MODES)} (in_process alone from {TEN_MILLION:,} rows)")
     parser.add_argument("--output", default=os.path.join(RESULTS, "preprocess.json"))
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--pattern", help=argparse.SUPPRESS)
@@ -154,28 +190,37 @@ def main(argv=None) -> dict:
         print(f"generated {args.rows:,} rows in {time.perf_counter() - start:.1f} s", flush=True)
         pattern = os.path.join(tmp, "raw", "*.parquet")
         modes = {}
-        for mode in args.modes.split(","):
+        for mode in (args.modes or ("in_process" if args.rows >= TEN_MILLION else ",".join(MODES))).split(","):
             command = [sys.executable, os.path.abspath(__file__), "--mode", mode, "--pattern", pattern,
                        "--tmp", tmp, "--workers", str(args.workers)]
             wall = time.perf_counter()
-            out = subprocess.run(command, capture_output=True, text=True, check=False)
+            returncode, stdout, stderr, peak_total = _run_child(command)
             wall = time.perf_counter() - wall
-            lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-            if out.returncode or not lines:
-                raise SystemExit(f"{mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+            lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+            if returncode or not lines:
+                raise SystemExit(f"{mode} failed:\n{stdout[-3000:]}\n{stderr[-3000:]}")
             result = json.loads(lines[-1][len("RESULT "):])
-            result["process_seconds"] = wall  # including interpreter and TensorFlow start-up
+            result["process_seconds"] = wall  # including interpreter start-up
+            result["peak_rss_mb_total"] = round(peak_total, 1)
             result["rows_per_s"] = result["input_rows"] / result["seconds"]
             modes[mode] = result
             print(f"{mode:>14}: {result['seconds']:7.1f} s  {result['rows_per_s']:>10,.0f} rows/s  "
-                  f"peak RSS {result['peak_rss_mb']['self']:,.0f} MB (workers {result['peak_rss_mb']['children']:,.0f} MB)",
-                  flush=True)
+                  f"peak RSS {result['peak_rss_mb']['self']:,.0f} MB (workers {result['peak_rss_mb']['children']:,.0f} MB, "
+                  f"all processes {peak_total:,.0f} MB)", flush=True)
+
+    if args.rows >= TEN_MILLION:
+        return _record_large_run(args, modes)
 
     def rate(mode):
         return round(modes[mode]["rows_per_s"], 1) if mode in modes else None
 
     summary = {
         "rows": args.rows,
+        "row_path_rows_per_s": rate("row"),
+        "in_process_over_pandas": (round(rate("in_process") / rate("pandas"), 3)
+                                   if rate("in_process") and rate("pandas") else None),
+        "in_process_over_row_path": (round(rate("in_process") / rate("row"), 3)
+                                     if rate("in_process") and rate("row") else None),
         "in_process_rows_per_s": rate("in_process"),
         "multi_process_rows_per_s": rate("multi_process"),
         "pandas_rows_per_s": rate("pandas"),
@@ -185,12 +230,67 @@ def main(argv=None) -> dict:
         "workers": args.workers,
         "chunk_rows": args.chunk_rows,
         "cpus": os.cpu_count(),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "modes": modes,
     }
+    previous = _read_json(args.output)
+    if "rows_10m" in previous:
+        summary["rows_10m"] = previous["rows_10m"]
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     print(json.dumps({k: v for k, v in summary.items() if k != "modes"}, indent=2))
+    return summary
+
+
+def _run_child(command: list[str]) -> tuple[int, str, str, float]:
+    """Runs one mode; passes its progress lines through; samples its process tree's memory."""
+    import threading
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []
+
+    def pump():
+        for line in process.stderr:
+            err_lines.append(line)
+            if "preprocess: read" in line or "preprocess: pipeline" in line:
+                print("    " + line.rstrip(), flush=True)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    out: list[str] = []
+    stdout_reader = threading.Thread(target=lambda: out.append(process.stdout.read()), daemon=True)
+    stdout_reader.start()
+    peak = 0.0
+    while process.poll() is None:
+        peak = max(peak, _tree_rss_mb(process.pid))
+        time.sleep(SAMPLE_SECONDS)
+    reader.join()
+    stdout_reader.join()
+    return process.returncode, "".join(out), "".join(err_lines), peak
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_large_run(args, modes: dict) -> dict:
+    """Adds ``rows_10m`` (the first mode's figures) to the results file, keeping the rest."""
+    mode = next(iter(modes.values()))
+    large = {"rows": args.rows, "mode": next(iter(modes)), "rows_per_s": round(mode["rows_per_s"], 1),
+             "seconds": round(mode["seconds"], 1), "peak_rss_mb_total": mode["peak_rss_mb_total"],
+             "written": mode["written"], "rejected": mode["rejected"], "cpus": os.cpu_count(),
+             "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+    summary = _read_json(args.output)
+    summary["rows_10m"] = large
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+    print(json.dumps(large, indent=2))
     return summary
 
 

@@ -29,13 +29,15 @@ def test_the_loss_table_covers_the_losses_a_spec_may_name():
     from mmoe.losses import LOSS_FUNCTIONS, per_example_loss
 
     assert set(LOSS_FUNCTIONS) == {name for names in LOSSES.values() for name in names}
-    labels, outputs = np.array([[1.0], [0.0]], "float32"), np.array([[0.5], [-2.0]], "float32")
+    labels = np.array([[1.0], [0.0]], "float32")
     for name, loss in LOSS_FUNCTIONS.items():
+        # one output unit per row, or as many as the loss reads (ziln: logit, mu, scale)
+        outputs = np.tile(np.array([[0.5], [-2.0]], "float32"), (1, loss.output_units))
         per_example = np.asarray(per_example_loss(name, labels, outputs))
         assert per_example.shape == (2,), name
         assert float(loss.keras_loss()(labels, outputs)) == pytest.approx(per_example.mean(), rel=1e-5), name
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
-        per_example_loss("hinge", labels, outputs)
+        per_example_loss("hinge", labels, labels)
 
 
 def test_the_default_baselines_and_overrides_import_without_tensorflow():

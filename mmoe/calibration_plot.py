@@ -9,15 +9,14 @@ nothing when no task has the data.
 
 from __future__ import annotations
 
-import io
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from feature_specs.spec import FeatureSpec  # noqa: E402
+from mmoe.plots import save_figure  # noqa: E402
 
 
 def plot_engagement_calibration(spec: FeatureSpec, metrics: dict, path: str) -> str | None:
@@ -45,9 +44,4 @@ def plot_engagement_calibration(spec: FeatureSpec, metrics: dict, path: str) -> 
         unit = f" ({task.unit})" if task.unit else ""
         axis.set(xlabel=f"mean prediction{unit}", ylabel=f"mean label{unit}", title=task.name, xlim=(0, top), ylim=(0, top))
         axis.legend(fontsize=8)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    with tf.io.gfile.GFile(path, "wb") as handle:
-        handle.write(buffer.getvalue())
-    return path
+    return save_figure(figure, path)

@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 
-def _save(figure, path: str) -> str:
+def save_figure(figure, path: str) -> str:
+    """Writes ``figure`` as a PNG to ``path`` (any tf.io.gfile path), closes it, returns ``path``."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -36,7 +37,7 @@ def plot_learning_curves(history: dict[str, list[float]], path: str) -> str:
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_gate_heatmap(gates: dict[str, dict], path: str) -> str:
@@ -52,7 +53,7 @@ def plot_gate_heatmap(gates: dict[str, dict], path: str) -> str:
     axis.set_xlabel("expert")
     axis.set_title("mean gate weight (eval set)")
     figure.colorbar(image, ax=axis)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_gate_usage(history: list[dict], path: str) -> str:
@@ -71,7 +72,7 @@ def plot_gate_usage(history: list[dict], path: str) -> str:
         axis.set_ylim(0, 1)
         axis.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, ncol=2, loc="upper right")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_paired_differences(comparison: dict, path: str) -> str:
@@ -99,4 +100,4 @@ def plot_paired_differences(comparison: dict, path: str) -> str:
         axis.invert_yaxis()
         axis.set_title(f"{task}: {metric} improvement (95% CI)")
         axis.grid(alpha=0.3)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -1,4 +1,5 @@
-"""Adam whose embedding-table updates touch only the rows a batch looked up.
+"""Adam whose embedding-table updates touch only the rows a batch looked up, and whose dense
+updates run as TensorFlow's fused Adam kernel.
 
 Keras' Adam densifies a row-sparse gradient (``tf.IndexedSlices``, what an embedding lookup's
 gradient is): every step it reads and writes the whole table and both of its moment slots, so a
@@ -8,6 +9,13 @@ rows only, as tensorflow-addons' ``LazyAdam`` and PyTorch's ``SparseAdam`` do: t
 weights follow Adam exactly; rows a batch does not touch keep their moments (dense Adam would
 decay them and keep moving the weights on momentum). Dense gradients get Adam's own update.
 Everything has static shapes, so the update compiles with XLA.
+
+Dense gradients (every kernel and bias) go through ``ResourceApplyAdam``, the one fused kernel
+that Keras 2's Adam used: Keras 3's Adam writes the same update as about ten element-wise ops,
+each a pass over the variable and its slots, which costs 3.3x the fused kernel (17 against 5 ms
+for the 8.5M weights of 128 experts of 256 -> 128 on 2 cores). The formula is Keras 3's:
+``m += (g - m)(1 - b1)``, ``v += (g^2 - v)(1 - b2)``, ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m /
+(sqrt(v) + eps)``; AMSGrad keeps Keras' own update.
 
 Both paths apply Adam to the gradient a row-sparse gradient stands for, with the repeats of a
 row (a popular item, a two-valued feature) summed before squaring. Keras 3's Adam squares each
@@ -46,17 +54,23 @@ def unique_rows(indices: tf.Tensor, values: tf.Tensor) -> tuple[tf.Tensor, tf.Te
     return tf.where(valid, rows, tf.zeros_like(rows)), summed, valid
 
 
+def _on_this_device(variable):
+    """The ``tf.Variable`` an update made now writes: a tf.distribute variable's copy on this
+    device (in ``strategy.extended.update`` the current one), else the variable itself."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    if isinstance(variable, tf.distribute.DistributedValues):
+        variable = variable._get_on_device_or_primary()  # no public accessor in TF 2.21
+    return variable
+
+
 def read_rows(variable, rows: tf.Tensor) -> tf.Tensor:
     """``variable[rows]`` read as a gather on the resource: reading the whole variable first
     (what ``tf.gather(variable, rows)`` does) would make the next scatter into it copy the
     whole buffer in graph mode. A tf.distribute variable is read on this device's copy (what
     the update being made writes to; ``tf.gather`` on the distributed variable would read it
     whole: 8 ms instead of 0.4 for a 1M x 16 table)."""
-    if isinstance(variable, keras.Variable):
-        variable = variable.value
-    if isinstance(variable, tf.distribute.DistributedValues):
-        variable = variable._get_on_device_or_primary()  # no public accessor in TF 2.21
-    return variable.sparse_read(rows)
+    return _on_this_device(variable).sparse_read(rows)
 
 
 @register
@@ -89,7 +103,9 @@ class LazyAdam(keras.optimizers.Adam):
                 # Dense, with repeated rows summed first: Keras' Adam squares a row-sparse
                 # gradient's values before summing the repeats of a row into its second moment.
                 gradient = tf.convert_to_tensor(gradient)
-            return super().update_step(gradient, variable, learning_rate)
+            if self.amsgrad:
+                return super().update_step(gradient, variable, learning_rate)
+            return self._fused_dense_update(gradient, variable, learning_rate)
         dtype = variable.dtype
         lr = tf.cast(learning_rate, dtype)
         step = tf.cast(self.iterations + 1, dtype)
@@ -117,6 +133,20 @@ class LazyAdam(keras.optimizers.Adam):
             add_rows(v_hat, hat_old, v_new)
         update = alpha * m_new / (tf.sqrt(v_new) + self.epsilon) * mask
         self.assign_sub(variable, tf.IndexedSlices(update, rows))
+
+    def _fused_dense_update(self, gradient, variable, learning_rate):
+        """Adam's dense update of ``variable`` (any shape) by ``gradient`` (its shape) in one kernel."""
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_on_this_device(variable).handle,
+            m=_on_this_device(self._momentums[index]).handle,
+            v=_on_this_device(self._velocities[index]).handle,
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))
 
     def get_config(self):
         return {**super().get_config(), "min_rows": self.min_rows}

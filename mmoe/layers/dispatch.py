@@ -26,16 +26,17 @@ import math
 from keras import ops
 
 
-def train_capacity(batch, num_experts: int, k: int, capacity_factor: float):
+def train_capacity(batch, num_experts: int, k: float, capacity_factor: float):
     """Rows per expert buffer in training: ``min(B, ceil(capacity_factor * B * k / E))``.
 
     Args:
         batch: int or scalar int tensor. Rows in the batch B.
+        k: the choices each row sends this bank (a mean where gates weigh several banks).
         capacity_factor: float > 0. 1.0 is exactly the average load; ``E / k`` or more never drops.
     """
     if isinstance(batch, int):
         return min(batch, max(1, math.ceil(capacity_factor * batch * k / num_experts)))
-    wanted = ops.cast(ops.ceil(capacity_factor * ops.cast(batch * k, "float32") / num_experts), "int32")
+    wanted = ops.cast(ops.ceil(capacity_factor * k * ops.cast(batch, "float32") / num_experts), "int32")
     return ops.minimum(ops.cast(batch, "int32"), ops.maximum(wanted, 1))
 
 
@@ -50,7 +51,8 @@ def route(experts, num_experts: int, capacity=None):
 
     Args:
         experts: ``(B, n)`` int32: row ``b``'s ``n`` chosen experts (several gates' choices side by
-            side share one dispatch). Column 0 of every row is placed before column 1, and so on.
+            side share one dispatch), or -1 where that choice is not in this bank (it takes no
+            place). Column 0 of every row is placed before column 1, and so on.
         num_experts: int. E.
         capacity: int or scalar tensor: rows per expert buffer. None: the largest load, so
             nothing is dropped.
@@ -66,7 +68,7 @@ def route(experts, num_experts: int, capacity=None):
     position = ops.transpose(ops.reshape(position, (n, batch)))  # (B, n)
     if capacity is None:
         capacity = ops.max(ops.sum(chosen, axis=0))  # the largest expert load: nothing dropped
-    keep = position < capacity
+    keep = ops.logical_and(position < capacity, experts >= 0)  # one_hot(-1) is all zeros: no place taken
     slots = ops.where(keep, experts * capacity + position, num_experts * capacity)
     return slots, keep, capacity
 
@@ -85,23 +87,97 @@ def gather_rows(inputs, slots, num_experts: int, capacity):
     return ops.reshape(buffers, (num_experts, capacity, inputs.shape[-1]))
 
 
-def combine(outputs, values, slots, keep):
+def combine(table, values, slots, keep):
     """Each row's weighted sum of its kept experts' outputs, weights renormalized over the kept ones.
 
     Args:
-        outputs: ``(E, C, units)`` the experts' outputs on their buffers.
-        values: ``(B, k)`` the chosen weights; ``slots``, ``keep``: their columns of :func:`route`.
+        table: ``(S + 1, units)``: every bank's flattened ``(E * C, units)`` outputs one after the
+            other, then a zero row (:func:`output_table`).
+        values: ``(B, k)`` the chosen weights; ``slots`` ``(B, k)``: their rows of ``table`` (the
+            zero row where dropped); ``keep`` ``(B, k)`` bool.
 
     Returns:
         ``(B, units)``; zeros for a row whose every choice was dropped.
     """
-    units = outputs.shape[-1]
-    flat = ops.concatenate([ops.reshape(outputs, (-1, units)), ops.zeros((1, units), outputs.dtype)], axis=0)
-    picked = ops.take(flat, slots, axis=0)  # (B, k, units); a dropped assignment reads the zero row
+    picked = ops.take(table, slots, axis=0)  # (B, k, units); a dropped assignment reads the zero row
     kept = values * ops.cast(keep, values.dtype)
     total = ops.sum(kept, axis=-1, keepdims=True)
     kept = kept / ops.where(total > 0, total, ops.ones_like(total))
     return ops.sum(ops.expand_dims(kept, -1) * picked, axis=1)
+
+
+def output_table(outputs: list):
+    """``(sum of E * C, + 1, units)``: the banks' ``(E, C, units)`` outputs flattened, then a zero row."""
+    units = outputs[0].shape[-1]
+    rows = [ops.reshape(o, (-1, units)) for o in outputs]
+    return ops.concatenate(rows + [ops.zeros((1, units), outputs[0].dtype)], axis=0)
+
+
+def _in_bank(experts, offset: int, size: int):
+    """``experts`` ``(B, k)`` indices over a gate's pooled banks as indices into the bank at
+    ``offset`` with ``size`` experts, -1 where a choice lies in another bank."""
+    inside = ops.logical_and(experts >= offset, experts < offset + size)
+    return ops.where(inside, experts - offset, -ops.ones_like(experts))
+
+
+def pooled_mixtures(gate_weights, gate_banks, banks, bank_inputs, ks, capacity_factor: float | None):
+    """Mixtures of gates that each weigh several expert banks, every row computed only by the
+    experts its gates chose (CGC and PLE: a task's own experts followed by the shared ones).
+
+    All choices that fall in one bank share one dispatch: one gather and one batched product per
+    expert layer per bank. A bank's training capacity is for the load uniform gates would send
+    it: ``sum over its gates of k * E_bank / E_gate`` choices a row (:func:`train_capacity`).
+
+    Args:
+        gate_weights: list of G ``(B, E_g)`` weights; gate g weighs the experts of the banks
+            ``gate_banks[g]`` in that order (``E_g`` their total), and its ``ks[g]`` largest
+            weights are each row's choices.
+        gate_banks: G lists of indices into ``banks``.
+        banks: list of :class:`mmoe.layers.experts.ExpertBank`, all with the same output width.
+        bank_inputs: one ``(B, d_bank)`` input per bank.
+        ks: G ints, each at most ``E_g``.
+        capacity_factor: float: training capacity; None: nothing dropped (inference).
+
+    Returns:
+        ``(mixtures, keep)``: G ``(B, units)`` tensors; G ``(B, k_g)`` bool, the kept choices.
+    """
+    picked = [choices(w, k) for w, k in zip(gate_weights, ks)]
+    claims = [[] for _ in banks]  # per bank: (gate, (B, k_g) local experts or -1)
+    for g, (_, experts) in enumerate(picked):
+        offset = 0
+        for b in gate_banks[g]:
+            claims[b].append((g, _in_bank(experts, offset, banks[b].num_experts)))
+            offset += banks[b].num_experts
+    sizes = [sum(banks[b].num_experts for b in names) for names in gate_banks]
+    outputs, routes, base = [], [], 0
+    for b, bank in enumerate(banks):
+        if not claims[b]:
+            routes.append(None)
+            continue
+        local = ops.concatenate([e for _, e in claims[b]], axis=1)
+        capacity = None
+        if capacity_factor is not None:
+            load = sum(ks[g] * bank.num_experts / sizes[g] for g, _ in claims[b])
+            capacity = train_capacity(ops.shape(bank_inputs[b])[0], bank.num_experts, load, capacity_factor)
+        slots, keep, capacity = route(local, bank.num_experts, capacity)
+        outputs.append(bank.buffer_outputs(gather_rows(bank_inputs[b], slots, bank.num_experts, capacity)))
+        routes.append((slots + base, keep))
+        base = base + bank.num_experts * capacity
+    table = output_table(outputs)
+    mixtures, kept = [], []
+    for g, (values, experts) in enumerate(picked):
+        slots = ops.full(ops.shape(experts), base, dtype="int32")  # the zero row
+        keep = ops.zeros(ops.shape(experts), dtype="bool")
+        for b in gate_banks[g]:
+            columns = [i for i, (h, _) in enumerate(claims[b]) if h == g][0]
+            start = sum(ks[h] for h, _ in claims[b][:columns])
+            bank_slots, bank_keep = routes[b]
+            mine, mine_kept = bank_slots[:, start:start + ks[g]], bank_keep[:, start:start + ks[g]]
+            slots = ops.where(mine_kept, mine, slots)
+            keep = ops.logical_or(keep, mine_kept)
+        mixtures.append(combine(table, values, slots, keep))
+        kept.append(keep)
+    return mixtures, kept
 
 
 def dispatched_mixtures(gate_weights, inputs, bank, k: int, capacity_factor: float | None):
@@ -119,19 +195,9 @@ def dispatched_mixtures(gate_weights, inputs, bank, k: int, capacity_factor: flo
     Returns:
         ``(mixtures, keep)``: G ``(B, units)`` tensors; ``(B, G * k)`` bool, the kept assignments.
     """
-    picked = [choices(w, k) for w in gate_weights]
-    values = [v for v, _ in picked]
-    experts = ops.concatenate([e for _, e in picked], axis=1)  # (B, G*k)
-    num_experts = bank.num_experts
-    capacity = None
-    if capacity_factor is not None:
-        capacity = train_capacity(ops.shape(inputs)[0], num_experts, experts.shape[-1], capacity_factor)
-    slots, keep, capacity = route(experts, num_experts, capacity)
-    outputs = bank.buffer_outputs(gather_rows(inputs, slots, num_experts, capacity))
-    mixtures = [
-        combine(outputs, v, slots[:, g * k:(g + 1) * k], keep[:, g * k:(g + 1) * k]) for g, v in enumerate(values)
-    ]
-    return mixtures, keep
+    gates = len(gate_weights)
+    mixtures, keep = pooled_mixtures(gate_weights, [[0]] * gates, [bank], [inputs], [k] * gates, capacity_factor)
+    return mixtures, ops.concatenate(keep, axis=1)
 
 
 def dropped_fraction(gate_weights, k: int, capacity_factor: float) -> float:

@@ -55,12 +55,13 @@ class GatedExperts(keras.layers.Layer):
         gate_temperature: float. Softmax temperature of every gate. Defaults to 1.0.
         gate_units: list of int. Hidden widths of each gate's MLP. Defaults to none (linear).
         gate_top_k: int. Sparse gating: experts outside each example's top k get weight 0
-            (capped at a gate's expert count). With softmax gates over one bank (MMoE, OMoE) each
-            example is dispatched to its k experts only (:mod:`mmoe.layers.dispatch`), in
-            training and at inference. Defaults to 0 (dense).
+            (capped at a gate's expert count). With softmax gates each example is dispatched to
+            its k experts only (:mod:`mmoe.layers.dispatch`; MMoE and OMoE over one bank, CGC
+            and PLE over a task's own bank and the shared one), in training and at inference.
+            Defaults to 0 (dense).
         gate_type: str. ``"softmax"`` or ``"dselect_k"`` (:class:`DSelectKGate` with
             ``gate_top_k`` selectors: trained dense, as in the paper; at inference each row keeps
-            its k largest weights, exact once the selection is hard, and MMoE/OMoE dispatch it).
+            its k largest weights, exact once the selection is hard, and dispatched).
             Defaults to ``"softmax"``.
         capacity_factor: float >= 0. Training capacity of each expert under dispatch, in
             multiples of the average load (:func:`mmoe.layers.dispatch.train_capacity`); rows
@@ -170,10 +171,14 @@ class GatedExperts(keras.layers.Layer):
             return False
         return self.gate_type == "softmax" or not training
 
+    def _capacity_factor(self, training) -> float | None:
+        """The dispatch's capacity factor: the layer's in training; None (nothing dropped) at inference."""
+        return self.capacity_factor if training and self.capacity_factor > 0 else None
+
     def _dispatched(self, weights: list, inputs, bank: ExpertBank, training) -> list:
         """Mixtures of ``bank`` for each gate's weights, rows dispatched to their chosen experts."""
-        capacity_factor = self.capacity_factor if training and self.capacity_factor > 0 else None
-        mixtures, _ = dispatched_mixtures(weights, inputs, bank, self._top_k(bank.num_experts), capacity_factor)
+        k = self._top_k(bank.num_experts)
+        mixtures, _ = dispatched_mixtures(weights, inputs, bank, k, self._capacity_factor(training))
         return mixtures
 
     def _mix(self, gate, gate_input, experts, training):

@@ -7,6 +7,7 @@ from typing import Sequence
 import keras
 from keras import ops
 
+from mmoe.layers.dispatch import pooled_mixtures
 from mmoe.layers.mixture import GatedExperts, pool
 from mmoe.registry import register
 
@@ -82,6 +83,8 @@ class CGC(GatedExperts):
 
     def call(self, inputs, training=None):
         inputs = self._split(inputs)
+        if self._dispatches(self.task_experts + self.num_experts, training):
+            return self._dispatched_call(inputs, training)
         # each bank's outputs: Es (or Et) x (batch, units), or (batch, Es, units); see ExpertBank.expert_outputs
         shared = self.shared_experts.expert_outputs(inputs[SHARED])
         own = [experts.expert_outputs(inputs[task]) for task, experts in zip(self.task_names, self.own_experts)]
@@ -94,6 +97,26 @@ class CGC(GatedExperts):
             experts = pool(*own, shared)  # T * Et + Es experts
             mixtures[SHARED], _ = self._mix(self.shared_gate, inputs[SHARED], experts, training)
         return mixtures, ops.stack(gate_weights, axis=1)
+
+    def _dispatched_call(self, inputs: dict, training):
+        """``call`` with each row computed only by the experts its gates chose: banks are each
+        task's own experts, then the shared ones; task t's gate weighs banks ``[t, shared]``, the
+        shared gate every bank (:func:`mmoe.layers.dispatch.pooled_mixtures`)."""
+        tasks = len(self.task_names)
+        gates, gate_inputs = list(self.gates), [inputs[task] for task in self.task_names]
+        gate_banks = [[t, tasks] for t in range(tasks)]
+        if self.shared_gate is not None:
+            gates.append(self.shared_gate)
+            gate_inputs.append(inputs[SHARED])
+            gate_banks.append(list(range(tasks + 1)))
+        weights = [self._gate_weights(gate, x, training) for gate, x in zip(gates, gate_inputs)]
+        self._add_balance_losses(weights, training)
+        banks = [*self.own_experts, self.shared_experts]
+        ks = [self._top_k(gate.num_experts) or gate.num_experts for gate in gates]
+        mixed, _ = pooled_mixtures(weights, gate_banks, banks, [*gate_inputs[:tasks], inputs[SHARED]], ks,
+                                   self._capacity_factor(training))
+        names = [*self.task_names, SHARED] if self.shared_gate is not None else self.task_names
+        return dict(zip(names, mixed)), ops.stack(weights[:tasks], axis=1)
 
     def compute_output_shape(self, input_shape):
         shapes = self._split(input_shape)

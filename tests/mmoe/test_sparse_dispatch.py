@@ -7,7 +7,7 @@ import pytest
 import keras
 import tensorflow as tf
 
-from mmoe.layers import DSelectKGate, ExpertBank, MMoE, OMoE, SoftmaxGate
+from mmoe.layers import CGC, DSelectKGate, ExpertBank, MMoE, OMoE, SoftmaxGate
 from mmoe.layers import dispatch
 from mmoe.layers.dselect import binary_codes, hard_selection, smooth_step
 from mmoe.layers.mixture import mix
@@ -76,7 +76,7 @@ def test_a_dropped_choice_gives_its_weight_to_the_others_and_an_all_dropped_row_
     values = tf.constant([[0.75, 0.25], [0.6, 0.4], [0.5, 0.5]])
     slots = tf.constant([[0, 2], [1, 4], [4, 4]])
     keep = tf.constant([[True, True], [True, False], [False, False]])
-    mixed = _np(dispatch.combine(outputs, values, slots, keep))[:, 0]
+    mixed = _np(dispatch.combine(dispatch.output_table([outputs]), values, slots, keep))[:, 0]
     np.testing.assert_allclose(mixed, [0.75 * 1 + 0.25 * 3, 2.0, 0.0])
 
 
@@ -207,3 +207,45 @@ def test_bad_sparse_options_name_the_argument():
         MMoE(TASKS, num_experts=4, expert_units=[4], gate_top_k=1, capacity_factor=-1.0)
     with pytest.raises(ValueError, match="`k`"):
         DSelectKGate(4, 5)
+
+
+@pytest.mark.parametrize("output_shared", [False, True], ids=["last_level", "inner_level"])
+def test_cgc_dispatch_over_own_and_shared_banks_equals_the_dense_masked_mixture_and_its_gradients(output_shared):
+    keras.utils.set_random_seed(4)
+    layer = CGC(TASKS, num_experts=4, task_experts=2, expert_units=[16, 8], gate_top_k=2,
+                output_shared=output_shared, capacity_factor=100.0)  # room for every row
+    x = _x()
+    layer(x)
+
+    def run(dispatches, training):
+        layer._dispatches = (lambda *_: dispatches)
+        with tf.GradientTape() as tape:
+            mixtures, gates = layer(x, training=training)
+            loss = sum(tf.reduce_sum(tf.sin(m) * (i + 1)) for i, m in enumerate(mixtures.values()))
+        return {k: _np(v) for k, v in mixtures.items()}, _np(gates), [
+            _np(tf.convert_to_tensor(g)) for g in tape.gradient(loss, layer.trainable_variables)]
+
+    for training in (False, True):
+        want, want_gates, want_grads = run(False, training)
+        got, got_gates, got_grads = run(True, training)
+        assert sorted(got) == sorted(want) == sorted(TASKS + (["shared"] if output_shared else []))
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(got_gates, want_gates)
+        assert (np.count_nonzero(got_gates, axis=-1) == 2).all()
+        for a, b in zip(got_grads, want_grads):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_cgc_training_capacity_drops_choices_and_inference_drops_none():
+    keras.utils.set_random_seed(2)
+    layer = CGC(TASKS, num_experts=4, task_experts=2, expert_units=[8], gate_top_k=2, capacity_factor=0.3)
+    x = _x()
+    inference, _ = layer(x, training=False)
+    layer._dispatches = (lambda *_: False)
+    dense, _ = layer(x, training=False)
+    del layer._dispatches
+    for task in TASKS:
+        np.testing.assert_allclose(_np(inference[task]), _np(dense[task]), rtol=1e-5, atol=1e-6)
+    training, _ = layer(x, training=True)  # capacity 0.3 of the mean load: rows lose choices
+    assert not np.allclose(_np(training["click"]), _np(inference["click"]))

@@ -29,6 +29,14 @@ TRANSFORMS = {
     "float": ("zscore", "log1p", "quantile"),
 }
 NUMERIC_TRANSFORMS = ("zscore", "log1p", "quantile")
+# List-valued columns (a ``list:`` block on a column whose ``type`` is the elements' type).
+LIST_DTYPES = ("string", "int")
+LIST_TRANSFORMS = ("vocabulary", "hashing")
+LIST_POOLINGS = ("mean", "sum")
+LIST_TOO_LONG = ("truncate", "reject")
+# The element that pads a list to a fixed length in tensors (``predict_raw`` inputs, parsed
+# batches); never a valid element: string elements are non-empty, int elements are >= 0.
+LIST_PADDING = {"string": "", "int": -1}
 ROLES = ("feature", "bias")
 TASK_KINDS = ("binary", "regression")
 # The losses a task of each kind may name, its default first; implemented in mmoe/losses.py.
@@ -57,6 +65,7 @@ MAX_EMBEDDING_DIM = 4_096  # features[].embedding_dim
 MAX_TABLE_ROWS = 1 << 26  # features[].top_k, num_bins, num_oov: rows of one embedding table
 MAX_QUANTILE_BUCKETS = 10_000  # features[].num_buckets of a quantile feature
 MAX_SHUFFLE_BUFFER = 1 << 24  # training.shuffle_buffer: examples held in memory
+MAX_LIST_LENGTH = 4_096  # features[].list.max_length: elements kept per row
 MAX_COUNT = 2**31 - 1  # counts, step numbers, seconds and seeds: the int32 TensorFlow's counters take
 
 
@@ -80,16 +89,45 @@ def field_default(cls: type, name: str) -> Any:
 
 
 @dataclass(frozen=True)
+class ListSpec:
+    """How a list-valued column is read and pooled (the column's ``list:`` block).
+
+    The column's ``type`` (``string`` or ``int``) is the type of each element. A row's value is a
+    JSON array, a Parquet list, a tf.Example feature holding any number of values, or text split
+    at ``separator`` (CSV, and text in JSONL); each element is checked like a scalar of the
+    column's type (``min``/``max`` apply to every element), string elements must not be empty
+    and int elements must be >= 0 (:data:`LIST_PADDING` pads with -1). A missing value (absent,
+    null, blank text, an Example feature without values) is the empty list, which pools to zeros.
+
+    Args:
+        separator: str. Splits text values into elements, each stripped of surrounding spaces.
+        max_length: int. The most elements a row keeps; tensors hold lists padded to it.
+        too_long: str. A row with more elements: ``truncate`` (keep the first ``max_length``)
+            or ``reject`` (the row is rejected as ``too_long``, naming the field).
+        pooling: str. How a feature's element embeddings become one vector: ``mean`` or
+            ``sum`` over the row's elements (padding masked out).
+    """
+
+    separator: str = ","
+    max_length: int = 16
+    too_long: str = "truncate"
+    pooling: str = "mean"
+
+
+@dataclass(frozen=True)
 class Column:
     """A raw column with the checks every row must pass.
 
     Args:
         name: str. Column name in the raw log.
-        dtype: str. One of ``string``, ``int``, ``float``, ``timestamp`` (int seconds since epoch).
+        dtype: str. One of ``string``, ``int``, ``float``, ``timestamp`` (int seconds since epoch);
+            for a list column, the type of its elements (``string`` or ``int``).
         required: bool. A row without a value is rejected.
         default: value used where ``required`` is False and the value is missing.
-        min: optional lower bound (inclusive) for numeric columns.
-        max: optional upper bound (inclusive) for numeric columns.
+        min: optional lower bound (inclusive) for numeric columns (each element of an int list).
+        max: optional upper bound (inclusive) for numeric columns (each element of an int list).
+        list: ListSpec or None. Set for a list-valued column: each row holds a variable-length
+            list of ``dtype`` elements (tf.Example bytes_list / int64_list of any length).
     """
 
     name: str
@@ -98,10 +136,21 @@ class Column:
     default: Any = None
     min: float | None = None
     max: float | None = None
+    list: ListSpec | None = None
+
+    @property
+    def is_list(self) -> bool:
+        return self.list is not None
 
     @property
     def is_numeric(self) -> bool:
-        return self.dtype in ("int", "float", "timestamp")
+        """A scalar number (int, float, timestamp); list columns are not."""
+        return self.list is None and self.dtype in ("int", "float", "timestamp")
+
+    @property
+    def kind(self) -> str:
+        """``dtype``, or ``"<dtype> list"`` for a list column (as error messages name it)."""
+        return self.dtype if self.list is None else f"{self.dtype} list"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,11 @@ from feature_specs.spec import (
     FUNNEL_HEADS,
     HEADS,
     LABEL_TRANSFORMS,
+    LIST_DTYPES,
+    LIST_POOLINGS,
+    LIST_TOO_LONG,
+    LIST_TRANSFORMS,
+    MAX_LIST_LENGTH,
     GATE_TYPES,
     LOSS_WEIGHTINGS,
     LOSSES,
@@ -42,6 +47,7 @@ from feature_specs.spec import (
     EventSource,
     Feature,
     FeatureSpec,
+    ListSpec,
     ModelConfig,
     PipelineConfig,
     Ranking,
@@ -56,12 +62,35 @@ from feature_specs.spec_nodes import Node, quoted
 from feature_specs.values import InvalidValue, typed_value
 
 
+def _read_list(node: Node, name: str, dtype: str) -> ListSpec:
+    """A column's ``list:`` block (``{}`` takes every default)."""
+    if dtype not in LIST_DTYPES:
+        raise node.error("type", f"list elements are {' or '.join(LIST_DTYPES)}; {quoted(name)} has type {dtype}")
+    block = node.child("list")
+    separator = block.get("separator", str, field_default(ListSpec, "separator"))
+    if not separator:
+        raise block.error("separator", "must be at least one character")
+    spec = ListSpec(
+        separator=separator,
+        max_length=block.positive_int("max_length", field_default(ListSpec, "max_length"), maximum=MAX_LIST_LENGTH),
+        too_long=block.choice("too_long", LIST_TOO_LONG, field_default(ListSpec, "too_long")),
+        pooling=block.choice("pooling", LIST_POOLINGS, field_default(ListSpec, "pooling")),
+    )
+    block.finish()
+    return spec
+
+
 def _read_column(node: Node) -> dict:
     name = node.get("name", str)
     if not name.isidentifier():
         raise node.error("name", f"must be a Python identifier (letters, digits, _), got {quoted(name)}")
     dtype = node.choice("type", DTYPES)
+    is_list = "list" in node.data
+    list_spec = _read_list(node, name, dtype) if is_list else field_default(Column, "list")
     required = node.get("required", bool, field_default(Column, "required"))
+    if is_list and (not required or node.data.get("default") is not None):
+        raise node.error("required" if not required else "default",
+                         "a list column reads a missing value as the empty list: leave required and default out")
     default = node.get("default", (str, int, float), field_default(Column, "default"))
     if not required and default is None:
         raise node.error("default", "a column with required: false needs a default value")
@@ -73,12 +102,14 @@ def _read_column(node: Node) -> dict:
         if bound is not None and dtype == "string":
             raise node.error(key, f"bounds apply to numeric columns; {quoted(name)} is a string")
         bounds[key] = bound
+    if is_list and bounds["min"] is not None and bounds["min"] < 0:
+        raise node.error("min", f"int list elements are >= 0 (-1 pads padded lists), got min {bounds['min']:g}")
     if bounds["min"] is not None and bounds["max"] is not None and bounds["min"] > bounds["max"]:
         raise node.error("max", f"max {bounds['max']} is below min {bounds['min']}")
     if default is not None and dtype != "string":
         if (bounds["min"] is not None and default < bounds["min"]) or (bounds["max"] is not None and default > bounds["max"]):
             raise node.error("default", f"default {default} is outside [min, max] = [{bounds['min']}, {bounds['max']}]")
-    return dict(name=name, dtype=dtype, required=required, default=default, **bounds)
+    return dict(name=name, dtype=dtype, required=required, default=default, list=list_spec, **bounds)
 
 
 def _coerce_default(node: Node, name: str, dtype: str, value: Any, key: str = "default") -> Any:
@@ -114,7 +145,8 @@ def _read_feature(node: Node) -> Feature:
     dtype = base["dtype"]
     if dtype == "timestamp":
         raise node.error("type", "timestamp columns cannot be model features; list them under columns")
-    transform = node.choice("transform", TRANSFORMS[dtype], field_default(Feature, "transform"))
+    transforms = LIST_TRANSFORMS if base["list"] is not None else TRANSFORMS[dtype]
+    transform = node.choice("transform", transforms, field_default(Feature, "transform"))
     kwargs = dict(
         transform=transform,
         role=node.choice("role", ROLES, field_default(Feature, "role")),
@@ -126,6 +158,8 @@ def _read_feature(node: Node) -> Feature:
     if transform == "quantile" and kwargs["num_buckets"] < 2:
         raise node.error("num_buckets", "quantile needs num_buckets >= 2")
     serving_value = node.get("serving_value", (str, int, float), field_default(Feature, "serving_value"))
+    if kwargs["role"] == "bias" and base["list"] is not None:
+        raise node.error("role", "a list feature cannot be a bias feature (it has no single serving value)")
     if kwargs["role"] == "bias":
         if serving_value is None:
             raise node.error("serving_value", "a bias feature needs the value it is fixed to at serving")
@@ -140,6 +174,12 @@ def default_loss(kind: str) -> str:
     """The loss a task of ``kind`` (``binary`` or ``regression``) gets when it names none: the
     first of :data:`~feature_specs.spec.LOSSES` for its kind."""
     return LOSSES[kind][0]
+
+
+def _check_scalar(node: Node, key: str, name: str | None, column_types: Mapping[str, str]) -> None:
+    """A key naming a column (a mask, a key, a group) needs one value per row, not a list."""
+    if name is not None and column_types.get(name, "").endswith(" list"):
+        raise node.error(key, f"{quoted(name)} is a list column; {key} needs one value per row")
 
 
 def _read_task(node: Node, column_types: Mapping[str, str]) -> Task:
@@ -160,6 +200,7 @@ def _read_task(node: Node, column_types: Mapping[str, str]) -> Task:
     mask = node.get("mask", str, field_default(Task, "mask"))
     if mask is not None and mask not in column_types:
         raise node.error("mask", f"mask column {quoted(mask)} is not declared under features or columns")
+    _check_scalar(node, "mask", mask, column_types)
     unit = node.get("unit", str, field_default(Task, "unit"))
     if unit and not unit.isidentifier():
         raise node.error("unit", f"must be a short identifier such as seconds, got {quoted(unit)}")
@@ -345,6 +386,7 @@ def _read_sources(node: Node, column_types: Mapping[str, str]) -> Sources:
     impression_id = node.get("impression_id", str)
     if impression_id not in column_types:
         raise node.error("impression_id", f"column {quoted(impression_id)} is not declared")
+    _check_scalar(node, "impression_id", impression_id, column_types)
     timestamp = node.get("timestamp", str)
     if column_types.get(timestamp) not in ("timestamp", "int"):
         raise node.error("timestamp", f"{quoted(timestamp)} must be a declared timestamp or int column")
@@ -384,6 +426,7 @@ def _read_ranking(node: Node, column_types: Mapping[str, str], task_names: set[s
     group_by = node.get("group_by", str, field_default(Ranking, "group_by"))
     if group_by is not None and group_by not in column_types:
         raise node.error("group_by", f"column {quoted(group_by)} is not declared")
+    _check_scalar(node, "group_by", group_by, column_types)
     score_kind = node.choice("kind", SCORE_KINDS, field_default(Ranking, "kind"))
     weights_node = node.child("weights")
     weights = {}
@@ -396,6 +439,7 @@ def _read_ranking(node: Node, column_types: Mapping[str, str], task_names: set[s
     user_key = node.get("user_key", str, field_default(Ranking, "user_key"))
     if user_key is not None and user_key not in column_types:
         raise node.error("user_key", f"column {quoted(user_key)} is not declared")
+    _check_scalar(node, "user_key", user_key, column_types)
     node.finish()
     return Ranking(group_by=group_by, kind=score_kind, weights=weights, user_key=user_key)
 
@@ -405,6 +449,7 @@ def _read_split(node: Node, column_types: Mapping[str, str]) -> Split:
     key = node.get("key", str)
     if key not in column_types:
         raise node.error("key", f"column {quoted(key)} is not declared")
+    _check_scalar(node, "key", key, column_types)
     eval_fraction = node.get("eval_fraction", float, field_default(Split, "eval_fraction"))
     if not 0.0 < eval_fraction < 1.0:
         raise node.error("eval_fraction", f"must be in (0, 1), got {eval_fraction}")
@@ -447,7 +492,7 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     seen: dict[str, str] = {}
     _check_unique(feature_nodes, [f.name for f in features], seen)
     _check_unique(column_nodes, [c.name for c in columns], seen)
-    column_types = {c.name: c.dtype for c in features + columns}
+    column_types = {c.name: c.kind for c in features + columns}  # "int list" for a list: no key or label check accepts it
     if not any(f.role == "feature" for f in features):
         raise root.error("features", "at least one feature must have role: feature")
 

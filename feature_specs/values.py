@@ -8,13 +8,14 @@ import datetime
 import math
 from typing import Any
 
-from feature_specs.spec import Column
+from feature_specs.spec import Column, ListSpec
 
 # Reject reasons of values (the pipeline adds the reasons of whole rows).
 MISSING = "missing"
 WRONG_TYPE = "wrong_type"
 NOT_FINITE = "not_finite"
 OUT_OF_RANGE = "out_of_range"
+TOO_LONG = "too_long"  # a list longer than its max_length, where the spec says reject
 
 
 class InvalidValue(Exception):
@@ -117,12 +118,15 @@ def typed_value(column: Column, value: Any, log1p: bool = False) -> Any:
             ``label_transform: log1p``), so it must be > -1.
 
     Returns:
-        str for string columns, int for int and timestamp columns, float for float columns.
+        str for string columns, int for int and timestamp columns, float for float columns, a
+        list of elements for list columns (:func:`typed_list`).
 
     Raises:
         InvalidValue: with the reject reason and a message naming the column and the value.
     """
     name = column.name
+    if column.list is not None:
+        return typed_list(column, value)
     if column.dtype == "string":
         return _to_str(name, value)
     typed = _to_float(name, value) if column.dtype == "float" else _to_int(name, value, column.dtype)
@@ -132,4 +136,64 @@ def typed_value(column: Column, value: Any, log1p: bool = False) -> Any:
         raise InvalidValue(OUT_OF_RANGE, f"{name}={typed!r} is above the maximum {column.max:g}")
     if log1p and typed <= -1:
         raise InvalidValue(OUT_OF_RANGE, f"{name}={typed!r} is not above -1, so log1p is undefined")
+    return typed
+
+
+def _list_elements(name: str, value: Any, separator: str) -> list:
+    """The raw elements of one list value: text split at ``separator`` (each part stripped;
+    blank text is the empty list), a JSON array / Parquet list as it is, a scalar as one element
+    (a tf.Example feature holding one value reads as that value)."""
+    if value is None:
+        return []
+    if isinstance(value, bytes):
+        value = _to_str(name, value)
+    if isinstance(value, str):
+        if not value.strip():
+            return []
+        return [part.strip() for part in value.split(separator)]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, (dict, set)):
+        raise InvalidValue(WRONG_TYPE, f"{name}: expected a list, got {type(value).__name__} {value!r}"[:200])
+    return [value]
+
+
+def typed_list(column: Column, value: Any) -> list:
+    """Converts one list value (see :class:`~feature_specs.spec.ListSpec`) to its typed elements.
+
+    Args:
+        column: Column with a ``list`` block; ``dtype`` is the elements' type.
+        value: the raw value: text, a list, a scalar, or None (the empty list).
+
+    Returns:
+        list of str or int, at most ``column.list.max_length`` long (the first elements kept
+        under ``too_long: truncate``).
+
+    Raises:
+        InvalidValue: ``wrong_type`` for an empty, null or mistyped element (naming its
+            position), ``out_of_range`` for an element outside ``min``/``max`` or a negative
+            int, ``too_long`` for a longer list under ``too_long: reject``.
+    """
+    shape: ListSpec = column.list
+    name = column.name
+    elements = _list_elements(name, value, shape.separator)
+    if len(elements) > shape.max_length:
+        if shape.too_long == "reject":
+            raise InvalidValue(TOO_LONG, f"{name}: {len(elements)} elements, more than max_length "
+                                         f"{shape.max_length} (list.too_long is reject)")
+        elements = elements[:shape.max_length]
+    element_column = Column(name=name, dtype=column.dtype, min=column.min, max=column.max)
+    typed = []
+    for index, element in enumerate(elements):
+        if is_missing(element):
+            what = "null" if element is None else "empty"
+            raise InvalidValue(WRONG_TYPE, f"{name}[{index}]: list element is {what}")
+        try:
+            item = typed_value(element_column, element)
+        except InvalidValue:  # typed again under the element's own name, which its message then names
+            typed_value(Column(name=f"{name}[{index}]", dtype=column.dtype, min=column.min, max=column.max), element)
+            raise
+        if column.dtype == "int" and item < 0:
+            raise InvalidValue(OUT_OF_RANGE, f"{name}[{index}]={item}: int list elements are >= 0 (-1 pads padded lists)")
+        typed.append(item)
     return typed

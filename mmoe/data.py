@@ -7,7 +7,7 @@ import tensorflow as tf
 from feature_specs.artifacts import Workdir, preprocess_problem
 from feature_specs.errors import UserError
 from feature_specs.spec import FeatureSpec, Task
-from feature_specs.tensors import parse_spec, training_columns
+from feature_specs.tensors import parse_examples, training_columns
 
 
 class UnfinishedPreprocessError(UserError):
@@ -79,7 +79,8 @@ def split_batch(spec: FeatureSpec, parsed: dict[str, tf.Tensor]):
     """Turns a parsed batch into Keras' ``(features, labels, sample_weights)``.
 
     Args:
-        parsed: column name -> ``(batch, 1)`` tensors, from :func:`parse_spec`.
+        parsed: column name -> ``(batch, 1)`` tensors (``(batch, max_length)`` for a list
+            feature), from :func:`feature_specs.tensors.parse_examples`.
 
     Returns:
         ``features``: model and bias features, ``(batch, 1)`` each; ``labels``: task ->
@@ -98,10 +99,11 @@ def split_batch(spec: FeatureSpec, parsed: dict[str, tf.Tensor]):
 
 
 def parse_batches(records: tf.data.Dataset, spec: FeatureSpec, batch_size: int) -> tf.data.Dataset:
-    """Batches serialized tf.Examples, then parses every training column to ``(batch, 1)``."""
-    features = parse_spec(training_columns(spec))
+    """Batches serialized tf.Examples, then parses every training column to ``(batch, 1)`` (a
+    list feature to ``(batch, max_length)``, padded)."""
+    columns = training_columns(spec)
     return records.batch(batch_size).map(
-        lambda serialized: tf.io.parse_example(serialized, features), num_parallel_calls=tf.data.AUTOTUNE
+        lambda serialized: parse_examples(serialized, columns), num_parallel_calls=tf.data.AUTOTUNE
     )
 
 

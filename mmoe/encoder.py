@@ -16,6 +16,12 @@ quantile      Discretization(train-split boundaries) + Embedding       ``(batch,
 zscore        Normalization(mean, variance)                            ``(batch, 1)``
 log1p         Log1p + Normalization(mean, variance of log1p)           ``(batch, 1)``
 ============  =====================================================  ===========================
+
+A list feature (``list:`` in the spec) arrives padded, ``(batch, max_length)``, and takes
+``vocabulary`` (the lookup with the padding element as its mask token: index 0, OOV next) or
+``hashing`` (padding hashed to bin 0), then :class:`~mmoe.layers.pooled_embedding.PooledEmbedding`:
+the elements' embeddings pooled (``list.pooling``: mean or sum) with the padding masked out,
+``(batch, embedding_dim)``.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import keras
 import tensorflow as tf
 
 from feature_specs.artifacts import Statistics, Workdir
-from feature_specs.spec import Feature
+from feature_specs.spec import LIST_PADDING, Feature
+from feature_specs.tensors import input_width
 from mmoe.layers import CastToFloat, Log1p
+from mmoe.layers.pooled_embedding import PooledEmbedding
 
 
 def load_statistics(workdir: Workdir) -> Statistics:
@@ -50,7 +58,8 @@ def _normalization(feature: Feature, statistics: Statistics) -> keras.layers.Nor
 
 
 def embedding_input_dim(feature: Feature, statistics: Statistics) -> int:
-    """Rows of ``feature``'s embedding table: vocabulary + OOV, hash bins or quantile buckets."""
+    """Rows of ``feature``'s embedding table: vocabulary + OOV, hash bins or quantile buckets
+    (for a list feature's vocabulary, one more: the padding row 0)."""
     if feature.transform == "vocabulary":
         size = statistics.vocabulary_sizes.get(feature.name, 0)
         if size == 0:
@@ -58,7 +67,7 @@ def embedding_input_dim(feature: Feature, statistics: Statistics) -> int:
                 f"feature {feature.name!r}: its vocabulary is empty (no value reached min_count "
                 f"{feature.min_count} in the train split)"
             )
-        return size + feature.num_oov
+        return size + feature.num_oov + (1 if feature.is_list else 0)
     if feature.transform == "hashing":
         return feature.num_bins
     if feature.transform == "quantile":
@@ -77,20 +86,26 @@ def preprocess_feature(feature: Feature, raw, workdir: Workdir, statistics: Stat
 
     Returns:
         ``(batch, 1)`` integer indices for categorical transforms (int64 for vocabulary and
-        hashing, int32 for quantile) or ``(batch, 1)`` float32 normalized values for numeric ones (zscore, log1p).
+        hashing, int32 for quantile) or ``(batch, 1)`` float32 normalized values for numeric ones (zscore, log1p);
+        ``(batch, max_length)`` int64 indices for a list feature, 0 where the list is padded.
     """
     name, transform = feature.name, feature.transform
+    mask = LIST_PADDING[feature.dtype] if feature.is_list else None  # the padding element -> index 0
     if transform == "vocabulary":
         embedding_input_dim(feature, statistics)  # fails early, naming the feature, on an empty vocabulary
+        extra = {}
         lookup_cls = keras.layers.StringLookup if feature.dtype == "string" else keras.layers.IntegerLookup
+        if lookup_cls is keras.layers.IntegerLookup and mask is not None:
+            extra["oov_token"] = mask - 1  # IntegerLookup's default OOV token (-1) is the padding element
         return lookup_cls(
             vocabulary=workdir.vocabulary_file(name),
             num_oov_indices=feature.num_oov,
-            mask_token=None,
+            mask_token=mask,
             name=f"{name}_lookup",
+            **extra,
         )(raw)
     if transform == "hashing":
-        return keras.layers.Hashing(num_bins=feature.num_bins, name=f"{name}_hash")(raw)
+        return keras.layers.Hashing(num_bins=feature.num_bins, mask_value=mask, name=f"{name}_hash")(raw)
     if transform == "quantile":
         embedding_input_dim(feature, statistics)
         return keras.layers.Discretization(
@@ -111,8 +126,9 @@ def preprocessed_dtype(feature: Feature) -> str:
 
 
 def preprocessed_inputs(features: Sequence[Feature]) -> dict[str, keras.KerasTensor]:
-    """Keras inputs for preprocessed features: ``(batch, 1)`` each, named like the feature."""
-    return {f.name: keras.Input(shape=(1,), dtype=preprocessed_dtype(f), name=f.name) for f in features}
+    """Keras inputs for preprocessed features: ``(batch, 1)`` each (``(batch, max_length)`` for a
+    list feature), named like the feature."""
+    return {f.name: keras.Input(shape=(input_width(f),), dtype=preprocessed_dtype(f), name=f.name) for f in features}
 
 
 def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix: str = ""):
@@ -123,6 +139,9 @@ def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix
     """
     if not feature.is_categorical:
         return preprocessed
+    if feature.is_list:
+        return PooledEmbedding(embedding_input_dim(feature, statistics), feature.embedding_dim,
+                               pooling=feature.list.pooling, name=f"{prefix}{feature.name}_embedding")(preprocessed)
     x = keras.layers.Embedding(
         embedding_input_dim(feature, statistics), feature.embedding_dim, name=f"{prefix}{feature.name}_embedding"
     )(preprocessed)

@@ -36,7 +36,8 @@ def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batc
     for batch in raw_batches(files, spec, batch_size):
         outputs = {k: v.numpy() for k, v in predict({name: batch[name] for name in feature_names}).items()}
         predictions = served_outputs(spec, outputs)
-        columns = {name: value.numpy()[:, 0] for name, value in batch.items()}
+        columns = {name: value.numpy() if spec.column(name).is_list else value.numpy()[:, 0]  # a list: (n, max_length)
+                   for name, value in batch.items()}
         for name, value in {**columns, **predictions}.items():
             parts.setdefault(name, []).append(np.asarray(value))
     if not parts:

@@ -57,8 +57,15 @@ class _KeepFrequent(beam.DoFn):
         yield value, count
 
 
-def _vocabulary_values(row, names):
-    return [(name, row[name]) for name in names]
+def _vocabulary_values(row, names, lists=frozenset()):
+    """``(feature, value)`` pairs of one row; a list feature gives one pair per element."""
+    pairs = []
+    for name in names:
+        if name in lists:
+            pairs += [(name, value) for value in row[name]]
+        else:
+            pairs.append((name, row[name]))
+    return pairs
 
 
 class ComputeVocabularies(beam.PTransform):
@@ -82,7 +89,7 @@ class ComputeVocabularies(beam.PTransform):
         names = [f.name for f in self._features]
         counts = (
             rows
-            | "Values" >> beam.FlatMap(_vocabulary_values, names)
+            | "Values" >> beam.FlatMap(_vocabulary_values, names, frozenset(f.name for f in self._features if f.is_list))
             | "CountValues" >> beam.combiners.Count.PerElement()
         )
         vocabularies = []

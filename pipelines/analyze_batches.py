@@ -1,7 +1,7 @@
 """:class:`pipelines.analyze.AnalyzeTrain` for tables of train rows: per-batch partial results,
 merged by Beam combiners.
 
-- ``vocabulary`` features: each table's value counts (``pyarrow.compute.value_counts``), merged
+- ``vocabulary`` features: each table's value counts (a list feature's elements) (``pyarrow.compute.value_counts``), merged
   per feature by key; then the same selection as the row path (count >= ``min_count``, values
   that fit on one line, the ``top_k`` most frequent, ties by ascending value), so the
   vocabularies are identical to it;
@@ -50,8 +50,12 @@ class _MergeCounts(beam.CombineFn):
 
 
 def _value_counts(table: pa.Table, names: Sequence[str]):
+    """``(feature, {value: count})`` of one table; a list feature's elements are counted."""
     for name in names:
-        counts = pc.value_counts(table.column(name))
+        column = table.column(name)
+        if pa.types.is_list(column.type):
+            column = pc.list_flatten(column)
+        counts = pc.value_counts(column)
         yield name, dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
 
 

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from feature_specs.spec import Column
 from pipelines import ragged
@@ -50,15 +51,41 @@ def _header(key: bytes, kind: int, payload_length: int) -> bytes:
     return entry[: len(entry) - payload_length]
 
 
-def _headers(key: bytes, kind: int, payload_lengths: np.ndarray) -> pa.Array:
+def _headers(key: bytes, kind: int, payload_lengths: np.ndarray, header=_header) -> pa.Array:
     """Each row's entry header, gathered from one header per distinct payload length."""
     distinct, index = np.unique(payload_lengths, return_inverse=True)
-    return ragged.take([_header(key, kind, int(n)) for n in distinct], index.reshape(-1))
+    return ragged.take([header(key, kind, int(n)) for n in distinct], index.reshape(-1))
+
+
+def _list_pieces(column: Column, key: bytes, array: pa.ListArray) -> list:
+    """A list column's entry per row, as :func:`pipelines.write.list_feature` writes it: the
+    elements' encodings (each string framed as a ``value`` field; ints as packed varints) joined
+    per row by the list offsets."""
+    elements = array.flatten()  # from the first row's first element, also for a sliced array
+    offsets = pc.subtract(array.offsets, array.offsets[0])
+    if column.dtype == "string":
+        text = elements.cast(pa.binary())
+        framed = ragged.join([ragged.constant(b"\x0a"), varints(ragged.lengths(text)), text])
+        content = pc.binary_join(pa.ListArray.from_arrays(offsets, framed), b"")
+        kind = _KIND["string"]
+    else:
+        packed = pc.binary_join(pa.ListArray.from_arrays(offsets, varints(elements.to_numpy(zero_copy_only=False))), b"")
+        content = ragged.join([ragged.constant(b"\x0a"), varints(ragged.lengths(packed)), packed])
+        kind = _INT64_LIST
+    return [_headers(key, kind, ragged.lengths(content), _content_header), content]
+
+
+def _content_header(key: bytes, kind: int, content_length: int) -> bytes:
+    """The bytes of a list column's map entry before its Feature's list message of ``content_length`` bytes."""
+    entry = _field(1, key + _field(2, _field(kind, b"\0" * content_length)))
+    return entry[: len(entry) - content_length]
 
 
 def _column_pieces(column: Column, key: bytes, array: pa.Array) -> list:
     if array.null_count:
         raise ValueError(f"{column.name}: a validated column holds nulls; every Example needs a value")
+    if column.list is not None:
+        return _list_pieces(column, key, array)
     n = len(array)
     if column.dtype == "string":
         payload = array.cast(pa.binary())
@@ -76,7 +103,7 @@ def encode_examples(table: pa.Table, columns: Sequence[Column]) -> pa.Array:
 
     Args:
         table: pa.Table of validated rows: string columns as text, int and timestamp columns as
-            integers, float columns as floats; no nulls.
+            integers, float columns as floats, list columns as lists of text or int64; no nulls.
         columns: the spec's ``all_columns`` (their order is the entries' order).
 
     Returns:

@@ -123,6 +123,15 @@ class Profile:
                 sketch = self.distinct[name] = DistinctSketch()
             sketch.add(row[name])
 
+    def add_elements(self, row: Mapping[str, Any], lists: Iterable[str]) -> None:
+        """Counts the elements of a valid row's list columns ``lists`` as their distinct values."""
+        for name in lists:
+            sketch = self.distinct.get(name)
+            if sketch is None:
+                sketch = self.distinct[name] = DistinctSketch()
+            for value in row[name]:
+                sketch.add(value)
+
     def merge(self, other: "Profile") -> None:
         self.rows += other.rows
         for mine, theirs in ((self.missing, other.missing), (self.unknown, other.unknown),

@@ -14,12 +14,12 @@ import json
 import math
 from typing import Any, Mapping, NamedTuple
 
-from feature_specs.values import MISSING, NOT_FINITE, OUT_OF_RANGE, WRONG_TYPE
+from feature_specs.values import MISSING, NOT_FINITE, OUT_OF_RANGE, TOO_LONG, WRONG_TYPE
 
 # Reject reasons, in the order the checks run (the value reasons come from feature_specs.values).
 UNPARSEABLE_LINE = "unparseable_line"
 UNKNOWN_COLUMN = "unknown_column"  # only with the spec's ``pipeline.unknown_columns: reject``
-REASONS = (UNPARSEABLE_LINE, UNKNOWN_COLUMN, MISSING, WRONG_TYPE, NOT_FINITE, OUT_OF_RANGE)
+REASONS = (UNPARSEABLE_LINE, UNKNOWN_COLUMN, MISSING, WRONG_TYPE, NOT_FINITE, OUT_OF_RANGE, TOO_LONG)
 
 
 class RawRecord(NamedTuple):

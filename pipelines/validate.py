@@ -2,9 +2,11 @@
 
 Checks run column by column in the spec's order (features first); the first failure rejects the
 row with one reason: ``missing`` (no value in a required column), ``wrong_type`` (not parseable as
-the column's type), ``not_finite`` (NaN or infinity in a float column) or ``out_of_range`` (outside
+the column's type), ``not_finite`` (NaN or infinity in a float column), ``out_of_range`` (outside
 the column's ``min``/``max``, the int64/float32 range of tf.Example, or log1p's domain for log1p
-features and labels). A line that did not parse is rejected as ``unparseable_line``; with the
+features and labels) or ``too_long`` (a list longer than its ``max_length`` under
+``list.too_long: reject``). A list column's missing value is the empty list, never a rejection;
+each element is checked (:func:`feature_specs.values.typed_list`). A line that did not parse is rejected as ``unparseable_line``; with the
 spec's ``pipeline.unknown_columns: reject``, a row carrying a column the spec does not declare is
 rejected as ``unknown_column`` (with ``ignore``, the default, such columns are dropped and counted).
 Rejected rows keep their raw row unchanged.
@@ -65,7 +67,7 @@ def check_record(record: RawRecord, columns: Sequence[Column],
     row = {}
     for column in columns:
         raw = values.get(column.name)
-        if is_missing(raw):
+        if column.list is None and is_missing(raw):
             if column.required:
                 what = ("absent (no such column)" if column.name not in values
                         else "null" if raw is None else f"empty ({raw!r})")
@@ -95,6 +97,8 @@ def reference_checks(spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]
         return {}
     checks = {}
     for feature in spec.features:
+        if feature.is_list:  # elements, not rows: not checked against reused artifacts
+            continue
         if feature.transform == "vocabulary" and vocabularies is not None and feature.name in vocabularies:
             checks[feature.name] = frozenset(vocabularies[feature.name])
         elif feature.name in statistics.numeric and statistics.numeric[feature.name].count:
@@ -123,7 +127,8 @@ class _ValidateFn(beam.DoFn):
         self._names = frozenset(c.name for c in self._columns)
         self._known = self._names if spec.pipeline.unknown_columns == "reject" else None
         self._numeric = tuple(c.name for c in self._columns if c.is_numeric)
-        self._categorical = tuple(c.name for c in self._columns if c.dtype != "float")
+        self._categorical = tuple(c.name for c in self._columns if c.dtype != "float" and not c.is_list)
+        self._lists = tuple(c.name for c in self._columns if c.is_list)
         self._reference = dict(reference or {})
         self._log1p = log1p_columns(spec)
         self._valid = Metrics.counter("pipelines.validate", "valid_rows")
@@ -154,6 +159,7 @@ class _ValidateFn(beam.DoFn):
         else:
             self._valid.inc()
             self._profile.add_valid(result, self._numeric, self._categorical)
+            self._profile.add_elements(result, self._lists)
             if self._reference:
                 count_outside(result, self._reference, self._profile.outside)
             yield result

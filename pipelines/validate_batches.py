@@ -8,7 +8,9 @@ certain in every column is valid; every other row (unparseable, an unknown colum
 out of range, NaN, a type read only by the general rules) is rebuilt as its
 :class:`~pipelines.records.RawRecord` and checked by :func:`pipelines.validate.check_record`
 itself, so its rejection (reason, field, message) or its typed row is exactly the row-at-a-time
-path's. Only the split between those two groups is vectorized, and it is conservative.
+path's. Only the split between those two groups is vectorized, and it is conservative. List
+columns are typed row by row by the row path's own function (one Python call per row and list
+column), so their elements and rejections are the row path's by construction.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from feature_specs.spec import Column, FeatureSpec
-from feature_specs.values import is_missing
+from feature_specs.values import InvalidValue, is_missing, typed_list
 from pipelines.batches import RawBatch
 from pipelines.quality import DistinctSketch, Profile
 from pipelines.records import REASONS, Rejection
@@ -38,9 +40,16 @@ _PLAIN_FLOAT = r"^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]{1,3})?$"
 _ARROW_TYPES = {"string": pa.string(), "int": pa.int64(), "timestamp": pa.int64(), "float": pa.float64()}
 
 
+def arrow_type(column: Column) -> pa.DataType:
+    """A validated column's Arrow type: text, int64 (int and timestamp), float64, or a list of text
+    or int64 for a list column."""
+    element = _ARROW_TYPES[column.dtype]
+    return element if column.list is None else pa.list_(element)
+
+
 def valid_schema(columns) -> pa.Schema:
-    """The Arrow schema of validated rows: text, int64 (int and timestamp) or float64 per column."""
-    return pa.schema([(c.name, _ARROW_TYPES[c.dtype]) for c in columns])
+    """The Arrow schema of validated rows (:func:`arrow_type` per column)."""
+    return pa.schema([(c.name, arrow_type(c)) for c in columns])
 
 
 def _mask(array) -> np.ndarray:
@@ -118,7 +127,8 @@ class BatchChecker:
         self.log1p = log1p_columns(spec)
         self.schema = valid_schema(self.columns)
         self.numeric = tuple(c.name for c in self.columns if c.is_numeric)
-        self.categorical = tuple(c.name for c in self.columns if c.dtype != "float")
+        self.categorical = tuple(c.name for c in self.columns if c.dtype != "float" and not c.is_list)
+        self.lists = tuple(c.name for c in self.columns if c.is_list)
         self.reference = dict(reference or {})
 
     def check(self, batch: RawBatch, profile: Profile) -> tuple[pa.Table, list[Rejection]]:
@@ -163,6 +173,8 @@ class BatchChecker:
 
     def _column(self, batch: RawBatch, column: Column, profile: Profile | None):
         """``(values, certain)`` of one column; counts its missing values into ``profile`` (tables)."""
+        if column.list is not None:
+            return self._list_column(batch, column, profile)
         array, odd = batch.column(column.name)
         n = batch.num_rows
         regular = np.ones(n, dtype=bool) if odd is None else ~odd
@@ -188,6 +200,29 @@ class BatchChecker:
             values = _with_default(values, blank, column)
             certain = certain | blank
         return values, certain
+
+    def _list_column(self, batch: RawBatch, column: Column, profile: Profile | None):
+        """A list column's ``(values, certain)``: each row's value typed by the row path's own
+        :func:`~feature_specs.values.typed_list` (in Python, one call per row); a row it rejects
+        is not certain, so :func:`check_record` gives its rejection."""
+        n = batch.num_rows
+        if batch.table is not None:
+            table = batch.table
+            raw = table.column(column.name).to_pylist() if column.name in table.column_names else [None] * n
+        else:
+            raw = [None if r.values is None else r.values.get(column.name) for r in batch.records]
+        if profile is not None:
+            missing = sum(1 for value in raw if is_missing(value))
+            if missing:
+                profile.missing[column.name] = profile.missing.get(column.name, 0) + missing
+        typed, certain = [], np.ones(n, dtype=bool)
+        for index, value in enumerate(raw):
+            try:
+                typed.append(typed_list(column, value))
+            except InvalidValue:
+                typed.append([])
+                certain[index] = False
+        return pa.array(typed, type=arrow_type(column)), certain
 
     def _observe_records(self, batch: RawBatch, profile: Profile) -> None:
         """Missing and unknown columns of records, one by one (as the row path counts them)."""
@@ -219,6 +254,12 @@ class BatchChecker:
                 sketch = profile.distinct[name] = DistinctSketch()
             for value in pc.unique(valid.column(name)).to_pylist():
                 sketch.add(value)
+        for name in self.lists:
+            sketch = profile.distinct.get(name)
+            if sketch is None:
+                sketch = profile.distinct[name] = DistinctSketch()
+            for value in pc.unique(pc.list_flatten(valid.column(name))).to_pylist():
+                sketch.add(value)
         for name, check in self.reference.items():
             outside = count_outside(valid.column(name), check)
             if outside:
@@ -247,8 +288,8 @@ def _with_default(values, where: np.ndarray, column: Column):
 
 def _take(values, rows: np.ndarray, column: Column):
     if isinstance(values, np.ndarray):
-        return pa.array(values[rows], type=_ARROW_TYPES[column.dtype])
-    return values.take(pa.array(rows, pa.int64())).cast(_ARROW_TYPES[column.dtype])
+        return pa.array(values[rows], type=arrow_type(column))
+    return values.take(pa.array(rows, pa.int64())).cast(arrow_type(column))
 
 
 class _ValidateBatchesFn(beam.DoFn):

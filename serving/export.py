@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from feature_specs.errors import UserError
 from feature_specs.spec import FeatureSpec
-from feature_specs.tensors import parse_spec, raw_tensor_specs, serving_columns
+from feature_specs.tensors import parse_examples, raw_model_inputs, raw_tensor_specs, serving_columns
 from mmoe.score import served_outputs
 from serving.contract import (
     DEFAULT_SIGNATURE,
@@ -55,9 +55,9 @@ def _exists_error(final: str, model_base: str) -> VersionExistsError:
     )
 
 
-def _outputs(spec: FeatureSpec, serving_model, features: dict, with_gates: bool) -> dict:
-    """:func:`served_outputs` for features of shape ``[batch]`` (the model takes ``[batch, 1]``)."""
-    inputs = {name: tf.reshape(value, [-1, 1]) for name, value in features.items()}
+def _outputs(spec: FeatureSpec, serving_model, inputs: dict, with_gates: bool) -> dict:
+    """:func:`served_outputs` for the model's inputs: ``[batch, 1]`` per scalar feature,
+    ``[batch, max_length]`` per list feature."""
     return served_outputs(spec, serving_model(inputs, training=False), with_gates)
 
 
@@ -94,16 +94,14 @@ def export_saved_model(
     temporary = staging_dir(model_base, version)
 
     columns = serving_columns(spec)
-    features = parse_spec(columns)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serving_default(examples):
-        parsed = tf.io.parse_example(examples, features)
-        return _outputs(spec, serving_model, parsed, with_gates=False)
+        return _outputs(spec, serving_model, parse_examples(examples, columns), with_gates=False)
 
     @tf.function(input_signature=[raw_tensor_specs(columns)])
-    def predict_raw(raw):
-        return _outputs(spec, serving_model, raw, with_gates=True)
+    def predict_raw(raw):  # a list feature: [batch, width] padded with "" / -1, cut or padded to max_length
+        return _outputs(spec, serving_model, raw_model_inputs(columns, raw), with_gates=True)
 
     archive = keras.export.ExportArchive()
     archive.track(serving_model)

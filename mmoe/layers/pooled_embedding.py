@@ -1,0 +1,63 @@
+"""An embedding table pooled over the elements of a list feature, padding masked out."""
+
+import keras
+from keras import ops
+
+from feature_specs.spec import LIST_POOLINGS as POOLINGS
+from mmoe.registry import register
+
+
+@register
+class PooledEmbedding(keras.layers.Layer):
+    """Embeds each element of a padded list of indices and pools them into one vector.
+
+    Index 0 is padding (what ``StringLookup``/``IntegerLookup`` with a ``mask_token`` and
+    ``Hashing`` with a ``mask_value`` give the padding element): it is masked out of the pool, so
+    it neither adds to a row's vector nor receives a gradient. A row without elements pools to
+    zeros under both poolings.
+
+    Args:
+        input_dim: int. Rows of the table, the padding row 0 included.
+        output_dim: int. Embedding width.
+        pooling: str. ``mean`` (the average of the row's element vectors) or ``sum``. Defaults
+            to ``"mean"``.
+        embeddings_initializer: initializer of the table. Defaults to ``"uniform"``, as
+            ``keras.layers.Embedding``.
+
+    Input shape: ``(batch_size, max_length)`` integer indices in ``[0, input_dim)``.
+    Output shape: ``(batch_size, output_dim)`` float32.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, pooling: str = "mean",
+                 embeddings_initializer="uniform", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(input_dim, int) or input_dim < 2:
+            raise ValueError(f"`input_dim` must be an int >= 2 (padding and one element), got {input_dim!r}")
+        if not isinstance(output_dim, int) or output_dim < 1:
+            raise ValueError(f"`output_dim` must be a positive int, got {output_dim!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"`pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.input_dim, self.output_dim, self.pooling = input_dim, output_dim, pooling
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
+                                          initializer=self.embeddings_initializer)
+
+    def call(self, indices):
+        indices = ops.cast(indices, "int32")
+        vectors = ops.take(self.embeddings, indices, axis=0)  # (batch, max_length, output_dim)
+        present = ops.cast(ops.not_equal(indices, 0), vectors.dtype)  # (batch, max_length)
+        pooled = ops.sum(vectors * ops.expand_dims(present, -1), axis=1)  # (batch, output_dim)
+        if self.pooling == "mean":
+            count = ops.sum(present, axis=1, keepdims=True)  # (batch, 1)
+            pooled = pooled / ops.maximum(count, 1.0)
+        return pooled
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.output_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
+                "pooling": self.pooling,
+                "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer)}

@@ -1,0 +1,85 @@
+"""List columns on the corruption property test's inputs: the batched path gives the row path's
+typed rows and rejections, and both analyze paths count the same elements into the same
+vocabularies (most frequent first, ties by value)."""
+
+import collections
+import copy
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import TINY_SPEC
+from feature_specs.spec_reader import spec_from_dict
+from pipelines.analyze import ComputeVocabularies
+from pipelines.analyze_batches import ComputeBatchVocabularies
+from pipelines.records import Rejection
+from pipelines.validate_batches import valid_schema
+from test_batched_path import _batched_results, _canonical_rows, _rejection_key, _row_results
+from test_corruption_property import corruption, make_lines
+
+LIST_TINY = copy.deepcopy(TINY_SPEC)
+LIST_TINY["features"] += [
+    {"name": "tags", "type": "string", "list": {"max_length": 3}, "transform": "vocabulary", "top_k": 4},
+    {"name": "cats", "type": "int", "list": {"separator": ";", "max_length": 3, "too_long": "reject"},
+     "transform": "vocabulary", "max": 40, "min_count": 2},
+]
+SPEC = spec_from_dict(LIST_TINY)
+
+# elements: good ones, one with spaces around it (stripped), an empty one (rejected)
+TAGS = st.lists(st.sampled_from(["a", "b", "c", " d ", "é", ""]), max_size=5)
+# ints: in range, above max 40, negative; four of them is over max_length under too_long: reject
+CATS = st.lists(st.sampled_from(["1", "2", "3", "39", "41", "-1", "x", "7"]), max_size=4)
+
+
+def list_lines(corruptions, lists):
+    lines, _ = make_lines(corruptions)
+    out = [lines[0] + ",tags,cats"]
+    for line, (tags, cats) in zip(lines[1:], lists * len(lines)):
+        if line.startswith('"'):  # a garbage line stays garbage
+            out.append(line)
+        else:
+            out.append(f'{line},"{",".join(tags)}",{";".join(cats)}')
+    return out
+
+
+def vocabularies(rows):
+    """The vocabulary of each list feature from valid rows, as the spec selects it."""
+    out = []
+    for feature in (SPEC.column("tags"), SPEC.column("cats")):
+        counts = collections.Counter(e for r in rows for e in r[feature.name])
+        kept = sorted(((v, n) for v, n in counts.items() if n >= feature.min_count), key=lambda vn: (-vn[1], vn[0]))
+        out.append((feature.name, [v for v, _ in kept[:feature.top_k]]))
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(corruption, min_size=1, max_size=30), st.lists(st.tuples(TAGS, CATS), min_size=1, max_size=30),
+       st.sampled_from([1, 3, 64]))
+def test_batch_checks_of_lists_give_the_row_checks_results(corruptions, lists, batch_rows):
+    lines = list_lines(corruptions, lists)
+    results = _row_results(lines, SPEC)
+    valid, rejected, _ = _batched_results("\n".join(lines) + "\n", SPEC, batch_rows)
+    row_valid = [r for r in results if not isinstance(r, Rejection)]
+    freeze = lambda rows: _canonical_rows([{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()}
+                                           for r in rows])
+    assert freeze(valid) == freeze(row_valid)
+    assert sorted(map(_rejection_key, rejected)) == sorted(_rejection_key(r) for r in results if isinstance(r, Rejection))
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(corruption, min_size=5, max_size=30), st.lists(st.tuples(TAGS, CATS), min_size=1, max_size=30))
+def test_both_analyze_paths_count_list_elements_into_the_same_vocabularies(test_pipeline, corruptions, lists):
+    lines = list_lines(corruptions, lists)
+    rows = [r for r in _row_results(lines, SPEC) if not isinstance(r, Rejection)]
+    expected = vocabularies(rows)
+    features = [SPEC.column("tags"), SPEC.column("cats")]
+    with test_pipeline() as p:
+        by_row = p | "Rows" >> beam.Create(rows) | "RowVocabularies" >> ComputeVocabularies(features)
+        assert_that(by_row, equal_to(expected), label="RowPath")
+        halves = [rows[: len(rows) // 2], rows[len(rows) // 2:]]
+        tables = [pa.Table.from_pylist(h, schema=valid_schema(SPEC.all_columns)) for h in halves]
+        by_batch = p | "Tables" >> beam.Create(tables) | "BatchVocabularies" >> ComputeBatchVocabularies(features)
+        assert_that(by_batch, equal_to(expected), label="BatchedPath")

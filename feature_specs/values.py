@@ -5,6 +5,7 @@ row, and ``mmoe spec check`` to a sample before any pipeline starts. Plain Pytho
 from __future__ import annotations
 
 import datetime
+import json
 import math
 from typing import Any
 
@@ -141,15 +142,24 @@ def typed_value(column: Column, value: Any, log1p: bool = False) -> Any:
 
 def _list_elements(name: str, value: Any, separator: str) -> list:
     """The raw elements of one list value: text split at ``separator`` (each part stripped;
-    blank text is the empty list), a JSON array / Parquet list as it is, a scalar as one element
-    (a tf.Example feature holding one value reads as that value)."""
+    blank text is the empty list) unless it is JSON array text (``["a", "b"]``), a JSON array /
+    Parquet list as it is, a scalar as one element (a tf.Example feature holding one value
+    reads as that value)."""
     if value is None:
         return []
     if isinstance(value, bytes):
         value = _to_str(name, value)
     if isinstance(value, str):
-        if not value.strip():
+        text = value.strip()
+        if not text:
             return []
+        if text.startswith("[") and text.endswith("]"):  # JSON array text (a CSV cell), as spec infer finds it
+            try:
+                parsed = json.loads(text)
+            except (json.JSONDecodeError, RecursionError):
+                parsed = None
+            if isinstance(parsed, list):
+                return parsed
         return [part.strip() for part in value.split(separator)]
     if isinstance(value, (list, tuple)):
         return list(value)
@@ -193,6 +203,8 @@ def typed_list(column: Column, value: Any) -> list:
         except InvalidValue:  # typed again under the element's own name, which its message then names
             typed_value(Column(name=f"{name}[{index}]", dtype=column.dtype, min=column.min, max=column.max), element)
             raise
+        if column.dtype == "string" and not item.strip():  # b"" from a tf.Example or a tensor
+            raise InvalidValue(WRONG_TYPE, f"{name}[{index}]: list element is empty")
         if column.dtype == "int" and item < 0:
             raise InvalidValue(OUT_OF_RANGE, f"{name}[{index}]={item}: int list elements are >= 0 (-1 pads padded lists)")
         typed.append(item)

@@ -11,6 +11,11 @@ that fails (and, batched, makes its neighbours' batch fail) or scores garbage:
   read as the model's ``tf.io.parse_example`` would read them (a missing required feature, a
   feature of the wrong kind or with other than one value is refused), then their ranges.
 
+* :func:`padded_lists`: list features (``predict_raw``) checked element by element with the
+  pipeline's :func:`feature_specs.values.typed_list` (a wrong element type, an empty string, a
+  negative int, a list over ``max_length`` under ``too_long: reject`` is a 400 naming the row and
+  feature) and padded to ``[rows, max_length]``, so requests batch together.
+
 The spec has no option to clip an out-of-range value: such a value is refused.
 """
 
@@ -24,9 +29,9 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from feature_specs.example_proto import Example
-from feature_specs.spec import Column
+from feature_specs.spec import LIST_PADDING, Column
 from feature_specs.tensors import TF_DTYPES
-from feature_specs.values import InvalidValue, typed_value
+from feature_specs.values import InvalidValue, typed_list, typed_value
 from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RANK_SIGNATURE
 from serving.errors import RequestError
 from serving.responses import check_finite
@@ -107,6 +112,53 @@ def _limits(minimum: float | None, maximum: float | None, log1p: bool, dtype: st
     return low, high
 
 
+def _padding(column: Column):
+    """The padding element as the signature's arrays hold it (bytes for strings)."""
+    pad = LIST_PADDING[column.dtype]
+    return pad.encode() if isinstance(pad, str) else pad
+
+
+def list_rows(column: Column, rows, where: Where) -> np.ndarray:
+    """One list feature's rows as ``[len(rows), max_length]``, each checked by
+    :func:`~feature_specs.values.typed_list`.
+
+    Args:
+        column: the list column.
+        rows: one list of elements per row (None: the empty list; text: split at the
+            separator), or a 2-D array; trailing padding elements (``""``/-1) are dropped first.
+        where: names row ``i``'s value of the feature.
+
+    Raises:
+        RequestError: 400, ``"<where>: tags[1]: list element is empty"`` and the like.
+    """
+    pad = _padding(column)
+    width = column.list.max_length
+    out = np.full((len(rows), width), pad, dtype=object if column.dtype == "string" else np.int64)
+    for index, row in enumerate(rows):
+        if isinstance(row, np.ndarray):
+            row = row.tolist()
+        items = list(row) if isinstance(row, (list, tuple)) else row  # text or a scalar: typed_list reads it
+        while isinstance(items, list) and items and items[-1] in (pad, LIST_PADDING[column.dtype]):
+            items.pop()  # trailing padding: bytes from tensors, text from JSON
+        try:
+            typed = typed_list(column, items)
+        except InvalidValue as error:
+            raise RequestError(f"{where(index, column.name)}: {error.message}") from None
+        if column.dtype == "string":
+            typed = [value.encode("utf-8") for value in typed]
+        out[index, :len(typed)] = typed
+    return out
+
+
+def padded_lists(arrays: Mapping[str, np.ndarray], columns: Sequence[Column], where: Where) -> dict:
+    """``arrays`` with every list feature replaced by :func:`list_rows` of it (others as they are)."""
+    out = dict(arrays)
+    for column in columns:
+        if column.is_list and column.name in out:
+            out[column.name] = list_rows(column, out[column.name], where)
+    return out
+
+
 def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where: Where) -> None:
     """Refuses the first serialized tf.Example that ``serving_default`` could not parse or score.
 
@@ -125,7 +177,8 @@ def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where
         RequestError: 400 naming the row and, where one is at fault, the feature.
     """
     values: dict[str, list] = {c.name: [] for c in columns if c.is_numeric}
-    plan = [(column, EXAMPLE_KINDS[column.dtype], values.get(column.name)) for column in columns]
+    plan = [(column, EXAMPLE_KINDS[column.dtype], values.get(column.name)) for column in columns if not column.is_list]
+    lists = [(column, EXAMPLE_KINDS[column.dtype]) for column in columns if column.is_list]
     parse = Example.FromString
     for index, data in enumerate(serialized):
         try:
@@ -139,7 +192,24 @@ def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where
             value = items[0] if len(items) == 1 else _absent_or_wrong(feature, column, where(index, column.name))
             if sink is not None:
                 sink.append(value)
+        for column, kind in lists:
+            _check_list_feature(features.get(column.name), column, kind, where(index, column.name))
     check_ranges(values, columns, where)
+
+
+def _check_list_feature(feature, column: Column, kind: str, where: str) -> None:
+    """A list feature of an Example: absent or empty (the empty list), else its dtype's list with
+    elements :func:`~feature_specs.values.typed_list` accepts."""
+    found = feature.WhichOneof("kind") if feature is not None else None
+    if found is None:
+        return
+    if found != kind:
+        raise RequestError(f"{where}: feature {column.name!r} holds a {found}; the spec's {column.kind} column "
+                           f"needs a {kind}")
+    try:
+        typed_list(column, list(getattr(feature, kind).value))
+    except InvalidValue as error:
+        raise RequestError(f"{where}: {error.message}") from None
 
 
 def _absent_or_wrong(feature, column: Column, where: str):
@@ -178,6 +248,7 @@ def checked_call(served: ServedVersion, name: str, inputs: dict, where: Where,
         RequestError: 400 for a value the spec rules out or an output that is not finite.
     """
     if name == RANK_SIGNATURE:
+        inputs = padded_lists(inputs, served.columns, where)
         check_ranges(inputs, served.columns, where)
     elif name == DEFAULT_SIGNATURE:
         check_examples(inputs[EXAMPLES_INPUT], served.columns, where)

@@ -5,6 +5,12 @@ format ``{"inputs": ...}``; binary strings travel as ``{"b64": "..."}``. Rank ta
 ``{"context": {...}, "candidates": [{...}, ...], "top_k": k}`` with the raw features of the spec
 stored in the SavedModel. Every mistake raises :class:`~serving.errors.RequestError` naming the
 field, the feature, the index.
+
+A list feature is sent as a JSON array per row (or per candidate, or once in ``context``; text
+is split at the spec's separator, as the pipeline reads it), of any length: rows need not be
+padded. Rank requests are padded to the spec's ``max_length`` here; predict requests on
+``predict_raw`` take each row's array as it is (an input whose signature shape is ``[None,
+None]``) and are checked and padded with the spec (:func:`serving.input_checks.padded_lists`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from feature_specs.spec import Column
 from feature_specs.tensors import TF_DTYPES
 from serving.convert import converter, fast_converter, tensor_from_json
 from serving.errors import RequestError, describe, type_name
+from serving.input_checks import list_rows
 
 _MISSING = object()  # a feature that is neither in the candidate nor in the context
 
@@ -106,16 +113,33 @@ def _row_inputs(instances: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str,
         bad = next(i for i, v in enumerate(instances) if not isinstance(v, dict))
         raise RequestError(f"instances[{bad}]: expected an object of named inputs {names}, "
                            f"got {type_name(instances[bad])}")
-    return {name: tensor_from_json(values, specs[name], f"instances[*].{name}") for name, values in columns.items()}
+    return {name: _input(values, specs[name], f"instances[*].{name}") for name, values in columns.items()}
+
+
+def is_list_input(spec: tf.TensorSpec) -> bool:
+    """A signature input of shape ``[None, None]``: a list feature of ``predict_raw``."""
+    return spec.shape.rank == 2 and spec.shape.as_list() == [None, None]
+
+
+def _input(values: Any, spec: tf.TensorSpec, where: str) -> np.ndarray:
+    """A predict input: :func:`tensor_from_json`, or for a list input one row per item (each a
+    JSON array of any length, kept as it is for the spec's checks)."""
+    if not is_list_input(spec):
+        return tensor_from_json(values, spec, where)
+    if not isinstance(values, list):
+        raise RequestError(f"{where}: expected a list of rows (one array of elements each), got {type_name(values)}")
+    rows = np.empty(len(values), dtype=object)
+    rows[:] = values
+    return rows
 
 
 def _columnar_inputs(inputs: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, np.ndarray]:
     names = sorted(specs)
     if isinstance(inputs, dict) and not (len(names) == 1 and set(inputs) == {"b64"}):
         _check_names(inputs, specs, "inputs")
-        return {name: tensor_from_json(inputs[name], specs[name], f"inputs.{name}") for name in names}
+        return {name: _input(inputs[name], specs[name], f"inputs.{name}") for name in names}
     if len(names) == 1:
-        return {names[0]: tensor_from_json(inputs, specs[names[0]], f"inputs.{names[0]}")}
+        return {names[0]: _input(inputs, specs[names[0]], f"inputs.{names[0]}")}
     raise RequestError(f"'inputs' must be an object of named inputs {names}, got {type_name(inputs)}")
 
 
@@ -228,8 +252,12 @@ def _column_values(column: Column, context: Mapping, candidates: list[Mapping],
 
     ``own`` is :func:`_uniform_columns` of the candidates, if they all carry the same features.
     Converted in one vectorized step (:func:`fast_converter`); if that declines, value by value
-    (:func:`_checked_column_values`), which raises the error naming the bad candidate.
+    (:func:`_checked_column_values`), which raises the error naming the bad candidate. A list
+    feature left out everywhere is the empty list; its rows are ``[candidates, max_length]``
+    (:func:`serving.input_checks.list_rows`).
     """
+    if column.is_list:
+        return _list_column_values(column, context, candidates)
     dtype = TF_DTYPES[column.dtype]
     name = column.name
     fill, where = _MISSING, ""
@@ -247,6 +275,16 @@ def _column_values(column: Column, context: Mapping, candidates: list[Mapping],
     if array is None:
         array = _checked_column_values(column, fill, where, candidates)
     return array
+
+
+def _list_column_values(column: Column, context: Mapping, candidates: list[Mapping]) -> np.ndarray:
+    name = column.name
+    shared = context.get(name)
+    if shared is not None:
+        list_rows(column, [shared], lambda index, feature: "context")  # a bad shared list is named as such
+    rows = [candidate.get(name, shared) for candidate in candidates]
+    return list_rows(column, rows, lambda index, feature: f"candidates[{index}]" if feature in candidates[index]
+                     else "context")
 
 
 def _checked_column_values(column: Column, fill: Any, where: str, candidates: list[Mapping]) -> np.ndarray:

@@ -88,6 +88,7 @@ def test_list_values(column, value, expected):
 @pytest.mark.parametrize("column,value,reason,message", [
     (STRINGS, "a,,b", WRONG_TYPE, "tags[1]: list element is empty"),
     (STRINGS, ["a", None], WRONG_TYPE, "tags[1]: list element is null"),
+    (STRINGS, [b"a", b" "], WRONG_TYPE, "tags[1]: list element is empty"),
     (STRINGS, [["nested"]], WRONG_TYPE, "tags[0]: expected a string"),
     (STRINGS, {"a": 1}, WRONG_TYPE, "tags: expected a list"),
     (INTS, "1;2;3", TOO_LONG, "cats: 3 elements, more than max_length 2 (list.too_long is reject)"),

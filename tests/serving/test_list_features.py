@@ -25,7 +25,6 @@ from serving.export import export_saved_model
 from test_export import STANDALONE_SCORER
 
 OUTPUTS = ["click_probability", "engagement", "score"]
-pytestmark = pytest.mark.slow  # three preprocess runs and a training: ~40 s on 2 cores
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +140,109 @@ def test_the_list_vocabulary_travels_with_the_saved_model(list_run):
     _, _, _, export_path = list_run
     assets = glob.glob(os.path.join(export_path, "assets", "*"))
     assert any("tags" in os.path.basename(a) for a in assets), assets
+
+
+# -- REST: lists in :predict and :rank --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def list_server(list_run):
+    from serving.server import make_server
+
+    spec, workdirs, _, _ = list_run
+    with make_server(workdirs["parquet"].export_base, poll_seconds=0, max_candidates=100) as running:
+        yield running
+
+
+def post(url: str, path: str, body) -> tuple[int, dict]:
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request("POST", path, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+CANDIDATES = [{"user": "u1", "price": 2.0, "tags": ["t1", "t3"]},
+              {"user": "u2", "price": 5.0, "tags": []},
+              {"user": "u3", "price": 1.0, "tags": ["t5", "t1", "t0", "t2", "t7"]},  # cut to max_length 4
+              {"user": "u4", "price": 3.0, "tags": "t2,t4"}]  # text is split as the pipeline splits it
+
+
+def test_rank_takes_lists_per_candidate_and_in_the_context(list_run, list_server):
+    _, _, _, export_path = list_run
+    status, body = post(list_server.url, "/v1/models/lists:rank", {"context": {"cats": [3, 999]}, "candidates": CANDIDATES})
+    assert status == 200, body
+    model = tf.saved_model.load(export_path)
+    tags = [["t1", "t3"], [], ["t5", "t1", "t0", "t2"], ["t2", "t4"]]
+    direct = model.signatures["predict_raw"](
+        user=tf.constant([c["user"] for c in CANDIDATES]), price=tf.constant([c["price"] for c in CANDIDATES]),
+        tags=tf.constant(padded(tags, "", 4)), cats=tf.constant(padded([[3, 999]] * 4, -1, 2)))
+    got = [r["score"] for r in sorted(body["results"], key=lambda r: r["index"])]
+    expected = direct["score"].numpy()
+    np.testing.assert_allclose(np.array(got, dtype=float), expected, rtol=1e-5)
+
+
+def test_predict_raw_over_rest_takes_rows_of_any_length(list_run, list_server):
+    _, _, _, export_path = list_run
+    instances = [{**c, "cats": cats} for c, cats in zip(CANDIDATES, [[1], [], [2, 3, 4], [5, 6]])]
+    status, body = post(list_server.url, "/v1/models/lists:predict",
+                        {"signature_name": "predict_raw", "instances": instances})
+    assert status == 200, body
+    columnar = {name: [i[name] for i in instances] for name in instances[0]}
+    status, by_column = post(list_server.url, "/v1/models/lists:predict",
+                             {"signature_name": "predict_raw", "inputs": columnar})
+    assert status == 200, by_column
+    scores = [p["score"] for p in body["predictions"]]
+    np.testing.assert_allclose(by_column["outputs"]["score"], scores, rtol=1e-6)
+    assert len(set(scores)) > 1
+
+
+@pytest.mark.parametrize("change,path,message", [
+    ({"tags": ["t1", 3.5]}, "rank", "candidates[1]: tags[1]: expected a string, got float 3.5"),
+    ({"tags": ["", "t1"]}, "rank", "candidates[1]: tags[0]: list element is empty"),  # trailing "" pads
+    ({"cats": [1, "x"]}, "rank", "candidates[1]: cats[1]: 'x' is not an integer"),
+    ({"cats": [1, 2, 3, 4]}, "rank", "candidates[1]: cats: 4 elements, more than max_length 3"),
+    ({"cats": [-4]}, "rank", "candidates[1]: cats[0]=-4: int list elements are >= 0"),
+    ({"cats": [1, "x"]}, "predict", "instances[1]: cats[1]: 'x' is not an integer"),
+    ({"tags": [["nested"]]}, "predict", "instances[1]: tags[0]: expected a string"),
+])
+def test_a_wrong_element_is_a_400_naming_the_row_and_field(list_server, change, path, message):
+    rows = [dict(CANDIDATES[0], cats=[1]), {**CANDIDATES[1], "cats": [2], **change}]
+    if path == "rank":
+        status, body = post(list_server.url, "/v1/models/lists:rank", {"candidates": rows})
+    else:
+        status, body = post(list_server.url, "/v1/models/lists:predict", {"signature_name": "predict_raw", "instances": rows})
+    assert status == 400, body
+    assert body["error"].startswith(message), body["error"]
+
+
+def test_serving_default_refuses_a_list_of_the_wrong_kind_naming_it(list_run):
+    from serving.input_checks import check_examples
+    from serving.errors import RequestError
+
+    spec = list_run[0]
+    example = tf.train.Example()
+    example.features.feature["user"].bytes_list.value.append(b"u1")
+    example.features.feature["price"].float_list.value.append(1.0)
+    example.features.feature["cats"].float_list.value.extend([1.0, 2.0])
+    with pytest.raises(RequestError, match="feature 'cats' holds a float_list; the spec's int list column needs a int64_list"):
+        check_examples([example.SerializeToString()], serving_columns(spec), lambda i, f: f"examples[{i}]")
+
+
+def test_grpc_style_dense_padded_lists_are_checked_and_padded_to_max_length(list_run):
+    from serving.input_checks import padded_lists
+    from serving.errors import RequestError
+
+    spec = list_run[0]
+    columns = serving_columns(spec)
+    arrays = {"tags": np.array([[b"t1", b""], [b"", b""]], dtype=object), "cats": np.array([[5, -1, -1]], np.int64)}
+    out = padded_lists(arrays, columns, lambda i, f: f"row {i}")
+    assert out["tags"].tolist() == [[b"t1", b"", b"", b""], [b"", b"", b"", b""]]
+    assert out["cats"].tolist() == [[5, -1, -1]]
+    with pytest.raises(RequestError, match="row 0: tags\\[0\\]: list element is empty"):
+        padded_lists({"tags": np.array([[b"", b"t1"]], dtype=object)}, columns, lambda i, f: f"row {i}")

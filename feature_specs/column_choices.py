@@ -16,7 +16,7 @@ import numpy as np
 
 from feature_specs.outcomes import outcome
 from feature_specs.profile import ColumnProfile, correlation, moments
-from feature_specs.spec import Feature, field_default
+from feature_specs.spec import LIST_DTYPES, MAX_LIST_LENGTH, Feature, ListSpec, field_default
 from feature_specs.time_columns import describe, time_unit
 
 VOCABULARY_MAX_INT_DISTINCT = 50  # ints with at most this many values from 0/1 in a narrow span are codes
@@ -192,8 +192,10 @@ def exclusion(profile: ColumnProfile, labels: Mapping[str, ColumnProfile]) -> tu
     if not name.isidentifier():
         return "name", f"the name {name!r} is not an identifier (letters, digits, _): rename the column to use it"
     if profile.lists is not None:
-        return "list", (f"{profile.lists}: list-valued features cannot be declared yet (the spec has no list "
-                        "type), so it is left out")
+        if profile.lists.element_type not in LIST_DTYPES:
+            return "list", (f"{profile.lists}: list features hold {' or '.join(LIST_DTYPES)} elements, so it is "
+                            "left out")
+        return None  # proposed as a list feature (list_choice)
     if profile.dtype is None:
         kind = profile.kinds.most_common(1)[0][0] if profile.kinds else "no value"
         if not profile.present:
@@ -236,8 +238,39 @@ def leak(profile: ColumnProfile, labels: Mapping[str, ColumnProfile]) -> tuple[s
     return None
 
 
+def list_choice(profile: ColumnProfile) -> ColumnChoice:
+    """The feature entry of a list-valued column: its element type, a ``list:`` block with the
+    separator found (delimited text) and a ``max_length`` holding the sample's longest list
+    (where the default is shorter), and a vocabulary (or hashing) over the elements."""
+    shape = profile.lists
+    block: dict[str, Any] = {}
+    if shape.source == "delimited" and shape.separator != field_default(ListSpec, "separator"):
+        block["separator"] = shape.separator
+    longest = min(shape.longest, MAX_LIST_LENGTH)
+    if longest > field_default(ListSpec, "max_length"):
+        block["max_length"] = longest
+    distinct = shape.distinct_elements
+    if distinct > VOCABULARY_MAX_DISTINCT:
+        bins = min(HASHING_MAX_BINS, 1 << max(1, math.ceil(math.log2(4 * distinct))))
+        entry = dict(transform="hashing", num_bins=bins)
+        how = f"hashing into {bins:,} bins (about 4x the elements seen)"
+    else:
+        top_k = min(field_default(Feature, "top_k"), max(16, 2 * distinct))
+        entry = dict(transform="vocabulary", top_k=top_k)
+        how = f"a vocabulary of at most {top_k} elements"
+    dim = embedding_dim(distinct)
+    length = block.get("max_length", field_default(ListSpec, "max_length"))
+    why = (f"{shape}: a {shape.element_type} list feature, at most {length} elements kept "
+           f"(longest in the sample: {shape.longest}), {how}, embedded in {dim} and pooled by "
+           f"{field_default(ListSpec, 'pooling')}")
+    full = {"name": profile.name, "type": shape.element_type, "list": block, **entry, "embedding_dim": dim}
+    return ColumnChoice(profile.name, shape.element_type, "feature", why, full)
+
+
 def feature_choice(profile: ColumnProfile) -> ColumnChoice:
     """The feature entry for a column that passed :func:`exclusion`."""
+    if profile.lists is not None:
+        return list_choice(profile)
     dtype = profile.dtype
     treat_as_code = dtype == "string" or (dtype == "int" and looks_like_code(profile))
     if treat_as_code:

@@ -6,7 +6,8 @@ column (:mod:`feature_specs.profile`), decides (:mod:`feature_specs.column_choic
 :mod:`feature_specs.task_choices`, and the ranking, split and model sections here) and writes a
 complete spec as YAML (:mod:`feature_specs.render`), each choice explained in a comment:
 
-* types from the values (``int``, ``float``, ``string``); list or boolean columns are left out;
+* types from the values (``int``, ``float``, ``string``, lists of strings or ints); boolean
+  columns are left out;
 * strings and low-cardinality ints: ``vocabulary`` (``top_k``/``min_count`` from the counts), or
   ``hashing`` when the sample already holds more than ``VOCABULARY_MAX_DISTINCT`` values or
   mostly values seen once; embedding width ``6 * cardinality ** 0.25``, capped;
@@ -21,8 +22,9 @@ complete spec as YAML (:mod:`feature_specs.render`), each choice explained in a 
 * time (epoch seconds or milliseconds, ``yyyymmdd`` dates, date/time text, Parquet datetimes,
   :mod:`feature_specs.time_columns`) is never a feature; with a comparable time column the split
   is a time cut (train on the past, evaluate on the future), the cut in the comment;
-* list-valued columns (arrays, JSON array text, delimited strings) are recognised and left out:
-  the spec has no list type yet;
+* list-valued columns (arrays, JSON array text, delimited strings) are proposed as list features
+  (``list:`` with the separator found and a ``max_length`` holding the longest sampled list; a
+  vocabulary or hashing over the elements); lists of floats are left out;
 * tasks: the first label must be 0/1 (the click-like task); a 0/1 label is a binary task, any other
   a regression (``log1p`` when non-negative and skewed, masked by the first label when it is only
   non-zero where that label is 1);
@@ -98,6 +100,8 @@ class InferredSpec:
         for choice in self.choices:
             if choice.role == "excluded" and choice.flag in ("timestamp", "date", "list"):
                 lines.append(f"left out {choice.name} ({choice.flag}): {choice.reason}")
+            elif choice.role == "feature" and "list" in choice.entry:
+                lines.append(f"list feature {choice.name}: {choice.reason}")
         if self.time_cut is not None:
             lines.append(f"split: {self.time_cut.reason}")
         return lines
@@ -209,9 +213,8 @@ def ranking_and_split(plans: list[LabelPlan], group_by: str | None, choices: lis
             key, split_why = ids[0], (f"hash of the row id {ids[0]}: a random "
                                       f"{field_default(Split, 'eval_fraction'):.0%} of rows for evaluation")
         else:
-            features = [c for c in choices if c.role == "feature" and profiles[c.name].counts]
-            if not features:
-                features = [c for c in choices if c.role == "feature"]
+            scalars = [c for c in choices if c.role == "feature" and profiles[c.name].lists is None]  # a list keys nothing
+            features = [c for c in scalars if profiles[c.name].counts] or scalars
             best = max(features, key=lambda c: profiles[c.name].distinct)
             key = best.name
             split_why = (f"no group or row id: hash of {key}, the most varied feature ({profiles[key].distinct:,} values); "

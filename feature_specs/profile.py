@@ -85,6 +85,7 @@ class ListShape:
         element_type: str. ``int``, ``float`` or ``string``.
         mean_length: float. Elements per present value.
         distinct_elements: int. Distinct elements in the sample.
+        longest: int. Elements of the longest list in the sample.
     """
 
     source: str
@@ -92,6 +93,7 @@ class ListShape:
     element_type: str
     mean_length: float
     distinct_elements: int
+    longest: int = 0
 
     def __str__(self) -> str:
         how = {"array": "arrays", "json": "JSON array text",
@@ -114,7 +116,7 @@ def _shape(source: str, separator: str | None, lists: list[list]) -> ListShape |
     if not elements:
         return None
     return ListShape(source, separator, _element_type(elements), len(elements) / len(lists),
-                     len({str(e) for e in elements}))
+                     len({str(e) for e in elements}), max(map(len, lists)))
 
 
 def list_shape(present: Sequence[Any], kinds: collections.Counter) -> ListShape | None:

@@ -171,10 +171,11 @@ def test_csv_gzip_jsonl_and_parquet_give_the_same_types(tmp_path):
     assert all(t == types[0] for t in types[1:]), types
 
 
-def test_lists_and_booleans_are_left_out(tmp_path):
+def test_lists_are_list_features_and_booleans_are_left_out(tmp_path):
     rows = [dict(r, tags=["a", "b"][: i % 3], is_new=bool(i % 2)) for i, r in enumerate(impression_rows(60))]
     inferred = infer_spec(write_jsonl(tmp_path / "nested.jsonl", rows), {"click": "clicked"})
-    assert (inferred.choice("tags").flag, inferred.choice("is_new").flag) == ("list", "unsupported")
+    assert (inferred.choice("tags").role, inferred.choice("is_new").flag) == ("feature", "unsupported")
+    assert inferred.spec.column("tags").is_list
     assert "write booleans as 0/1" in inferred.choice("is_new").reason
 
 

@@ -1,6 +1,6 @@
 """`mmoe spec infer` recognises list-valued columns (feature_specs/profile.py ``list_shape``):
-delimited strings, JSON array text, JSON arrays and Parquet lists are reported as lists and left
-out, since the spec has no list type yet; text that merely holds commas is not a list."""
+delimited strings, JSON array text, JSON arrays and Parquet lists are proposed as list features
+(with the separator found); text that merely holds commas is not a list."""
 
 from __future__ import annotations
 
@@ -29,16 +29,17 @@ def tag_lists(n: int = 300, seed: int = 0) -> list[list[int]]:
 @pytest.mark.parametrize("separator", [",", "|", ";"])
 def test_delimited_strings_are_a_list(tmp_path, separator):
     values = [separator.join(str(t) for t in tags) for tags in tag_lists()]
-    choice = infer_spec(write_csv(tmp_path / "d.csv", rows_with(values)), {"click": "clicked"}).choice("tag")
-    assert choice.flag == "list"
+    inferred = infer_spec(write_csv(tmp_path / "d.csv", rows_with(values)), {"click": "clicked"})
+    choice = inferred.choice("tag")
+    assert choice.role == "feature" and choice.flag == ""
     assert choice.reason.startswith(f"a list of ints (strings joined by {separator!r}; ")
-    assert "cannot be declared yet" in choice.reason
+    assert inferred.spec.column("tag").list.separator == separator and inferred.spec.column("tag").dtype == "int"
 
 
 def test_json_array_text_in_csv_is_a_list(tmp_path):
     values = [json.dumps([f"c{t}" for t in tags]) for tags in tag_lists()]
     choice = infer_spec(write_csv(tmp_path / "j.csv", rows_with(values)), {"click": "clicked"}).choice("tag")
-    assert choice.flag == "list" and choice.reason.startswith("a list of strings (JSON array text; ")
+    assert choice.role == "feature" and choice.reason.startswith("a list of strings (JSON array text; ")
 
 
 def test_jsonl_arrays_and_parquet_lists_are_lists(tmp_path):
@@ -46,9 +47,9 @@ def test_jsonl_arrays_and_parquet_lists_are_lists(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows_with(values)), tmp_path / "p.parquet")
     for path in (write_jsonl(tmp_path / "a.jsonl", rows_with(values)), str(tmp_path / "p.parquet")):
         inferred = infer_spec(path, {"click": "clicked"})
-        assert inferred.choice("tag").flag == "list", path
+        assert inferred.choice("tag").role == "feature", path
         assert inferred.choice("tag").reason.startswith("a list of ints (arrays; ")
-        assert "tag" not in {c.name for c in inferred.spec.all_columns}
+        assert inferred.spec.column("tag").is_list
 
 
 def test_the_shape_counts_elements():

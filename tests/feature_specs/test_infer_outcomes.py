@@ -35,7 +35,7 @@ def test_every_outcome_column_is_left_out_with_its_reason(inferred):
         assert any(label in choice.reason for label in LABELS.values()), choice.reason
     assert [c.name for c in inferred.label_candidates] == list(OUTCOMES)
     features = {f.name for f in inferred.spec.features}
-    assert features == set(FEATURES)
+    assert features == set(FEATURES) | set(LISTS)
     assert not {c.name for c in inferred.spec.all_columns} & set(OUTCOMES)
 
 
@@ -56,7 +56,7 @@ def test_outcomes_are_written_as_left_out_comments_and_listed_in_the_summary(inf
     summary = inferred.summary()
     for name in OUTCOMES:
         assert any(line.startswith(f"left out {name} (") for line in summary), name
-    assert any(line.startswith("left out tags (list)") for line in summary)
+    assert any(line.startswith("list feature tags: a list of ints (strings joined by ','") for line in summary)
     assert any(line.startswith("split: time cut on ts_ms") for line in summary)
 
 
@@ -66,7 +66,7 @@ def test_the_judgement_holds_on_other_draws_of_the_log(tmp_path, seed):
     kinds = {c.name: c.flag or c.role for c in inferred.choices}
     assert {n: kinds[n] for n in OUTCOMES if kinds[n] not in ("outcome", "leak")} == {}
     assert {n for n in FEATURES if kinds[n] != "feature"} == set()
-    assert {n: kinds[n] for n in TIME} == TIME and all(kinds[n] == "list" for n in LISTS)
+    assert {n: kinds[n] for n in TIME} == TIME and all(kinds[n] == "feature" for n in LISTS)
 
 
 def test_keep_feature_keeps_a_named_outcome_and_says_so(short_video):

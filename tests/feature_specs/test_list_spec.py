@@ -72,6 +72,8 @@ INTS = Column("cats", "int", max=100, list=ListSpec(separator=";", max_length=2,
     (STRINGS, "a, b ,c", ["a", "b", "c"]),
     (STRINGS, "a,b,c,d", ["a", "b", "c"]),  # truncated to max_length
     (STRINGS, ["x y", "z"], ["x y", "z"]),  # a JSON array is not split
+    (STRINGS, '["a", "b,c"]', ["a", "b,c"]),  # JSON array text (a CSV cell) is read as the array
+    (STRINGS, "[a,b]", ["[a", "b]"]),  # text that is not JSON is split
     (STRINGS, "", []),
     (STRINGS, None, []),
     (STRINGS, b"a,b", ["a", "b"]),

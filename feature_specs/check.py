@@ -28,7 +28,7 @@ from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_sample
 from feature_specs.spec import Column, FeatureSpec, SpecError
 from feature_specs.spec_nodes import quoted
 from feature_specs.spec_reader import load_spec
-from feature_specs.values import InvalidValue, is_missing, typed_value
+from feature_specs.values import OUT_OF_RANGE, InvalidValue, is_missing, typed_list, typed_value
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ def _count_failures(column: Column, rows: Sequence[dict], failing_rows: set[int]
     counts = _ColumnCounts()
     for index, row in enumerate(rows):
         raw = row.get(column.name)
+        if column.list is not None:  # never missing (the empty list); every element checked, ranges too
+            _count_list_failure(column, raw, counts, index, failing_rows)
+            continue
         if is_missing(raw):
             if column.required:
                 counts.missing += 1
@@ -90,10 +93,23 @@ def _count_failures(column: Column, rows: Sequence[dict], failing_rows: set[int]
     return counts
 
 
+def _count_list_failure(column: Column, raw: Any, counts: _ColumnCounts, index: int, failing_rows: set[int]) -> None:
+    try:
+        typed_list(column, raw)
+    except InvalidValue as invalid:
+        failing_rows.add(index)
+        if invalid.reason == OUT_OF_RANGE:
+            counts.out_of_range += 1
+            counts.example_range = raw if counts.example_range is None else counts.example_range
+        else:  # a mistyped or empty element, or a list too long under too_long: reject
+            counts.wrong_type += 1
+            counts.example_type = raw if counts.example_type is None else counts.example_type
+
+
 def _describe(column: Column, key: str, counts: _ColumnCounts, rows: int, limit: float, where: str) -> list[Problem]:
     """Problems of one column whose failures exceed ``limit`` (a share of the sampled rows)."""
     problems = []
-    label = f"{key} {column.name} ({column.dtype})"
+    label = f"{key} {column.name} ({column.kind})"
     if counts.wrong_type > limit * rows:
         problems.append(Problem(
             f"{label}: {counts.wrong_type} of {rows} sampled rows of {where} hold a value that is not {column.dtype} "

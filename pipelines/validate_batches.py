@@ -9,8 +9,9 @@ out of range, NaN, a type read only by the general rules) is rebuilt as its
 :class:`~pipelines.records.RawRecord` and checked by :func:`pipelines.validate.check_record`
 itself, so its rejection (reason, field, message) or its typed row is exactly the row-at-a-time
 path's. Only the split between those two groups is vectorized, and it is conservative. List
-columns are typed row by row by the row path's own function (one Python call per row and list
-column), so their elements and rejections are the row path's by construction.
+columns read as Arrow lists (Parquet) take the same conservative split (:func:`_arrow_list`); list
+columns of text (CSV, JSONL) are typed row by row by the row path's own function (one Python call
+per row and list column), so their elements and rejections are the row path's by construction.
 """
 
 from __future__ import annotations
@@ -206,6 +207,13 @@ class BatchChecker:
         :func:`~feature_specs.values.typed_list` (in Python, one call per row); a row it rejects
         is not certain, so :func:`check_record` gives its rejection."""
         n = batch.num_rows
+        if batch.table is not None and column.name in batch.table.column_names:
+            fast = _arrow_list(column, batch.table.column(column.name).combine_chunks())
+            if fast is not None:
+                values, certain, missing = fast
+                if profile is not None and missing:
+                    profile.missing[column.name] = profile.missing.get(column.name, 0) + missing
+                return values, certain
         if batch.table is not None:
             table = batch.table
             raw = table.column(column.name).to_pylist() if column.name in table.column_names else [None] * n
@@ -264,6 +272,50 @@ class BatchChecker:
             outside = count_outside(valid.column(name), check)
             if outside:
                 profile.outside[name] = profile.outside.get(name, 0) + outside
+
+
+def _arrow_list(column: Column, array: pa.Array):
+    """``(values, certain, missing)`` of an Arrow list column (Parquet) in vectorized steps, or
+    None for element types only the row rules read. As :func:`~feature_specs.values.typed_list`:
+    a null list is the empty list, lists are cut to ``max_length`` first (``truncate``) or not
+    certain when longer (``reject``); a row is certain when every kept element is: a string that
+    starts with a visible ASCII character (certainly not blank), or an int >= 0 within
+    ``min``/``max``. The other rows go through the row rules."""
+    kind = array.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        return None
+    element = kind.value_type
+    if column.dtype == "string" and not (pa.types.is_string(element) or pa.types.is_large_string(element)):
+        return None
+    if column.dtype == "int" and not (pa.types.is_integer(element) and not pa.types.is_uint64(element)):
+        return None
+    target = arrow_type(column)
+    array = array.cast(target)
+    missing = array.null_count
+    array = pc.fill_null(array, pa.scalar([], target))
+    shape = column.list
+    lengths = np.asarray(pc.list_value_length(array).to_numpy(zero_copy_only=False), dtype=np.int64)
+    certain = np.ones(len(array), dtype=bool)
+    if shape.too_long == "reject":
+        certain &= lengths <= shape.max_length
+    elif (lengths > shape.max_length).any():
+        array = pc.list_slice(array, 0, shape.max_length).cast(target)
+    flat = pc.list_flatten(array)
+    if column.dtype == "string":
+        good = _mask(pc.match_substring_regex(flat, _PRESENT))
+    else:
+        numbers = _numbers(flat, np.int64)
+        good = ~_mask(flat.is_null()) & (numbers >= 0)
+        low = None if column.min is None else math.ceil(column.min)
+        high = None if column.max is None else math.floor(column.max)
+        if low is not None:
+            good &= numbers >= low
+        if high is not None:
+            good &= numbers <= high
+    if not good.all():
+        parents = np.asarray(pc.list_parent_indices(array).to_numpy(zero_copy_only=False), dtype=np.int64)
+        certain[parents[~good]] = False
+    return array, certain, missing
 
 
 def count_outside(values: pa.ChunkedArray, check) -> int:

@@ -83,3 +83,37 @@ def test_both_analyze_paths_count_list_elements_into_the_same_vocabularies(test_
         tables = [pa.Table.from_pylist(h, schema=valid_schema(SPEC.all_columns)) for h in halves]
         by_batch = p | "Tables" >> beam.Create(tables) | "BatchVocabularies" >> ComputeBatchVocabularies(features)
         assert_that(by_batch, equal_to(expected), label="BatchedPath")
+
+
+ARROW_TAGS = st.one_of(st.none(), st.lists(st.one_of(st.none(), st.sampled_from(["a", "b", " c", "", "é", " ", "x y"])),
+                                           max_size=5))
+ARROW_CATS = st.one_of(st.none(), st.lists(st.one_of(st.none(), st.integers(-3, 45)), max_size=5))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(ARROW_TAGS, ARROW_CATS), min_size=1, max_size=25),
+       st.sampled_from([pa.int64(), pa.int32()]))
+def test_arrow_list_columns_are_checked_vectorized_as_the_row_path_checks_them(lists, int_type):
+    """Parquet list columns (nulls, null and blank elements, negative, above max, too long) on
+    the vectorized path give the row path's typed rows and rejections."""
+    from pipelines.batches import RawBatch
+    from pipelines.quality import Profile
+    from pipelines.validate import check_record, log1p_columns
+    from pipelines.validate_batches import BatchChecker
+    from test_corruption_property import BASE
+
+    n = len(lists)
+    columns = {name: [value] * n for name, value in BASE.items()}
+    columns["request_id"] = [f"r{i}" for i in range(n)]
+    table = pa.table({**{k: pa.array(v) for k, v in columns.items()},
+                      "tags": pa.array([t for t, _ in lists], pa.list_(pa.string())),
+                      "cats": pa.array([c for _, c in lists], pa.list_(int_type))})
+    batch = RawBatch("log.parquet", table=table)
+    profile = Profile()
+    valid, rejected = BatchChecker(SPEC).check(batch, profile)
+    results = [check_record(batch.record(i), SPEC.all_columns, log1p_columns(SPEC)) for i in range(n)]
+    freeze = lambda rows: _canonical_rows([{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()}
+                                           for r in rows])
+    assert freeze(valid.to_pylist()) == freeze([r for r in results if not isinstance(r, Rejection)])
+    assert sorted(map(_rejection_key, rejected)) == sorted(_rejection_key(r) for r in results if isinstance(r, Rejection))
+    assert profile.missing.get("tags", 0) == sum(t is None for t, _ in lists)

@@ -207,13 +207,19 @@ class BatchChecker:
         :func:`~feature_specs.values.typed_list` (in Python, one call per row); a row it rejects
         is not certain, so :func:`check_record` gives its rejection."""
         n = batch.num_rows
-        if batch.table is not None and column.name in batch.table.column_names:
-            fast = _arrow_list(column, batch.table.column(column.name).combine_chunks())
-            if fast is not None:
-                values, certain, missing = fast
-                if profile is not None and missing:
-                    profile.missing[column.name] = profile.missing.get(column.name, 0) + missing
-                return values, certain
+        array, odd = batch.column(column.name)
+        fast = None
+        if array is not None and (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            fast = _text_list(column, array.cast(pa.string()))
+        elif array is not None:
+            fast = _arrow_list(column, array)
+        if fast is not None:
+            values, certain, missing = fast
+            if odd is not None:
+                certain &= ~odd
+            if profile is not None and missing:
+                profile.missing[column.name] = profile.missing.get(column.name, 0) + missing
+            return values, certain
         if batch.table is not None:
             table = batch.table
             raw = table.column(column.name).to_pylist() if column.name in table.column_names else [None] * n
@@ -272,6 +278,51 @@ class BatchChecker:
             outside = count_outside(valid.column(name), check)
             if outside:
                 profile.outside[name] = profile.outside.get(name, 0) + outside
+
+
+_PLAIN_LIST_TEXT = r"^[ -Z\\^-~]*$"  # printable ASCII but "[" and "]": no JSON array text, no Unicode spaces
+
+
+def _text_list(column: Column, array: pa.StringArray):
+    """``(values, certain, missing)`` of a list column read as text (CSV, text in JSONL), as
+    :func:`~feature_specs.values.typed_list` splits it, in vectorized steps: certain where the
+    text is plain printable ASCII (so Python's ``strip`` is a trim of spaces); each element then
+    needs a visible character (strings) or plain decimal digits within the bounds (ints); blank or
+    null text is the empty list. The other rows go through the row rules; ``missing`` counts
+    null or blank text, as the row path's profile does."""
+    null = _mask(array.is_null())
+    text = pc.fill_null(array, "")
+    blank = _mask(pc.equal(pc.utf8_trim(text, " "), ""))
+    plain = _mask(pc.match_substring_regex(text, _PLAIN_LIST_TEXT))
+    missing = int((null | (blank & plain)).sum()) + sum(1 for value in pc.filter(text, pa.array(~plain & ~null)).to_pylist()
+                                                        if is_missing(value))
+    parts = pc.split_pattern(pc.if_else(pa.array(blank), pa.scalar(None, pa.string()), text), column.list.separator)
+    parts = pc.fill_null(parts, pa.scalar([], pa.list_(pa.string())))  # blank text: no element
+    shape = column.list
+    lengths = np.asarray(pc.list_value_length(parts).to_numpy(zero_copy_only=False), dtype=np.int64)
+    certain = plain.copy()
+    if shape.too_long == "reject":
+        certain &= lengths <= shape.max_length
+    elif (lengths > shape.max_length).any():
+        parts = pc.list_slice(parts, 0, shape.max_length).cast(pa.list_(pa.string()))
+    offsets = pc.subtract(parts.offsets, parts.offsets[0])
+    elements = pc.utf8_trim(parts.flatten(), " ")
+    good = _mask(pc.match_substring_regex(elements, _PRESENT))
+    if column.dtype == "int":
+        good &= _mask(pc.match_substring_regex(elements, _PLAIN_INT))
+        numbers = _numbers(pc.cast(pc.if_else(pa.array(good), elements, "0"), pa.int64()), np.int64)
+        good &= numbers >= 0
+        if column.min is not None:
+            good &= numbers >= math.ceil(column.min)
+        if column.max is not None:
+            good &= numbers <= math.floor(column.max)
+        flat = pa.array(np.where(good, numbers, 0), pa.int64())
+    else:
+        flat = elements
+    if not good.all():
+        parents = np.asarray(pc.list_parent_indices(parts).to_numpy(zero_copy_only=False), dtype=np.int64)
+        certain[parents[~good]] = False
+    return pa.ListArray.from_arrays(offsets, flat), certain, missing
 
 
 def _arrow_list(column: Column, array: pa.Array):

@@ -117,3 +117,36 @@ def test_arrow_list_columns_are_checked_vectorized_as_the_row_path_checks_them(l
     assert freeze(valid.to_pylist()) == freeze([r for r in results if not isinstance(r, Rejection)])
     assert sorted(map(_rejection_key, rejected)) == sorted(_rejection_key(r) for r in results if isinstance(r, Rejection))
     assert profile.missing.get("tags", 0) == sum(t is None for t, _ in lists)
+
+
+LIST_TEXT = st.one_of(st.none(), st.text(st.sampled_from(list("ab ,;7-0x\t[]\u00a0é\u2003\"")), max_size=12),
+                      st.sampled_from(["", " ", "a, b", "1;2;3", "1;2;3;4", "007;41", "[1, 2]", '["a", "b"]', "a,,b"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(LIST_TEXT, LIST_TEXT), min_size=1, max_size=25))
+def test_list_text_at_the_edges_of_the_vectorized_split_is_read_as_the_row_path_reads_it(texts):
+    """Text list cells (a table of strings, as CSV blocks and JSONL text arrive): unicode spaces,
+    tabs, brackets, JSON array text, empty elements, too long lists."""
+    from pipelines.batches import RawBatch
+    from pipelines.quality import Profile
+    from pipelines.validate import check_record, log1p_columns
+    from pipelines.validate_batches import BatchChecker
+    from test_corruption_property import BASE
+
+    n = len(texts)
+    columns = {name: pa.array([value] * n) for name, value in BASE.items()}
+    columns["request_id"] = pa.array([f"r{i}" for i in range(n)])
+    table = pa.table({**columns, "tags": pa.array([t for t, _ in texts], pa.string()),
+                      "cats": pa.array([c for _, c in texts], pa.string())})
+    batch = RawBatch("log.csv", table=table, lines=[f"line {i}" for i in range(n)])
+    profile = Profile()
+    valid, rejected = BatchChecker(SPEC).check(batch, profile)
+    results = [check_record(batch.record(i), SPEC.all_columns, log1p_columns(SPEC)) for i in range(n)]
+    freeze = lambda rows: _canonical_rows([{k: tuple(v) if isinstance(v, list) else v for k, v in r.items()}
+                                           for r in rows])
+    assert freeze(valid.to_pylist()) == freeze([r for r in results if not isinstance(r, Rejection)])
+    assert sorted(map(_rejection_key, rejected)) == sorted(_rejection_key(r) for r in results if isinstance(r, Rejection))
+    from feature_specs.values import is_missing
+
+    assert profile.missing.get("tags", 0) == sum(is_missing(t) for t, _ in texts)

@@ -8,8 +8,11 @@ Signatures:
 * :data:`DEFAULT_SIGNATURE` (``serving_default``): :data:`EXAMPLES_INPUT` (``examples``,
   tf.string ``[None]``, serialized tf.Examples of raw features) -> each task's
   ``output_name(task)`` and :data:`SCORE`, ``[None]``.
-* :data:`RANK_SIGNATURE` (``predict_raw``): each raw model feature as a named ``[None]`` tensor ->
-  the same outputs plus :data:`GATE_WEIGHTS` ``[None, tasks, experts]`` (gated architectures).
+* :data:`RANK_SIGNATURE` (``predict_raw``): each raw model feature as a named ``[None]`` tensor (a
+  list feature as ``[None, None]``: rows padded with ``""`` / -1 to a common width, cut or padded
+  to the spec's ``max_length`` inside) -> the same outputs plus :data:`GATE_WEIGHTS` ``[None,
+  tasks, experts]`` (gated architectures). Padded dense tensors, not ragged ones, so TF Serving's
+  REST and gRPC APIs (which know no ragged inputs) can send them.
 
 The output names are defined by the model side (:mod:`mmoe.score`, :mod:`mmoe.model`) and only
 re-exported here.

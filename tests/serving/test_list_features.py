@@ -246,3 +246,37 @@ def test_grpc_style_dense_padded_lists_are_checked_and_padded_to_max_length(list
     assert out["cats"].tolist() == [[5, -1, -1]]
     with pytest.raises(RequestError, match="row 0: tags\\[0\\]: list element is empty"):
         padded_lists({"tags": np.array([[b"", b"t1"]], dtype=object)}, columns, lambda i, f: f"row {i}")
+
+
+def test_grpc_predict_raw_takes_dense_padded_lists_and_names_a_bad_element(list_run, list_server):
+    import grpc
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+
+    from serving.grpc_service import start_grpc_server
+
+    _, _, _, export_path = list_run
+    server, port = start_grpc_server(list_server.registry, "127.0.0.1", 0, max_message_bytes=1 << 20)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+            def predict(tags, cats):
+                request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="lists",
+                                                                                    signature_name="predict_raw"))
+                for key, value in {"user": np.array([b"u1", b"u2"], dtype=object), "price": np.array([1.0, 2.0], np.float32),
+                                   "tags": tags, "cats": cats}.items():
+                    request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+                return stub.Predict(request, timeout=30)
+
+            answer = predict(np.array([[b"t1", b""], [b"", b""]], dtype=object), np.array([[5, -1], [-1, -1]], np.int64))
+            model = tf.saved_model.load(export_path)
+            direct = model.signatures["predict_raw"](
+                user=tf.constant([b"u1", b"u2"]), price=tf.constant([1.0, 2.0]),
+                tags=tf.constant([[b"t1"], [b""]]), cats=tf.constant([[5], [-1]], tf.int64))
+            np.testing.assert_allclose(tf.make_ndarray(answer.outputs["score"]), direct["score"].numpy(), rtol=1e-6)
+            with pytest.raises(grpc.RpcError) as error:
+                predict(np.array([[b"", b"t1"], [b"t2", b""]], dtype=object), np.array([[5], [6]], np.int64))
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "tags[0]: list element is empty" in error.value.details()
+    finally:
+        server.stop(grace=None)

@@ -111,3 +111,19 @@ def test_tf_example_input_with_lists_of_any_length_reads_back_the_same_rows(runs
     again = decoded_examples(workdir, "train") + decoded_examples(workdir, "eval")
     assert sorted(map(comparable, again)) == sorted(map(comparable, decoded_examples(source, "train")))
     assert {len(r["cats"]) for r in again} == {0, 1, 2, 3}
+
+
+def test_the_vectorized_encoder_writes_the_row_encoders_bytes_for_lists():
+    import pyarrow as pa
+
+    from pipelines.example_encoding import encode_examples
+    from pipelines.validate_batches import valid_schema
+    from pipelines.write import example_from_row
+
+    spec = list_spec()
+    rows = [expected_row(r) for r in list_rows(30, seed=8)]
+    rows[0]["tags"], rows[0]["cats"] = ["é", "x" * 200], [2**40, 0]  # multi-byte text, a long element, a wide varint
+    table = pa.Table.from_pylist(rows, schema=valid_schema(spec.all_columns))
+    for part, expected in ((table, rows), (table.slice(7, 11), rows[7:18])):
+        assert encode_examples(part, spec.all_columns).to_pylist() == [example_from_row(r, spec.all_columns)
+                                                                       for r in expected]

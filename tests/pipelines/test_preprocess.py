@@ -107,7 +107,7 @@ def test_report_counts_reconcile(csv_run):
     assert report["input_rows"] == report["written"]["total"] + report["rejected"]["total"]
     assert report["reconciled"] is True
     assert report["rejected"]["by_reason"] == {"unparseable_line": 1, "unknown_column": 0, "missing": 1, "wrong_type": 2,
-                                               "not_finite": 1, "out_of_range": 1}
+                                               "not_finite": 1, "out_of_range": 1, "too_long": 0}
     assert report["rejected"]["by_field"] == {"user_id": 1, "hour": 1, "user_age": 1, "item_price": 1, "clicked": 1}
     assert json.loads(read_text(workdir.report_json)) == report
 

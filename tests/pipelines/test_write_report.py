@@ -81,7 +81,7 @@ def test_build_report_reconciles():
     assert report["written"] == {"train": 6, "eval": 2, "total": 8}
     assert report["rejected"]["total"] == 2
     assert report["rejected"]["by_reason"] == {"unparseable_line": 0, "unknown_column": 0, "missing": 1,
-                                               "wrong_type": 1, "not_finite": 0, "out_of_range": 0}
+                                               "wrong_type": 1, "not_finite": 0, "out_of_range": 0, "too_long": 0}
     assert report["rejected"]["by_field"] == {"user": 2}
     assert report["reject_rate"] == 0.2 and report["reconciled"] is True
     assert (report["spec"], report["input"], report["seconds"]) == ("tiny", "in/*.csv", 1.235)

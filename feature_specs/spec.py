@@ -161,7 +161,8 @@ class Feature(Column):
         transform: str, required (keyword-only, like every key below). ``vocabulary``
             (StringLookup/IntegerLookup from the train split's top values), ``hashing``,
             ``zscore``, ``log1p`` (log1p then z-score) or ``quantile`` (bucketized at the train
-            split's approximate quantiles, then embedded).
+            split's approximate quantiles, then embedded). A list feature (``list`` set) takes
+            ``vocabulary`` or ``hashing`` over its elements, then a pooled embedding.
         top_k: int. Largest vocabulary size (vocabulary).
         min_count: int. Values seen fewer times in the train split are out of vocabulary.
         num_oov: int. Out-of-vocabulary buckets.

@@ -69,7 +69,8 @@ def _vocabulary_values(row, names, lists=frozenset()):
 
 
 class ComputeVocabularies(beam.PTransform):
-    """Vocabularies of the ``vocabulary`` features.
+    """Vocabularies of the ``vocabulary`` features (a list feature's elements are counted, each
+    occurrence once).
 
     Args:
         features: the features to build vocabularies for (their ``top_k`` and ``min_count`` apply).

@@ -263,8 +263,12 @@ def list_choice(profile: ColumnProfile) -> ColumnChoice:
     why = (f"{shape}: a {shape.element_type} list feature, at most {length} elements kept "
            f"(longest in the sample: {shape.longest}), {how}, embedded in {dim} and pooled by "
            f"{field_default(ListSpec, 'pooling')}")
-    full = {"name": profile.name, "type": shape.element_type, "list": block, **entry, "embedding_dim": dim}
-    return ColumnChoice(profile.name, shape.element_type, "feature", why, full)
+    element_type = shape.element_type
+    if shape.negative:  # int list elements are >= 0 (-1 pads): negative codes are read as text instead
+        element_type = "string"
+        why += "; negative ints among the elements, so they are read as text (int list elements are >= 0)"
+    full = {"name": profile.name, "type": element_type, "list": block, **entry, "embedding_dim": dim}
+    return ColumnChoice(profile.name, element_type, "feature", why, full)
 
 
 def feature_choice(profile: ColumnProfile) -> ColumnChoice:

@@ -86,6 +86,7 @@ class ListShape:
         mean_length: float. Elements per present value.
         distinct_elements: int. Distinct elements in the sample.
         longest: int. Elements of the longest list in the sample.
+        negative: bool. Some int element is below 0.
     """
 
     source: str
@@ -94,6 +95,7 @@ class ListShape:
     mean_length: float
     distinct_elements: int
     longest: int = 0
+    negative: bool = False
 
     def __str__(self) -> str:
         how = {"array": "arrays", "json": "JSON array text",
@@ -115,8 +117,10 @@ def _shape(source: str, separator: str | None, lists: list[list]) -> ListShape |
     elements = [e for values in lists for e in values]
     if not elements:
         return None
-    return ListShape(source, separator, _element_type(elements), len(elements) / len(lists),
-                     len({str(e) for e in elements}), max(map(len, lists)))
+    element_type = _element_type(elements)
+    negative = element_type == "int" and min(int(e) for e in elements) < 0
+    return ListShape(source, separator, element_type, len(elements) / len(lists),
+                     len({str(e) for e in elements}), max(map(len, lists)), negative)
 
 
 def list_shape(present: Sequence[Any], kinds: collections.Counter) -> ListShape | None:

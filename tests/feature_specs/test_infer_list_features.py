@@ -50,3 +50,14 @@ def test_the_inferred_spec_reads_the_log_without_a_reject(tmp_path):
     assert report["rejected"]["total"] == 0 and report["input_rows"] == 200
     with open(tmp_path / "run" / "artifacts" / "vocabularies" / "tags.txt") as handle:
         assert set(handle.read().split()) <= {f"t{i}" for i in range(12)}
+
+
+def test_an_int_list_with_negative_elements_is_proposed_as_text_and_reads_without_a_reject(tmp_path):
+    from pipelines.run import preprocess
+
+    rows = [{"codes": ";".join(str(c) for c in range(-1, i % 4)), "x": float(i), "clicked": i % 2} for i in range(120)]
+    path = write_csv(tmp_path / "neg.csv", rows)
+    inferred = infer_spec(path, {"click": "clicked"})
+    assert inferred.spec.column("codes").dtype == "string" and "read as text" in inferred.choice("codes").reason
+    report = preprocess(inferred.spec, path, str(tmp_path / "run"))
+    assert report["rejected"]["total"] == 0

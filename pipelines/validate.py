@@ -97,8 +97,6 @@ def reference_checks(spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]
         return {}
     checks = {}
     for feature in spec.features:
-        if feature.is_list:  # elements, not rows: not checked against reused artifacts
-            continue
         if feature.transform == "vocabulary" and vocabularies is not None and feature.name in vocabularies:
             checks[feature.name] = frozenset(vocabularies[feature.name])
         elif feature.name in statistics.numeric and statistics.numeric[feature.name].count:
@@ -108,9 +106,15 @@ def reference_checks(spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]
 
 
 def count_outside(row: Mapping[str, Any], checks: Mapping[str, Any], outside: dict[str, int]) -> None:
-    """Adds 1 to ``outside[feature]`` for each feature whose value the reused artifacts do not cover."""
+    """Adds 1 to ``outside[feature]`` for each feature whose value the reused artifacts do not cover
+    (for a list feature, 1 per element its reused vocabulary lacks)."""
     for name, check in checks.items():
         value = row[name]
+        if isinstance(value, list):
+            missed = sum(1 for element in value if str(element) not in check)
+            if missed:
+                outside[name] = outside.get(name, 0) + missed
+            continue
         if isinstance(check, tuple):
             if not check[0] <= value <= check[1]:
                 outside[name] = outside.get(name, 0) + 1

@@ -370,7 +370,10 @@ def _arrow_list(column: Column, array: pa.Array):
 
 
 def count_outside(values: pa.ChunkedArray, check) -> int:
-    """How many values the reused artifacts do not cover (see :func:`pipelines.validate.count_outside`)."""
+    """How many values the reused artifacts do not cover (see :func:`pipelines.validate.count_outside`);
+    a list column's elements are counted one by one."""
+    if pa.types.is_list(values.type):
+        values = pc.list_flatten(values)
     if isinstance(check, tuple):
         inside = pc.and_(pc.greater_equal(values, check[0]), pc.less_equal(values, check[1]))
         return len(values) - int(pc.sum(pc.cast(inside, pa.int64())).as_py() or 0)

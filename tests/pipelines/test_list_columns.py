@@ -127,3 +127,18 @@ def test_the_vectorized_encoder_writes_the_row_encoders_bytes_for_lists():
     for part, expected in ((table, rows), (table.slice(7, 11), rows[7:18])):
         assert encode_examples(part, spec.all_columns).to_pylist() == [example_from_row(r, spec.all_columns)
                                                                        for r in expected]
+
+
+@pytest.mark.parametrize("fmt,batch_rows", [("jsonl", "4096"), ("parquet", "4096"), ("parquet", "0")])
+def test_reuse_mode_counts_list_elements_outside_the_reused_vocabulary(runs, tmp_path, fmt, batch_rows):
+    first, _ = runs["parquet", "4096"]
+    with open(first.vocabulary_file("tags")) as handle:
+        known = set(handle.read().split())
+    rows = list_rows(60, seed=9)
+    for i, row in enumerate(rows[:10]):
+        row["tags"] = row["tags"][:2] + ["brand_new"] * (i % 3)
+    expected = sum(1 for r in rows for t in expected_row(r)["tags"] if t not in known)
+    path = write_log(rows, str(tmp_path / "raw"), fmt)
+    report = preprocess(list_spec(), path, Workdir(str(tmp_path / "day2")), reuse_artifacts=first.root,
+                        beam_args=[f"--batch_rows={batch_rows}"])
+    assert expected > 0 and report["data_quality"]["outside_artifacts"].get("tags") == expected

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from feature_specs.spec import Column, EarlyStopping, EventSource, Feature, ModelConfig, PipelineConfig
+from feature_specs.spec import Column, EarlyStopping, EventSource, Feature, ListSpec, ModelConfig, PipelineConfig
 from feature_specs.spec import Ranking, Sources, Split, Task, TrainingConfig, field_default
 from feature_specs.spec_reader import default_loss
 
@@ -16,7 +16,7 @@ GUIDE = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "spec_guide.
 # Section heading (its first word) -> the dataclass of its table; a key "prefix.x" -> another one.
 SECTIONS = {"Columns": Column, "Features": Feature, "Tasks": Task, "Ranking": Ranking, "Split": Split,
             "Model": ModelConfig, "Training": TrainingConfig, "Pipeline": PipelineConfig, "Labels": Sources}
-NESTED = {"early_stopping": EarlyStopping, "events[*]": EventSource}
+NESTED = {"early_stopping": EarlyStopping, "events[*]": EventSource, "list": ListSpec}
 KEY_FIELDS = {"type": "dtype"}  # YAML key -> field name, where they differ
 
 

@@ -133,8 +133,9 @@ def _shown(names: Sequence[str], most: int = 40) -> str:
 
 
 def _column_keys(spec: FeatureSpec) -> list[tuple[str, Column]]:
-    """(key path, column) of every declared column: ``features[i]`` then ``columns[j]``."""
-    return ([(f"features[{i}]", f) for i, f in enumerate(spec.features)]
+    """(key path, column) of every column the log holds: ``features[i]`` (derived histories left
+    out) then ``columns[j]``."""
+    return ([(f"features[{i}]", f) for i, f in enumerate(spec.features) if f.history is None]
             + [(f"columns[{i}]", c) for i, c in enumerate(spec.columns)])
 
 

@@ -115,6 +115,33 @@ class ListSpec:
 
 
 @dataclass(frozen=True)
+class HistorySpec:
+    """A behaviour history: a list feature the pipeline derives from the log itself (the
+    feature's ``history:`` block), never read from the input.
+
+    For each impression it holds the ``item`` values of the same ``user``'s impressions whose
+    ``positive`` column is > 0 and whose ``time`` is **strictly earlier**, the latest
+    ``list.max_length`` of them, **newest first** (so a longer list a client sends is cut, like
+    any list, to its first ``max_length``: the newest). Impressions that share a timestamp never see each
+    other, so no element comes from the impression's own moment or later. Only rows that passed
+    validation count. At serving, the client sends the history like any list feature.
+
+    Args:
+        user: str. The column that groups impressions (e.g. ``user_id``); one value per row.
+        item: str. The column whose values the history holds (e.g. ``video_id``); its type is
+            the feature's element type.
+        time: str. The impressions' time column (``timestamp`` or ``int``).
+        positive: str. A numeric column (usually a task's label, e.g. ``click``): an impression
+            enters later histories where it is > 0.
+    """
+
+    user: str
+    item: str
+    time: str
+    positive: str
+
+
+@dataclass(frozen=True)
 class Column:
     """A raw column with the checks every row must pass.
 
@@ -173,6 +200,8 @@ class Feature(Column):
             binary tasks' logits in training; at serving the feature is fixed to ``serving_value``).
         serving_value: the value a bias feature takes at serving (e.g. position 1, so predicted
             probabilities mean "if shown at the top"); required for role ``bias``.
+        history: HistorySpec or None. Set for a list feature the pipeline derives from the log
+            (a behaviour history); its column is then not read from the input.
     """
 
     transform: str
@@ -184,6 +213,7 @@ class Feature(Column):
     embedding_dim: int = 8
     role: str = "feature"
     serving_value: Any = None
+    history: HistorySpec | None = None
 
     @property
     def is_categorical(self) -> bool:
@@ -492,6 +522,16 @@ class FeatureSpec:
     def all_columns(self) -> tuple[Column, ...]:
         """Every raw column a row must carry, features first, in declaration order."""
         return self.features + self.columns
+
+    @property
+    def logged_columns(self) -> tuple[Column, ...]:
+        """The columns read from the input: :attr:`all_columns` without the derived histories."""
+        return tuple(f for f in self.features if f.history is None) + self.columns
+
+    @property
+    def history_features(self) -> tuple[Feature, ...]:
+        """The features the pipeline derives from the log (a ``history:`` block)."""
+        return tuple(f for f in self.features if f.history is not None)
 
     @property
     def model_features(self) -> tuple[Feature, ...]:

@@ -47,6 +47,7 @@ from feature_specs.spec import (
     EventSource,
     Feature,
     FeatureSpec,
+    HistorySpec,
     ListSpec,
     ModelConfig,
     PipelineConfig,
@@ -166,8 +167,48 @@ def _read_feature(node: Node) -> Feature:
         kwargs["serving_value"] = _coerce_default(node, base["name"], dtype, serving_value, "serving_value")
     elif serving_value is not None:
         raise node.error("serving_value", "only features with role: bias take a serving_value")
+    if "history" in node.data:
+        kwargs["history"] = _read_history(node, base["list"])
     node.finish()
     return Feature(**base, **kwargs)
+
+
+def _read_history(node: Node, list_spec: ListSpec | None) -> HistorySpec:
+    """A feature's ``history:`` block; the columns it names are checked by :func:`_check_history_links`."""
+    if list_spec is None:
+        raise node.error("history", "a history is a list feature: add a list: block (its max_length is the "
+                                    "history's length)")
+    if list_spec.too_long != "truncate":
+        raise node.error("list", "a history keeps its newest max_length items: list.too_long must be truncate")
+    block = node.child("history")
+    history = HistorySpec(**{key: block.get(key, str) for key in ("user", "item", "time", "positive")})
+    block.finish()
+    return history
+
+
+def _check_history_links(feature_nodes: list[Node], features: tuple[Feature, ...],
+                         columns: Mapping[str, Column]) -> None:
+    """Each history names logged scalar columns: ``item`` of the feature's element type, ``time``
+    a timestamp or int, ``positive`` a number."""
+    wanted = {"user": ("string", "int"), "time": ("timestamp", "int"), "positive": ("int", "float")}
+    for node, feature in zip(feature_nodes, features):
+        if feature.history is None:
+            continue
+        block = node.child("history")
+        for key in ("user", "item", "time", "positive"):
+            name = getattr(feature.history, key)
+            column = columns.get(name)
+            if column is None or getattr(column, "history", None) is not None:
+                raise block.error(key, f"{quoted(name)} is not a column the log holds (declare it under "
+                                       "features or columns)")
+            if column.is_list:
+                raise block.error(key, f"{quoted(name)} is a list column; a history needs one value per row")
+            types = wanted.get(key, (feature.dtype,))
+            if column.dtype not in types:
+                raise block.error(key, f"{quoted(name)} has type {column.dtype}; the history's {key} needs "
+                                       f"{' or '.join(types)}")
+            if key == "item" and column.dtype == "int" and (column.min is None or column.min < 0):
+                raise block.error(key, f"int list elements are >= 0 (-1 pads): give {quoted(name)} min: 0")
 
 
 def default_loss(kind: str) -> str:
@@ -503,6 +544,7 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     task_seen: dict[str, str] = {}
     _check_unique(task_nodes, [t.name for t in tasks], task_seen)
     _check_task_links(task_nodes, tasks, {c.name: c for c in features + columns})
+    _check_history_links(feature_nodes, features, {c.name: c for c in features + columns})
     label_names = {t.label for t in tasks}
     for node, feature in zip(feature_nodes, features):
         if feature.name in label_names:

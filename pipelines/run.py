@@ -48,6 +48,7 @@ from pipelines.analyze import AnalyzeTrain
 from pipelines.analyze_batches import AnalyzeTrainBatches
 from pipelines.batches import RawBatch
 from pipelines.files import delete_matching, matching_files, read_text, write_text
+from pipelines.history import AddHistories
 from pipelines.input_checks import check_input_files
 from pipelines.join import JoinLabels
 from pipelines.options import (BATCH_ROWS, MissingInputError, OptionError, PreprocessOptions, infer_input_format,
@@ -171,8 +172,11 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
         orphans | "WriteOrphans" >> beam.io.WriteToText(workdir.orphan_events_prefix, file_name_suffix=".jsonl")
         extra_counts["join"] = join_stats
     validated = to_validate | "Validate" >> steps.validate(reference)
-    train, eval_ = validated.valid | "Split" >> steps.split()
-    names = [c.name for c in spec.all_columns]
+    valid = validated.valid
+    if spec.history_features:  # derived from the valid rows, before the split
+        valid = valid | "Histories" >> AddHistories(spec.history_features, batched=bool(batch_rows))
+    train, eval_ = valid | "Split" >> steps.split()
+    names = [c.name for c in spec.logged_columns]
     quality = (validated.profile
                | "MergeProfiles" >> beam.CombineGlobally(MergeProfiles())
                | "Summary" >> beam.Map(lambda profile, names: profile.summary(names), names))
@@ -381,7 +385,7 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
                 spec.name, len(files), input_format, input_pattern, workdir.root)
     derived = {e.label for e in spec.sources.events} if spec.sources else set()
     check_input_files(files, input_format,
-                      [c.name for c in spec.all_columns if c.required and c.name not in derived])
+                      [c.name for c in spec.logged_columns if c.required and c.name not in derived])
     events = _event_inputs(spec, event_inputs if event_inputs is not None else parse_event_inputs(flags.events))
     reused = load_reused_artifacts(reuse_artifacts, spec) if reuse_artifacts else None
     if reused is not None:

@@ -97,6 +97,8 @@ def reference_checks(spec: FeatureSpec, vocabularies: Mapping[str, Sequence[str]
         return {}
     checks = {}
     for feature in spec.features:
+        if feature.history is not None:  # derived after validation: not counted
+            continue
         if feature.transform == "vocabulary" and vocabularies is not None and feature.name in vocabularies:
             checks[feature.name] = frozenset(vocabularies[feature.name])
         elif feature.name in statistics.numeric and statistics.numeric[feature.name].count:
@@ -127,7 +129,7 @@ class _ValidateFn(beam.DoFn):
     on ``profile``."""
 
     def __init__(self, spec: FeatureSpec, reference: Mapping[str, Any] | None = None):
-        self._columns = spec.all_columns
+        self._columns = spec.logged_columns
         self._names = frozenset(c.name for c in self._columns)
         self._known = self._names if spec.pipeline.unknown_columns == "reject" else None
         self._numeric = tuple(c.name for c in self._columns if c.is_numeric)
@@ -176,7 +178,7 @@ class ValidateRows(beam.PTransform):
     """Checks and types raw records against a spec, with a dead-letter output.
 
     Args:
-        spec: FeatureSpec. Its ``all_columns`` are checked, in order; ``spec.pipeline`` says what
+        spec: FeatureSpec. Its ``logged_columns`` are checked, in order; ``spec.pipeline`` says what
             to do with undeclared columns.
         reference: optional feature -> check from :func:`reference_checks` (reuse mode): valid
             values outside the reused artifacts are counted per feature in the profile.

@@ -122,7 +122,7 @@ class BatchChecker:
     """
 
     def __init__(self, spec: FeatureSpec, reference: Mapping[str, Any] | None = None):
-        self.columns = spec.all_columns
+        self.columns = spec.logged_columns
         self.names = frozenset(c.name for c in self.columns)
         self.known = self.names if spec.pipeline.unknown_columns == "reject" else None
         self.log1p = log1p_columns(spec)

@@ -50,6 +50,12 @@ The generative model (all constants are module constants below):
   was measured on). Only the dwell column depends on ``task_correlation``; with the same seed the
   clicks are identical. Median dwell of clicked rows: about 34 s at rho = 0, 50 s at 0.5,
   64 s at 1 (clicked rows have above-average ``s``).
+* Drifting interest (``interest_weight`` w, 0 by default, which leaves the log as without it):
+  each user has one category of interest per period of ``SPAN_SECONDS / INTEREST_PERIODS``
+  (3.5 days), drawn anew each period (uniformly, independent of ``pref``), and the click logit
+  gains ``w`` where the candidate's category is the user's current interest. A user id's
+  embedding can only learn the user's average over the periods; what the user clicked
+  recently (a behaviour history, ``pipelines/history.py``) reveals the current one.
 
 Dirt (``corrupt_fraction``): each row is corrupted with that probability, with one kind
 drawn uniformly from ``CORRUPTION_KINDS`` (``CSV_CORRUPTION_KINDS`` adds non-numeric text
@@ -115,6 +121,8 @@ POPULARITY_COEF = 0.3
 HOUR_EFFECT_AMPLITUDE = 0.15
 DEVICE_EFFECT = {"mobile": 0.0, "desktop": -0.15, "tablet": 0.1}
 POSITION_BIAS_COEF = 0.35
+
+INTEREST_PERIODS = 4  # the drifting interest's periods over SPAN_SECONDS (interest_weight > 0)
 
 CONFLICTING_DRIVERS = -0.8  # a task_correlation where naive sharing hurts (README, `mmoe compare`)
 DWELL_LOG_MU = math.log(30.0)
@@ -213,6 +221,7 @@ class ClicklogWorld:
     item_quality: np.ndarray      # (num_items,)
     item_popularity_z: np.ndarray  # (num_items,) standardized log popularity
     item_depth: np.ndarray        # (num_items,)
+    user_interest: np.ndarray     # (num_users, INTEREST_PERIODS) category index per period
     affinity_std: float
     user_ids: pa.Array            # (num_users,) "u0", "u1", ...
     item_ids: pa.Array            # (num_items,) "i0", "i1", ...
@@ -265,6 +274,8 @@ class ClicklogWorld:
         depth = (PRICE_DEPTH_WEIGHT * _zscore(log_price)
                  + math.sqrt(1.0 - PRICE_DEPTH_WEIGHT**2) * rng.normal(0.0, 1.0, num_items))
 
+        interest = rng_for(seed, 2).integers(0, n_cat, (num_users, INTEREST_PERIODS))  # its own stream
+
         user_cdf = np.cumsum(activity / activity.sum())
         item_cdf = np.cumsum(shown)
         # Std of the raw affinity over shown (user, item) pairs: latent part has variance
@@ -277,7 +288,7 @@ class ClicklogWorld:
             user_propensity=propensity, item_cdf=item_cdf, item_category=category,
             item_price=price, item_popularity=popularity, item_latent=item_latent,
             item_own_latent=item_own, item_quality=quality,
-            item_popularity_z=_zscore(np.log(popularity + 1e-3)), item_depth=depth,
+            item_popularity_z=_zscore(np.log(popularity + 1e-3)), item_depth=depth, user_interest=interest,
             affinity_std=math.sqrt(LATENT_WEIGHT**2 + pref_var),
             user_ids=_ids("u", num_users), item_ids=_ids("i", num_items),
         )
@@ -300,6 +311,12 @@ class ClicklogWorld:
                 + POPULARITY_COEF * self.item_popularity_z[i]
                 + HOUR_EFFECT_AMPLITUDE * np.cos(2.0 * np.pi * (np.asarray(hour) - 21) / 24.0)
                 + device_effect[device] + position_bias(position))
+
+    def interest_match(self, u: np.ndarray, i: np.ndarray, timestamp: np.ndarray) -> np.ndarray:
+        """1.0 where item ``i``'s category is user ``u``'s interest at ``timestamp``, else 0.0."""
+        period = np.clip((np.asarray(timestamp) - START_TIMESTAMP) * INTEREST_PERIODS // SPAN_SECONDS,
+                         0, INTEREST_PERIODS - 1)
+        return (self.item_category[i] == self.user_interest[u, period]).astype(np.float64)
 
     # --- ground truth, from raw column values -------------------------------------------
 
@@ -350,7 +367,7 @@ def clear_files(output_dir: str, names: re.Pattern) -> None:
             os.remove(os.path.join(output_dir, name))
 
 
-def check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction) -> None:
+def check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction, interest_weight=0.0) -> None:
     def is_int(x):
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -366,10 +383,13 @@ def check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction) 
         raise ValueError(f"`chunk_rows` must be an int >= 1, got {chunk_rows!r}")
     if not isinstance(corrupt_fraction, (int, float)) or not 0.0 <= corrupt_fraction <= 1.0:
         raise ValueError(f"`corrupt_fraction` must be in [0, 1], got {corrupt_fraction!r}")
+    if not isinstance(interest_weight, (int, float)) or not 0.0 <= interest_weight <= 10.0:
+        raise ValueError(f"`interest_weight` must be in [0, 10], got {interest_weight!r}")
 
 
 def _block(world: ClicklogWorld, seed: int, block: int, total_requests: int, rows: int,
-           task_correlation: float, corrupt_fraction: float, text_dirt: bool) -> pa.Table:
+           task_correlation: float, corrupt_fraction: float, text_dirt: bool,
+           interest_weight: float = 0.0) -> pa.Table:
     """Impressions of requests ``[block * BLOCK_REQUESTS, ...)``, at most ``rows`` in all."""
     rng = rng_for(seed, 1, block)
     first = block * BLOCK_REQUESTS
@@ -388,6 +408,8 @@ def _block(world: ClicklogWorld, seed: int, block: int, total_requests: int, row
     u, hour_r, device_r = np.repeat(user, k), np.repeat(hour, k), np.repeat(device, k)
     position = np.tile(np.arange(1, k + 1), n_req)
     logit = world._click_logit(u, item, hour_r, device_r, position)
+    if interest_weight:
+        logit = logit + interest_weight * world.interest_match(u, item, np.repeat(timestamp, k))
     clicked = (rng.random(u.size) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
     rho = float(task_correlation)
     drive = rho * world._affinity(u, item) + math.sqrt(max(0.0, 1.0 - rho * rho)) * world._own_factor(u, item)
@@ -462,7 +484,7 @@ def _to_table(world: ClicklogWorld, c: dict, dirty: dict | None) -> pa.Table:
 
 def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chunk_rows: int = 50_000,
                     corrupt_fraction: float = 0.0, text_dirt: bool = False,
-                    world: ClicklogWorld | None = None) -> Iterator[pa.Table]:
+                    world: ClicklogWorld | None = None, interest_weight: float = 0.0) -> Iterator[pa.Table]:
     """Yields the log as Arrow tables of ``chunk_rows`` rows (the last one may be shorter).
 
     Args:
@@ -475,14 +497,17 @@ def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chu
         text_dirt: bool. Also put text in numeric columns (``CSV_CORRUPTION_KINDS``); the
             tables holding such rows have string columns, so only for CSV. Defaults to False.
         world: ClicklogWorld. Defaults to ``ClicklogWorld.for_rows(rows, seed)``.
+        interest_weight: float in [0, 10]. Click-logit weight of the drifting interest (see
+            the module docstring); 0 (the default) leaves it out.
     """
-    check_args(rows, seed, task_correlation, "parquet", chunk_rows, corrupt_fraction)
+    check_args(rows, seed, task_correlation, "parquet", chunk_rows, corrupt_fraction, interest_weight)
     world = world or ClicklogWorld.for_rows(rows, seed)
     total_requests = -(-rows // ITEMS_PER_REQUEST)
     pending: list[pa.Table] = []
     pending_rows = 0
     for block in range(-(-total_requests // BLOCK_REQUESTS)):
-        table = _block(world, seed, block, total_requests, rows, task_correlation, corrupt_fraction, text_dirt)
+        table = _block(world, seed, block, total_requests, rows, task_correlation, corrupt_fraction, text_dirt,
+                       interest_weight)
         pending.append(table)
         pending_rows += table.num_rows
         while pending_rows >= chunk_rows:
@@ -495,7 +520,7 @@ def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chu
 
 def generate_clicklog(output_dir: str, rows: int = 100_000, seed: int = 0, task_correlation: float = 0.5,
                       fmt: str = "parquet", chunk_rows: int = 50_000, corrupt_fraction: float = 0.0,
-                      progress: Callable[[int, int], None] | None = None) -> list[str]:
+                      progress: Callable[[int, int], None] | None = None, interest_weight: float = 0.0) -> list[str]:
     """Writes the synthetic log as ``impressions-NNNNN.<fmt>`` files, one per chunk.
 
     Only one chunk is held in memory at a time. Files of an earlier run named
@@ -513,14 +538,17 @@ def generate_clicklog(output_dir: str, rows: int = 100_000, seed: int = 0, task_
         corrupt_fraction: float in [0, 1]. Share of rows made invalid (see the module
             docstring). Defaults to 0.0.
         progress: callable ``(rows_done, rows_total)`` called after each file. Defaults to None.
+        interest_weight: float in [0, 10]. Weight of the drifting interest (module docstring);
+            0 (the default) leaves it out.
 
     Returns:
         list of str: paths of the files written, in order.
     """
-    check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction)
+    check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction, interest_weight)
     clear_files(output_dir, _FILE_PATTERN)
     paths, done = [], 0
-    tables = clicklog_tables(rows, seed, task_correlation, chunk_rows, corrupt_fraction, text_dirt=fmt == "csv")
+    tables = clicklog_tables(rows, seed, task_correlation, chunk_rows, corrupt_fraction, text_dirt=fmt == "csv",
+                             interest_weight=interest_weight)
     for index, table in enumerate(tables):
         path = os.path.join(output_dir, f"impressions-{index:05d}.{fmt}")
         if fmt == "parquet":

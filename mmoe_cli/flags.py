@@ -58,6 +58,11 @@ def _add_generate_args(parser: argparse.ArgumentParser) -> None:
         "--corrupt-fraction", type=FRACTION, default=0.001,
         help="share of rows made invalid so validation has something to reject (default: 0.001)",
     )
+    group.add_argument(
+        "--interest-weight", type=float_in(0.0, 10.0), default=0.0,
+        help="click-logit weight of a drifting per-user interest that only a behaviour history reveals "
+        "(data_sets/clicklog.py; default: 0, none)",
+    )
     group.add_argument("--chunk-rows", type=int_in(1), default=50_000, help="rows per written file (default: 50000)")
 
 

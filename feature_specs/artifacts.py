@@ -14,8 +14,10 @@ Layout of ``<workdir>``::
     artifacts/spec.json                the normalized spec the data was made with
     artifacts/statistics.json          numeric statistics and quantile boundaries (train split)
     artifacts/vocabularies/<f>.txt     one value per line, most frequent first (train split)
+    artifacts/tables/<table>.jsonl     a side table's typed rows, the snapshot export puts in the SavedModel
     rejected/rejected-*.jsonl          {"source", "row", "reason", "field"} per rejected row
     rejected/orphan_events-*.jsonl     label join: events without an impression, or that do not parse
+    rejected/table_<table>-*.jsonl     side table rows that fail a check (not impressions)
     report.json                        row counts per stage and reject reason
     model/model.keras                  the training model (mmoe train)
     model/serving.weights.h5           the serving model's weights, read by export
@@ -96,6 +98,14 @@ class Workdir:
 
     def vocabulary_file(self, feature: str) -> str:
         return join(self.artifacts_dir, "vocabularies", f"{feature}.txt")
+
+    def table_snapshot(self, table: str) -> str:
+        """A side table's typed rows, one JSON object per line (``pipelines.side_tables``)."""
+        return join(self.artifacts_dir, "tables", f"{table}.jsonl")
+
+    def table_rejected_prefix(self, table: str) -> str:
+        """Shard prefix of a side table's rows that failed a check; shards end in ``.jsonl``."""
+        return join(self.root, "rejected", f"table_{table}")
 
     @property
     def rejected_prefix(self) -> str:

@@ -502,6 +502,43 @@ class Sources:
     events: tuple[EventSource, ...] = ()
 
 
+TABLE_JOINS = ("auto", "side_input", "grouped")
+MISSING_KEY_RULES = ("default", "reject")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A side table joined to the impressions by key (one item of the spec's ``tables:``).
+
+    The table's rows carry the key column (named ``key``, typed as the impressions' column of
+    that name) and ``columns``; each of ``columns`` is a model feature declared under
+    ``features:`` by its name alone (the type and checks are the table's), looked up by key: in
+    the pipeline by a Beam join (:mod:`pipelines.side_tables`), at serving from the snapshot of the
+    table exported inside the SavedModel.
+
+    Args:
+        name: str. The table's name; ``--table NAME=PATTERN`` gives or overrides its input.
+        key: str. The declared impression column (int or string, one value per row) it joins on.
+        columns: the table's columns, each a :class:`Column` with its checks.
+        input: str or None. File pattern of the table (CSV, Parquet, JSONL, as the main input);
+            None: given per run with ``--table``.
+        missing_key: str. An impression whose key is not in the table: ``default`` (each column
+            takes its ``default``, so every scalar column needs ``required: false`` and one; a
+            list column is empty) or ``reject`` (the row is rejected as ``missing_key``).
+        join: str. ``side_input`` (the table is held whole by every worker), ``grouped``
+            (a CoGroupByKey on the key, for tables too large for memory) or ``auto``
+            (``side_input`` when the table's files are small, see
+            :data:`pipelines.side_tables.SIDE_INPUT_MAX_BYTES`).
+    """
+
+    name: str
+    key: str
+    columns: tuple[Column, ...]
+    input: str | None = None
+    missing_key: str = "default"
+    join: str = "auto"
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """A validated feature spec. Build it with :func:`load_spec` or :func:`spec_from_dict`."""
@@ -517,6 +554,7 @@ class FeatureSpec:
     description: str = ""
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     sources: Sources | None = None
+    tables: tuple[Table, ...] = ()
 
     @property
     def all_columns(self) -> tuple[Column, ...]:
@@ -551,6 +589,18 @@ class FeatureSpec:
                 return column
         raise KeyError(f"spec {self.name!r} has no column {name!r}")
 
+    def table_of(self, name: str) -> Table | None:
+        """The side table that holds column ``name``, or None for a column of the impressions."""
+        for table in self.tables:
+            if any(c.name == name for c in table.columns):
+                return table
+        return None
+
+    @property
+    def table_column_names(self) -> frozenset[str]:
+        """Names of every column looked up from a side table (never read from the impressions)."""
+        return frozenset(c.name for t in self.tables for c in t.columns)
+
     def task(self, name: str) -> Task:
         for task in self.tasks:
             if task.name == name:
@@ -574,6 +624,12 @@ class FeatureSpec:
         data = plain(dataclasses.asdict(self))
         data["features"] = [column(f) for f in data["features"]]
         data["columns"] = [column(c) for c in data["columns"]]
+        looked_up = self.table_column_names  # a table feature's type and checks are its table's
+        column_keys = {f.name for f in dataclasses.fields(Column)} | {"type"}
+        data["features"] = [{k: v for k, v in f.items() if k == "name" or k not in column_keys}
+                            if f["name"] in looked_up else f for f in data["features"]]
+        for table in data.get("tables", []):
+            table["columns"] = [column(c) for c in table["columns"]]
         data["ranking"]["weights"] = dict(self.ranking.weights)
         return data
 

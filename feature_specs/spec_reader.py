@@ -25,6 +25,8 @@ from feature_specs.spec import (
     GATE_TYPES,
     LOSS_WEIGHTINGS,
     LOSSES,
+    MISSING_KEY_RULES,
+    TABLE_JOINS,
     MAX_BATCH_SIZE,
     MAX_COUNT,
     MAX_EMBEDDING_DIM,
@@ -54,6 +56,7 @@ from feature_specs.spec import (
     Ranking,
     Sources,
     Split,
+    Table,
     Task,
     TrainingConfig,
     field_default,
@@ -141,8 +144,22 @@ _FEATURE_INT_RANGES = {
 }
 
 
-def _read_feature(node: Node) -> Feature:
-    base = _read_column(node)
+# The keys of a column's type and checks: a feature that is a side table's column takes them from
+# the table and names none of them itself.
+_COLUMN_KEYS = ("type", "required", "default", "min", "max", "list")
+
+
+def _read_feature(node: Node, table_columns: Mapping[str, tuple[str, dict]]) -> Feature:
+    looked_up = table_columns.get(node.data.get("name")) if isinstance(node.data.get("name"), str) else None
+    if looked_up is not None:
+        where, base = looked_up
+        node.get("name", str)
+        for key in _COLUMN_KEYS:
+            if key in node.data:
+                raise node.error(key, f"{quoted(base['name'])} is a side table's column (declared at {where}): "
+                                      f"its type and checks are the table's; leave {key} out here")
+    else:
+        base = _read_column(node)
     dtype = base["dtype"]
     if dtype == "timestamp":
         raise node.error("type", "timestamp columns cannot be model features; list them under columns")
@@ -463,6 +480,70 @@ def _read_sources(node: Node, column_types: Mapping[str, str]) -> Sources:
                    events=tuple(events))
 
 
+def _read_tables(root: Node) -> tuple[list[Node], list[dict], dict[str, tuple[str, dict]]]:
+    """The ``tables:`` section's items as plain fields, before the features are read.
+
+    Returns:
+        ``(nodes, tables, columns)``: each table's node, its fields (``columns`` as
+        :func:`_read_column` dicts; ``key`` not yet checked against the impressions' columns,
+        see :func:`_check_tables`), and table column name -> (its key path, its dict).
+    """
+    nodes, tables, columns = root.items("tables"), [], {}
+    for node in nodes:
+        name = node.get("name", str)
+        if not name.isidentifier():
+            raise node.error("name", f"must be an identifier, got {quoted(name)}")
+        if name in {t["name"] for t in tables}:
+            raise node.error("name", f"duplicate table {quoted(name)}")
+        key = node.get("key", str)
+        missing_key = node.choice("missing_key", MISSING_KEY_RULES, field_default(Table, "missing_key"))
+        column_nodes = node.items("columns")
+        if not column_nodes:
+            raise node.error("columns", "name at least one column the table holds (each a feature)")
+        table_columns = []
+        for column_node in column_nodes:
+            column = _read_column(column_node)
+            column_node.finish()
+            where = f"{column_node.path}.name"
+            if column["name"] == key:
+                raise column_node.error("name", f"{quoted(key)} is the table's key: list only the columns it looks up")
+            if column["name"] in columns:
+                raise column_node.error("name", f"duplicate column {quoted(column['name'])} "
+                                                f"(first declared at {columns[column['name']][0]})")
+            if missing_key == "default" and column["list"] is None and column["required"]:
+                raise column_node.error(
+                    "default", f"missing_key: default gives a row whose key is not in table {quoted(name)} each "
+                               f"column's default: set required: false and a default (or missing_key: reject)")
+            columns[column["name"]] = (where, column)
+            table_columns.append(column)
+        tables.append(dict(name=name, key=key, columns=table_columns,
+                           input=node.get("input", str, field_default(Table, "input")), missing_key=missing_key,
+                           join=node.choice("join", TABLE_JOINS, field_default(Table, "join"))))
+        node.finish()
+    return nodes, tables, columns
+
+
+def _check_tables(nodes: list[Node], tables: list[dict], features: tuple[Feature, ...],
+                  own_columns: Mapping[str, str]) -> tuple[Table, ...]:
+    """Checks each table's key (an int or string impression column, one value per row) and that
+    every table column is a feature; returns the :class:`Table` items."""
+    feature_names = {f.name for f in features}
+    out = []
+    for node, table in zip(nodes, tables):
+        key = table["key"]
+        if key not in own_columns:
+            raise node.error("key", f"column {quoted(key)} is not declared under features or columns")
+        _check_scalar(node, "key", key, own_columns)
+        if own_columns[key] not in ("int", "string"):
+            raise node.error("key", f"a table key is an int or string column; {quoted(key)} is {own_columns[key]}")
+        for i, column in enumerate(table["columns"]):
+            if column["name"] not in feature_names:
+                raise node.error(f"columns[{i}].name", f"{quoted(column['name'])} is not a feature: declare it under "
+                                                      f"features by its name (and transform), or remove it")
+        out.append(Table(**{**table, "columns": tuple(Column(**c) for c in table["columns"])}))
+    return tuple(out)
+
+
 def _read_ranking(node: Node, column_types: Mapping[str, str], task_names: set[str]) -> Ranking:
     group_by = node.get("group_by", str, field_default(Ranking, "group_by"))
     if group_by is not None and group_by not in column_types:
@@ -523,7 +604,8 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     feature_nodes = root.items("features")
     if not feature_nodes:
         raise root.error("features", "at least one feature is required")
-    features = tuple(_read_feature(n) for n in feature_nodes)
+    table_nodes, table_fields, table_columns = _read_tables(root)
+    features = tuple(_read_feature(n, table_columns) for n in feature_nodes)
     column_nodes = root.items("columns")
     columns = []
     for node in column_nodes:
@@ -536,6 +618,8 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     column_types = {c.name: c.kind for c in features + columns}  # "int list" for a list: no key or label check accepts it
     if not any(f.role == "feature" for f in features):
         raise root.error("features", "at least one feature must have role: feature")
+    tables = _check_tables(table_nodes, table_fields, features,
+                           {name: kind for name, kind in column_types.items() if name not in table_columns})
 
     task_nodes = root.items("tasks")
     if not task_nodes:
@@ -560,7 +644,7 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     root.finish()
     return FeatureSpec(name=name, description=description, features=features, columns=columns,
                        tasks=tasks, ranking=ranking, split=split, model=model, training=training,
-                       pipeline=pipeline, sources=sources)
+                       pipeline=pipeline, sources=sources, tables=tables)
 
 
 def load_spec(path: str) -> FeatureSpec:

@@ -50,6 +50,10 @@ class PreprocessOptions(PipelineOptions):
                  "--events clicks='logs/clicks-*.jsonl' --events dwell='logs/dwell-*.jsonl'. "
                  "Format from the extension.")
         parser.add_argument(
+            "--table", action="append", default=None, metavar="NAME=PATTERN",
+            help="Input of one side table of the spec's tables: section, overriding its input: key, "
+                 "e.g. --table movies='raw/movies.csv'. Format from the extension.")
+        parser.add_argument(
             "--max_reject_rate", type=float, default=None,
             help="Fail the run (after writing report.json) when more than this share of input rows "
                  "is rejected. Overrides the spec's pipeline.max_reject_rate.")
@@ -86,8 +90,13 @@ def infer_input_format(pattern: str) -> str:
         f"pass --input_format ({' or '.join(INPUT_FORMATS)})")
 
 
-def parse_event_inputs(values) -> dict[str, str]:
+def parse_event_inputs(values, flag: str = "--events", what: str = "source") -> dict[str, str]:
     """``["clicks=logs/c-*.jsonl", ...]`` -> ``{"clicks": "logs/c-*.jsonl"}``.
+
+    Args:
+        values: the flag's items, or None.
+        flag: str. The flag named in errors (``--events``, ``--table``).
+        what: str. What a name names (``source``, ``table``), in errors.
 
     Raises:
         OptionError: an item without ``=`` or a name given twice.
@@ -96,8 +105,13 @@ def parse_event_inputs(values) -> dict[str, str]:
     for item in values or ():
         name, sep, pattern = item.partition("=")
         if not sep or not name or not pattern:
-            raise OptionError(f"--events expects NAME=PATTERN, got {item!r}")
+            raise OptionError(f"{flag} expects NAME=PATTERN, got {item!r}")
         if name in inputs:
-            raise OptionError(f"--events names source {name!r} twice")
+            raise OptionError(f"{flag} names {what} {name!r} twice")
         inputs[name] = pattern
     return inputs
+
+
+def parse_table_inputs(values) -> dict[str, str]:
+    """``--table`` items: ``["movies=raw/movies.csv"]`` -> ``{"movies": "raw/movies.csv"}``."""
+    return parse_event_inputs(values, "--table", "table")

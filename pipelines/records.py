@@ -19,6 +19,8 @@ from feature_specs.values import MISSING, NOT_FINITE, OUT_OF_RANGE, TOO_LONG, WR
 # Reject reasons, in the order the checks run (the value reasons come from feature_specs.values).
 UNPARSEABLE_LINE = "unparseable_line"
 UNKNOWN_COLUMN = "unknown_column"  # only with the spec's ``pipeline.unknown_columns: reject``
+# Not a validation reason: the side-table join rejects a row whose key a table lacks (missing_key: reject).
+MISSING_KEY = "missing_key"
 REASONS = (UNPARSEABLE_LINE, UNKNOWN_COLUMN, MISSING, WRONG_TYPE, NOT_FINITE, OUT_OF_RANGE, TOO_LONG)
 
 

@@ -16,7 +16,7 @@ import apache_beam as beam
 
 from feature_specs.artifacts import PREPROCESS_COMPLETE, PREPROCESS_FAILED
 from feature_specs.errors import UserError
-from pipelines.records import REASONS
+from pipelines.records import MISSING_KEY, REASONS
 
 COUNTS_SUFFIX = ".json"
 
@@ -128,8 +128,10 @@ def build_report(counts: Mapping[str, Any], spec_name: str, input_pattern: str, 
     Returns:
         ``{"input_rows", "written": {"train", "eval", "total"}, "rejected": {"total",
         "by_reason", "by_field"}, "reject_rate", "max_reject_rate", "reject_rate_ok",
-        "reconciled", "mode", "data_quality", "join", "spec", "input", "seconds"}`` (``join``: the
-        label join's counts, None without a ``sources:`` section); :func:`finish_report` adds the
+        "reconciled", "mode", "data_quality", "join", "tables", "spec", "input", "seconds"}``
+        (``join``: the label join's counts, None without a ``sources:`` section; ``tables``: per
+        side table its ``rows``, ``rejected_rows``, ``looked_up`` and ``missing_key`` counts and
+        ``join``, None without ``tables:``); :func:`finish_report` adds the
         verdict (``status``, ``failure``). ``by_reason`` lists
         every reason, zeros included; ``data_quality`` is the profile summary (per column
         missing rate, distinct values, min/max; unknown columns; values outside reused artifacts).
@@ -137,6 +139,8 @@ def build_report(counts: Mapping[str, Any], spec_name: str, input_pattern: str, 
     input_rows = int(counts["input_rows"])
     train, eval_ = int(counts["written"]["train"]), int(counts["written"]["eval"])
     by_reason = {reason: 0 for reason in REASONS}
+    if counts.get("tables"):
+        by_reason[MISSING_KEY] = 0  # side tables: impressions whose key no table holds (missing_key: reject)
     by_reason.update({k: int(v) for k, v in counts["rejected_by_reason"].items()})
     rejected = sum(by_reason.values())
     reject_rate = rejected / input_rows if input_rows else 0.0
@@ -155,6 +159,7 @@ def build_report(counts: Mapping[str, Any], spec_name: str, input_pattern: str, 
         "mode": mode,
         "data_quality": counts.get("quality"),
         "join": counts.get("join"),
+        "tables": counts.get("tables"),
         "spec": spec_name,
         "input": input_pattern,
         "seconds": round(seconds, 3),

@@ -52,11 +52,12 @@ from pipelines.history import AddHistories
 from pipelines.input_checks import check_input_files
 from pipelines.join import JoinLabels
 from pipelines.options import (BATCH_ROWS, MissingInputError, OptionError, PreprocessOptions, infer_input_format,
-                               parse_event_inputs)
+                               parse_event_inputs, parse_table_inputs)
 from pipelines.quality import MergeProfiles
 from pipelines.read import ReadRecords
 from pipelines.read_batches import ReadBatches
 from pipelines.report import COUNTS_SUFFIX, CountRows, build_report, counts_json, finish_report, format_table
+from pipelines.side_tables import JoinTables, table_inputs
 from pipelines.split import SplitBatches, SplitRows
 from pipelines.validate import ValidateRows, reference_checks
 from pipelines.validate_batches import ValidateBatches
@@ -75,7 +76,8 @@ def counts_path(workdir: Workdir) -> str:
 def output_patterns(workdir: Workdir) -> list[str]:
     """Every file a run writes, as patterns (cleared first, so no stale shard survives a rerun)."""
     return [workdir.split_pattern("train"), workdir.split_pattern("eval"), workdir.rejected_pattern,
-            workdir.orphan_events_pattern, counts_path(workdir), workdir.vocabulary_file("*"), workdir.statistics_json,
+            workdir.orphan_events_pattern, workdir.table_snapshot("*"), workdir.table_rejected_prefix("*") + "-*.jsonl",
+            counts_path(workdir), workdir.vocabulary_file("*"), workdir.statistics_json,
             workdir.spec_json, workdir.report_json]
 
 
@@ -141,7 +143,8 @@ def load_reused_artifacts(path: str, spec: FeatureSpec) -> ReusedArtifacts:
 def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: str, input_format: str,
                    workdir: Workdir, reused: ReusedArtifacts | None = None,
                    event_inputs: Mapping[str, tuple[str, str]] | None = None,
-                   batch_rows: int = BATCH_ROWS) -> None:
+                   batch_rows: int = BATCH_ROWS,
+                   tables: Mapping[str, tuple[str, str, str]] | None = None) -> None:
     """Adds every step of the preprocessing to ``pipeline``.
 
     Args:
@@ -156,6 +159,8 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
             ``spec.sources`` (label join); None when the spec has no ``sources:``.
         batch_rows: int. Rows per Arrow batch (the batched path); 0: one element per row (the
             row-at-a-time path, same outputs).
+        tables: table name -> ``(pattern, format, join)`` of each side table of ``spec.tables``
+            (:func:`pipelines.side_tables.table_inputs`); None when the spec has no ``tables:``.
     """
     reference = (reference_checks(spec, reused.vocabulary_values(), reused.statistics())
                  if reused is not None else None)
@@ -171,7 +176,17 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
         to_validate = steps.regroup(joined)
         orphans | "WriteOrphans" >> beam.io.WriteToText(workdir.orphan_events_prefix, file_name_suffix=".jsonl")
         extra_counts["join"] = join_stats
+    table_rejected = ()
+    if spec.tables:
+        table_records = {name: steps.rows(pipeline | f"ReadTable[{name}]" >> steps.read(pattern, fmt), f"table_{name}")
+                         for name, (pattern, fmt, _) in tables.items()}
+        to_validate, missing_keys, extra_counts["tables"] = (
+            (to_validate, table_records)
+            | "JoinTables" >> JoinTables(spec, {name: how for name, (_, _, how) in tables.items()}, batch_rows,
+                                         workdir.table_snapshot, workdir.table_rejected_prefix))
+        table_rejected = (missing_keys,)
     validated = to_validate | "Validate" >> steps.validate(reference)
+    rejected = (validated.rejected, *table_rejected) | "AllRejected" >> beam.Flatten()
     valid = validated.valid
     if spec.history_features:  # derived from the valid rows, before the split
         valid = valid | "Histories" >> AddHistories(spec.history_features, batched=bool(batch_rows))
@@ -183,8 +198,8 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
 
     train | "WriteTrain" >> steps.write(workdir.split_prefix("train"))
     eval_ | "WriteEval" >> steps.write(workdir.split_prefix("eval"))
-    validated.rejected | "WriteRejected" >> WriteRejected(workdir.rejected_prefix)
-    counts = ({"input": steps.sizes(records, "Input"), "rejected": validated.rejected,
+    rejected | "WriteRejected" >> WriteRejected(workdir.rejected_prefix)
+    counts = ({"input": steps.sizes(records, "Input"), "rejected": rejected,
                "train": steps.sizes(train, "Train"), "eval": steps.sizes(eval_, "Eval"),
                "quality": quality, **extra_counts}
               | "Count" >> CountRows(row_counts=bool(batch_rows)))
@@ -327,7 +342,8 @@ def _event_inputs(spec: FeatureSpec, patterns: Mapping[str, str]) -> dict[str, t
 def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | str,
                input_format: str | None = None, beam_args: Sequence[str] = (),
                max_reject_rate: float | None = None, reuse_artifacts: str | None = None,
-               event_inputs: Mapping[str, str] | None = None) -> dict:
+               event_inputs: Mapping[str, str] | None = None,
+               table_patterns: Mapping[str, str] | None = None) -> dict:
     """Runs the preprocessing pipeline and writes ``report.json``.
 
     Args:
@@ -346,6 +362,8 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
             statistics this run writes instead of analyzing its own train split.
         event_inputs: event source name -> file pattern, one per source of the spec's
             ``sources:`` section (label join); ``--events NAME=PATTERN`` among ``beam_args``.
+        table_patterns: side table name -> file pattern, overriding the table's ``input:``;
+            ``--table NAME=PATTERN`` among ``beam_args``.
 
     Returns:
         The report dict (see :func:`pipelines.report.build_report`).
@@ -383,10 +401,11 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
         raise MissingInputError(f"no input file matches {input_pattern!r}")
     logger.info("preprocess: spec %r, %d %s file(s) matching %s -> %s",
                 spec.name, len(files), input_format, input_pattern, workdir.root)
-    derived = {e.label for e in spec.sources.events} if spec.sources else set()
+    derived = ({e.label for e in spec.sources.events} if spec.sources else set()) | spec.table_column_names
     check_input_files(files, input_format,
                       [c.name for c in spec.logged_columns if c.required and c.name not in derived])
     events = _event_inputs(spec, event_inputs if event_inputs is not None else parse_event_inputs(flags.events))
+    tables = table_inputs(spec, table_patterns if table_patterns is not None else parse_table_inputs(flags.table))
     reused = load_reused_artifacts(reuse_artifacts, spec) if reuse_artifacts else None
     if reused is not None:
         logger.info("preprocess: reusing the artifacts of %s", reuse_artifacts)
@@ -398,7 +417,7 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
     logger.info("preprocess: pipeline starting on %s", options.view_as(StandardOptions).runner)
     pipeline_start = time.monotonic()
     with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, spec, input_pattern, input_format, workdir, reused, events, flags.batch_rows)
+        build_pipeline(pipeline, spec, input_pattern, input_format, workdir, reused, events, flags.batch_rows, tables)
     logger.info("preprocess: pipeline finished in %.1f s", time.monotonic() - pipeline_start)
     _log_counters(pipeline.result)
 
@@ -429,4 +448,4 @@ def run(argv: Sequence[str] | None = None) -> dict:
         parser.error(f"missing required argument(s): {', '.join(missing)}")
     return preprocess(args.spec, args.input, args.workdir, args.input_format, beam_args,
                       max_reject_rate=args.max_reject_rate, reuse_artifacts=args.reuse_artifacts,
-                      event_inputs=parse_event_inputs(args.events))
+                      event_inputs=parse_event_inputs(args.events), table_patterns=parse_table_inputs(args.table))

@@ -9,13 +9,14 @@ import pytest
 import yaml
 
 from feature_specs.spec import Column, EarlyStopping, EventSource, Feature, HistorySpec, ListSpec, ModelConfig
-from feature_specs.spec import PipelineConfig, Ranking, Sources, Split, Task, TrainingConfig, field_default
+from feature_specs.spec import PipelineConfig, Ranking, Sources, Split, Table, Task, TrainingConfig, field_default
 from feature_specs.spec_reader import default_loss
 
 GUIDE = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "spec_guide.md")
 # Section heading (its first word) -> the dataclass of its table; a key "prefix.x" -> another one.
 SECTIONS = {"Columns": Column, "Features": Feature, "Tasks": Task, "Ranking": Ranking, "Split": Split,
-            "Model": ModelConfig, "Training": TrainingConfig, "Pipeline": PipelineConfig, "Labels": Sources}
+            "Model": ModelConfig, "Training": TrainingConfig, "Pipeline": PipelineConfig, "Labels": Sources,
+            "Tables": Table}
 NESTED = {"early_stopping": EarlyStopping, "events[*]": EventSource, "list": ListSpec, "history": HistorySpec}
 KEY_FIELDS = {"type": "dtype"}  # YAML key -> field name, where they differ
 

@@ -117,6 +117,10 @@ def _add_preprocess_args(parser: argparse.ArgumentParser, required_input: bool) 
         "--events", action="append", default=None, metavar="NAME=PATTERN",
         help="input of one event source of the spec's sources: section (label join); repeat per source",
     )
+    group.add_argument(
+        "--table", action="append", default=None, metavar="NAME=PATTERN",
+        help="input of one side table of the spec's tables: section (overrides its input:); repeat per table",
+    )
     parser.epilog = (
         "Unrecognized --flags are passed to Beam as PipelineOptions, e.g. --runner=DataflowRunner "
         "--project=P --region=R --temp_location=gs://B/tmp, or --direct_num_workers=2 "

@@ -101,12 +101,13 @@ def _preprocess(spec, args, input_pattern: str, beam_args: list[str]) -> dict:
     workdir = Workdir(args.workdir)
     _clear_stage_outputs(workdir)
     print(f"[preprocess] {input_pattern} -> {workdir.data_dir}", flush=True)
-    from pipelines.options import parse_event_inputs
+    from pipelines.options import parse_event_inputs, parse_table_inputs
 
     return preprocess(
         spec, input_pattern, args.workdir, input_format=args.input_format, beam_args=beam_args,
         max_reject_rate=args.max_reject_rate, reuse_artifacts=args.reuse_artifacts,
         event_inputs=parse_event_inputs(args.events) if args.events else None,
+        table_patterns=parse_table_inputs(args.table) if args.table else None,
     )
 
 
@@ -151,8 +152,11 @@ def _export(spec, args, serving_model) -> str:
 
     workdir = Workdir(args.workdir)
     base = args.export_base or workdir.export_base
+    from serving.table_lookup import read_snapshot
+
+    snapshots = {t.name: read_snapshot(workdir.table_snapshot(t.name)) for t in spec.tables}
     return export_saved_model(spec, serving_model, base, version=args.version,
-                              warmup_examples=_warmup_examples(workdir))
+                              warmup_examples=_warmup_examples(workdir), table_snapshots=snapshots)
 
 
 def format_metrics(metrics: dict) -> str:

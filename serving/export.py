@@ -12,8 +12,10 @@ staging directories of exports that were killed).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from typing import Mapping, Sequence
 
 import keras
 import tensorflow as tf
@@ -34,6 +36,7 @@ from serving.contract import (
     version_dir,
 )
 from serving.staging import remove_stale_staging, staging_dir
+from serving.table_lookup import NOT_SENT, TableLookups
 from serving.warmup import write_warmup_requests
 
 log = logging.getLogger(__name__)
@@ -61,12 +64,28 @@ def _outputs(spec: FeatureSpec, serving_model, inputs: dict, with_gates: bool) -
     return served_outputs(spec, serving_model(inputs, training=False), with_gates)
 
 
+def _table_lookups(spec: FeatureSpec, columns, snapshots) -> TableLookups | None:
+    """The side tables' lookups to export, or None without ``tables:``."""
+    if not spec.tables:
+        return None
+    names = {c.name for c in columns}
+    for table in spec.tables:
+        if table.key not in names:
+            raise UserError(f"side table {table.name!r} is looked up by {table.key!r} at serving, which is not a "
+                            f"model feature of spec {spec.name!r}: declare it under features")
+    if not snapshots or any(t.name not in snapshots for t in spec.tables):
+        raise UserError(f"spec {spec.name!r} has side tables ({', '.join(t.name for t in spec.tables)}): export "
+                        f"needs each one's snapshot (artifacts/tables/<name>.jsonl of the preprocess run)")
+    return TableLookups(spec, snapshots)
+
+
 def export_saved_model(
     spec: FeatureSpec,
     serving_model: keras.Model,
     export_base: str,
     version: int | None = None,
     warmup_examples: list[bytes] | None = None,
+    table_snapshots: Mapping[str, Sequence[Mapping]] | None = None,
 ) -> str:
     """Writes ``serving_model`` as ``<export_base>/<spec.name>/<version>`` and returns that path.
 
@@ -79,6 +98,10 @@ def export_saved_model(
         warmup_examples: optional serialized tf.Examples of raw features; when given, they are
             written as TF Serving's ``assets.extra/tf_serving_warmup_requests``
             (:func:`serving.warmup.write_warmup_requests`).
+        table_snapshots: side table name -> its rows (``artifacts/tables/<name>.jsonl``, read by
+            :func:`serving.table_lookup.read_snapshot`), one per table of ``spec.tables``: saved
+            inside the SavedModel, so both signatures look a table feature up by key where the
+            request does not send it (:mod:`serving.table_lookup`).
 
     Raises:
         serving.contract.VersionError: if ``version`` is not an int64 >= 0 (checked before any work).
@@ -94,17 +117,27 @@ def export_saved_model(
     temporary = staging_dir(model_base, version)
 
     columns = serving_columns(spec)
+    lookups = _table_lookups(spec, columns, table_snapshots)
+    looked_up = spec.table_column_names
+    # a table feature absent from an Example parses as "not sent", then is looked up
+    example_columns = tuple(dataclasses.replace(c, required=False, default=NOT_SENT[c.dtype])
+                            if c.name in looked_up and c.list is None else c for c in columns)
+
+    def filled(inputs):
+        return lookups.fill(inputs) if lookups is not None else inputs
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def serving_default(examples):
-        return _outputs(spec, serving_model, parse_examples(examples, columns), with_gates=False)
+        return _outputs(spec, serving_model, filled(parse_examples(examples, example_columns)), with_gates=False)
 
     @tf.function(input_signature=[raw_tensor_specs(columns)])
     def predict_raw(raw):  # a list feature: [batch, width] padded with "" / -1, cut or padded to max_length
-        return _outputs(spec, serving_model, raw_model_inputs(columns, raw), with_gates=True)
+        return _outputs(spec, serving_model, filled(raw_model_inputs(columns, raw)), with_gates=True)
 
     archive = keras.export.ExportArchive()
     archive.track(serving_model)
+    if lookups is not None:
+        archive.track(lookups)
     archive.add_endpoint(DEFAULT_SIGNATURE, serving_default)
     archive.add_endpoint(RANK_SIGNATURE, predict_raw)
     try:

@@ -35,6 +35,7 @@ from feature_specs.values import InvalidValue, typed_list, typed_value
 from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RANK_SIGNATURE
 from serving.errors import RequestError
 from serving.responses import check_finite
+from serving.table_lookup import NOT_SENT
 
 if TYPE_CHECKING:
     from serving.models import ServedVersion
@@ -51,7 +52,8 @@ def goes_through_log1p(column: Column) -> bool:
     return getattr(column, "transform", None) == "log1p"
 
 
-def check_ranges(arrays: Mapping[str, np.ndarray | list], columns: Sequence[Column], where: Where) -> None:
+def check_ranges(arrays: Mapping[str, np.ndarray | list], columns: Sequence[Column], where: Where,
+                 looked_up: frozenset[str] = frozenset()) -> None:
     """Refuses the first numeric value outside its column's range.
 
     Each column costs two numpy reductions (or one pass over a short list) when all is well;
@@ -63,6 +65,8 @@ def check_ranges(arrays: Mapping[str, np.ndarray | list], columns: Sequence[Colu
             column's dtype, or a list of Python numbers (columns absent here are skipped).
         columns: the served spec's columns (:func:`feature_specs.tensors.serving_columns`).
         where: names the source of row ``i``'s value of a feature.
+        looked_up: side table features, whose "not sent" marker
+            (:data:`serving.table_lookup.NOT_SENT`) is not a value to check.
 
     Raises:
         RequestError: 400, ``"<where>: <feature>=<value> is above the maximum <max>"`` and the like.
@@ -73,6 +77,8 @@ def check_ranges(arrays: Mapping[str, np.ndarray | list], columns: Sequence[Colu
             continue
         log1p = goes_through_log1p(column)
         low, high = _limits(column.min, column.max, log1p, column.dtype)
+        if column.name in looked_up:  # a "not sent" marker is looked up, not checked
+            values = [low if _is_not_sent(column, v) else v for v in np.asarray(values).tolist()]
         if isinstance(values, np.ndarray):
             if not values.size or (values.min() >= low and values.max() <= high):  # false for NaN too
                 continue
@@ -159,7 +165,15 @@ def padded_lists(arrays: Mapping[str, np.ndarray], columns: Sequence[Column], wh
     return out
 
 
-def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where: Where) -> None:
+def _is_not_sent(column: Column, value) -> bool:
+    """A side table feature's "not sent" marker (:data:`serving.table_lookup.NOT_SENT`)."""
+    if column.dtype == "float":
+        return value != value  # NaN
+    return value == NOT_SENT[column.dtype]
+
+
+def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where: Where,
+                   looked_up: frozenset[str] = frozenset()) -> None:
     """Refuses the first serialized tf.Example that ``serving_default`` could not parse or score.
 
     Mirrors ``tf.io.parse_example`` with :func:`feature_specs.tensors.parse_spec`: a feature that
@@ -172,6 +186,7 @@ def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where
         serialized: the ``examples`` input, bytes per row.
         columns: the served spec's columns.
         where: names row ``i`` (its feature argument is the feature at fault).
+        looked_up: side table features: absent, they are looked up by the model.
 
     Raises:
         RequestError: 400 naming the row and, where one is at fault, the feature.
@@ -189,12 +204,15 @@ def check_examples(serialized: Sequence[bytes], columns: Sequence[Column], where
         for column, kind, sink in plan:
             feature = features.get(column.name)
             items = getattr(feature, kind).value if feature is not None else ()
-            value = items[0] if len(items) == 1 else _absent_or_wrong(feature, column, where(index, column.name))
+            if not items and feature is None and column.name in looked_up:
+                value = NOT_SENT[column.dtype]
+            else:
+                value = items[0] if len(items) == 1 else _absent_or_wrong(feature, column, where(index, column.name))
             if sink is not None:
                 sink.append(value)
         for column, kind in lists:
             _check_list_feature(features.get(column.name), column, kind, where(index, column.name))
-    check_ranges(values, columns, where)
+    check_ranges(values, columns, where, looked_up)
 
 
 def _check_list_feature(feature, column: Column, kind: str, where: str) -> None:
@@ -249,9 +267,9 @@ def checked_call(served: ServedVersion, name: str, inputs: dict, where: Where,
     """
     if name == RANK_SIGNATURE:
         inputs = padded_lists(inputs, served.columns, where)
-        check_ranges(inputs, served.columns, where)
+        check_ranges(inputs, served.columns, where, served.spec.table_column_names)
     elif name == DEFAULT_SIGNATURE:
-        check_examples(inputs[EXAMPLES_INPUT], served.columns, where)
+        check_examples(inputs[EXAMPLES_INPUT], served.columns, where, served.spec.table_column_names)
     outputs = served.signatures[name](inputs)
     check_finite(outputs if checked_outputs is None else {key: outputs[key] for key in checked_outputs}, row)
     return outputs

@@ -27,6 +27,7 @@ from feature_specs.tensors import TF_DTYPES
 from serving.convert import converter, fast_converter, tensor_from_json
 from serving.errors import RequestError, describe, type_name
 from serving.input_checks import list_rows
+from serving.table_lookup import NOT_SENT
 
 _MISSING = object()  # a feature that is neither in the candidate nor in the context
 
@@ -155,7 +156,8 @@ def _check_names(given: Mapping, specs: Mapping, where: str) -> None:
 # -- rank ------------------------------------------------------------------------------------------
 
 
-def parse_rank(request: Mapping, columns: Sequence[Column], max_candidates: int) -> tuple[dict[str, np.ndarray], int | None]:
+def parse_rank(request: Mapping, columns: Sequence[Column], max_candidates: int,
+               looked_up: frozenset[str] = frozenset()) -> tuple[dict[str, np.ndarray], int | None]:
     """``predict_raw`` inputs (one row per candidate) and ``top_k`` from a rank request.
 
     A feature is read from the candidate, else from ``context``, else from the column's default
@@ -165,6 +167,8 @@ def parse_rank(request: Mapping, columns: Sequence[Column], max_candidates: int)
         request: ``{"context": {...}, "candidates": [{...}, ...], "top_k": k}``.
         columns: the serving columns of the spec stored in the SavedModel.
         max_candidates: the most candidates one request may hold.
+        looked_up: side table features: one neither the candidate nor the context sends is
+            "not sent" (:data:`serving.table_lookup.NOT_SENT`), looked up by the model.
 
     Raises:
         RequestError: naming the field, candidate index and feature that is wrong.
@@ -191,7 +195,8 @@ def parse_rank(request: Mapping, columns: Sequence[Column], max_candidates: int)
     _check_features(context, known, "context")
     _check_candidates(candidates, known)
     own = _uniform_columns(candidates)
-    return {column.name: _column_values(column, context, candidates, own) for column in columns}, top_k
+    return {column.name: _column_values(column, context, candidates, own, column.name in looked_up)
+            for column in columns}, top_k
 
 
 def rank_sources(request: Mapping) -> Callable[[int, str], str]:
@@ -247,7 +252,7 @@ def _check_features(features: Mapping, known: set[str], where: str) -> None:
 
 
 def _column_values(column: Column, context: Mapping, candidates: list[Mapping],
-                   own: Mapping[str, tuple] | None = None) -> np.ndarray:
+                   own: Mapping[str, tuple] | None = None, looked_up: bool = False) -> np.ndarray:
     """One ``predict_raw`` input: each candidate's value, else the context's, else the default.
 
     ``own`` is :func:`_uniform_columns` of the candidates, if they all carry the same features.
@@ -263,6 +268,8 @@ def _column_values(column: Column, context: Mapping, candidates: list[Mapping],
     fill, where = _MISSING, ""
     if name in context:
         fill, where = context[name], f"context.{name}"
+    elif looked_up:
+        fill, where = NOT_SENT[column.dtype], f"{name} looked up"
     elif not column.required:
         fill, where = column.default, f"default of {name}"
     if fill is not _MISSING:

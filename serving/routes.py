@@ -193,8 +193,9 @@ def rank(call: Call) -> tuple[int, bytes]:
     """Context + candidates through ``predict_raw``, answered sorted by score."""
     request = parse_json_object(call.body)
     served = call.served_version()
-    inputs, top_k = parse_rank(request, served.columns, call.server.config.max_candidates)
-    check_ranges(inputs, served.columns, rank_sources(request))
+    looked_up = served.spec.table_column_names
+    inputs, top_k = parse_rank(request, served.columns, call.server.config.max_candidates, looked_up)
+    check_ranges(inputs, served.columns, rank_sources(request), looked_up)
     outputs = served.signatures[RANK_SIGNATURE](inputs)
     check_finite(outputs, lambda index: f"candidates[{index}]")
     model_spec = {"name": call.registry.name, "version": str(served.version), "signature_name": RANK_SIGNATURE}

@@ -17,7 +17,7 @@ from conftest import TINY_SPEC
 from feature_specs.artifacts import Workdir
 from feature_specs.spec import SpecError
 from feature_specs.spec_reader import spec_from_dict
-from pipelines.history import AddHistories, Timeline
+from pipelines.history import AddHistories, HistoryIndex
 from pipelines.run import preprocess
 from pipelines.validate_batches import valid_schema
 from test_list_columns import decoded_examples
@@ -66,12 +66,22 @@ def _key(row) -> str:
     return "|".join(str(values[k]) for k in ("request_id", "user", "query", "ts", "position", "pop"))
 
 
-def test_a_timeline_gives_the_newest_items_strictly_before_a_time():
-    timeline = Timeline.of([(20, "b"), (10, "a"), (20, "a"), (30, "c"), (40, "d")])
-    assert timeline.before(20, 5) == ["a"]  # the two items at 20 are not before 20
-    assert timeline.before(21, 5) == ["b", "a", "a"]  # newest first; ties ordered by item
-    assert timeline.before(41, 2) == ["d", "c"]
-    assert timeline.before(10, 5) == []
+def test_the_index_gives_the_newest_items_strictly_before_a_time():
+    events = [("u1", 20, "b"), ("u1", 10, "a"), ("u1", 20, "a"), ("u1", 30, "c"), ("u1", 40, "d"), ("u0", 25, "z")]
+    index = HistoryIndex.of(events, pa.string())
+    users = ["u1", "u1", "u1", "u1", "u0", "u0", "nobody"]
+    times = np.array([20, 21, 41, 10, 25, 26, 99])
+    assert index.histories(users, times, 5).to_pylist() == [
+        ["a"],  # the two items at 20 are not before 20
+        ["b", "a", "a"],  # newest first; ties ordered by item
+        ["d", "c", "b", "a", "a"],
+        [], [], ["z"], []]
+    assert index.histories(users, times, 2).to_pylist()[2] == ["d", "c"]
+
+
+def test_an_index_without_positives_gives_empty_histories():
+    index = HistoryIndex.of([], pa.int64())
+    assert index.histories([1, 2], np.array([5, 6]), 3).to_pylist() == [[], []]
 
 
 def test_add_histories_on_rows_and_on_arrow_tables(test_pipeline):

@@ -23,7 +23,8 @@ a mean-pooled embedding. The spec is ``feature_specs/clicklog.yaml`` plus that f
 Writes ``benchmarks/results/history_feature.json`` (``--output``):
 ``{"pipeline": {"rows", "rows_per_s": {"without", "with"}, "with_over_without", "seconds"},
 "quality": {"rows", "interest_weight", "seeds", "models": {"without"|"with": {task: {metric: [per seed]}}},
-"paired": {task: {metric: compare_metric dict}}}, "machine", "seconds"}``.
+"paired": {task: {metric: compare_metric dict}}, "true_logit_auc": {"without_interest", "with_interest"}},
+"machine", "seconds"}``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ HISTORY_FEATURE = {
     "list": {"max_length": 10, "pooling": "mean"},
     "history": {"user": "user_id", "item": "item_category", "time": "timestamp", "positive": "clicked"},
 }
-INTEREST_WEIGHT = 1.5  # the drifting interest's click-logit weight (data_sets/clicklog.py)
+INTEREST_WEIGHT = 3.0  # the drifting interest's click-logit weight (data_sets/clicklog.py)
 QUALITY_METRICS = ("auc", "gauc", "log_loss", "rmse_seconds")
 
 
@@ -81,6 +82,28 @@ def pipeline_cost(rows: int, repeats: int, interest_weight: float, scratch: str)
     rates = {name: rows / min(values) for name, values in seconds.items()}
     return {"rows": rows, "rows_per_s": rates, "with_over_without": rates["with"] / rates["without"],
             "seconds": seconds}
+
+
+def oracle_auc(raw: str, rows: int, interest_weight: float) -> dict:
+    """Click AUC of the generator's true logit without and with the interest term, on the rows in
+    ``raw``: the most any model can gain from knowing the current interest."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from data_sets.clicklog import DEVICES, ClicklogWorld
+    from mmoe.metrics import exact_auc
+
+    log = pq.read_table(raw).drop_null()
+    log = log.filter(pc.greater_equal(log.column("position"), 1))  # the dirt's position 0 has no bias term
+    world = ClicklogWorld.for_rows(rows, seed=0)
+    users = np.array([int(u[1:]) for u in log.column("user_id").to_pylist()])
+    items = np.array([int(i[1:]) for i in log.column("item_id").to_pylist()])
+    devices = np.array([DEVICES.index(d) for d in log.column("device").to_pylist()])
+    base = world._click_logit(users, items, log.column("hour").to_numpy(), devices, log.column("position").to_numpy())
+    interest = interest_weight * world.interest_match(users, items, log.column("timestamp").to_numpy())
+    labels = log.column("clicked").to_numpy()
+    return {"without_interest": exact_auc(labels, base), "with_interest": exact_auc(labels, base + interest)}
 
 
 def quality(rows: int, seeds: list[int], interest_weight: float, scratch: str) -> dict:
@@ -115,7 +138,7 @@ def quality(rows: int, seeds: list[int], interest_weight: float, scratch: str) -
                              for metric, v in by_metric.items()} for task, by_metric in by_task.items()}
                for name, by_task in models.items()}
     return {"rows": rows, "interest_weight": interest_weight, "seeds": seeds, "models": models,
-            "mean_and_sd": summary, "paired": paired}
+            "mean_and_sd": summary, "paired": paired, "true_logit_auc": oracle_auc(raw, rows, interest_weight)}
 
 
 def main(argv=None) -> None:

@@ -32,7 +32,8 @@ NUMERIC_TRANSFORMS = ("zscore", "log1p", "quantile")
 # List-valued columns (a ``list:`` block on a column whose ``type`` is the elements' type).
 LIST_DTYPES = ("string", "int")
 LIST_TRANSFORMS = ("vocabulary", "hashing")
-LIST_POOLINGS = ("mean", "sum")
+POOLED_LIST_POOLINGS = ("mean", "sum")  # PooledEmbedding's
+LIST_POOLINGS = POOLED_LIST_POOLINGS + ("attention",)  # "attention": TargetAttentionEmbedding (DIN)
 LIST_TOO_LONG = ("truncate", "reject")
 # The element that pads a list to a fixed length in tensors (``predict_raw`` inputs, parsed
 # batches); never a valid element: string elements are non-empty, int elements are >= 0.
@@ -105,13 +106,18 @@ class ListSpec:
         too_long: str. A row with more elements: ``truncate`` (keep the first ``max_length``)
             or ``reject`` (the row is rejected as ``too_long``, naming the field).
         pooling: str. How a feature's element embeddings become one vector: ``mean`` or
-            ``sum`` over the row's elements (padding masked out).
+            ``sum`` over the row's elements (padding masked out), or ``attention``: each
+            element weighed against the embedding of the ``target`` feature (the candidate), as
+            Deep Interest Network's activation unit does (Zhou et al., KDD 2018).
+        target: str or None. The scalar categorical feature an ``attention`` list attends to
+            (e.g. the candidate's ``item_category`` for a history of clicked categories).
     """
 
     separator: str = ","
     max_length: int = 16
     too_long: str = "truncate"
     pooling: str = "mean"
+    target: str | None = None
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,11 @@ def _read_list(node: Node, name: str, dtype: str) -> ListSpec:
         max_length=block.positive_int("max_length", field_default(ListSpec, "max_length"), maximum=MAX_LIST_LENGTH),
         too_long=block.choice("too_long", LIST_TOO_LONG, field_default(ListSpec, "too_long")),
         pooling=block.choice("pooling", LIST_POOLINGS, field_default(ListSpec, "pooling")),
+        target=block.get("target", str, field_default(ListSpec, "target")),
     )
+    if (spec.pooling == "attention") != (spec.target is not None):
+        raise block.error("target", "pooling: attention needs the target feature it attends to; other "
+                                    "poolings take no target")
     block.finish()
     return spec
 
@@ -201,6 +205,22 @@ def _read_history(node: Node, list_spec: ListSpec | None) -> HistorySpec:
     history = HistorySpec(**{key: block.get(key, str) for key in ("user", "item", "time", "positive")})
     block.finish()
     return history
+
+
+def _check_list_targets(feature_nodes: list[Node], features: tuple[Feature, ...]) -> None:
+    """An ``attention`` list's ``target`` is another model feature with one embedded value per row."""
+    by_name = {f.name: f for f in features}
+    for node, feature in zip(feature_nodes, features):
+        target = feature.list.target if feature.list is not None else None
+        if target is None:
+            continue
+        block = node.child("list")
+        found = by_name.get(target)
+        if found is None or found.role != "feature" or found.name == feature.name:
+            raise block.error("target", f"{quoted(target)} is not another model feature (role: feature) of the spec")
+        if found.is_list or not found.is_categorical:
+            raise block.error("target", f"{quoted(target)} must be a scalar vocabulary, hashing or quantile feature "
+                                        "(its embedding is the attention's query)")
 
 
 def _check_history_links(feature_nodes: list[Node], features: tuple[Feature, ...],
@@ -629,6 +649,7 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     _check_unique(task_nodes, [t.name for t in tasks], task_seen)
     _check_task_links(task_nodes, tasks, {c.name: c for c in features + columns})
     _check_history_links(feature_nodes, features, {c.name: c for c in features + columns})
+    _check_list_targets(feature_nodes, features)
     label_names = {t.label for t in tasks}
     for node, feature in zip(feature_nodes, features):
         if feature.name in label_names:

@@ -21,7 +21,8 @@ A list feature (``list:`` in the spec) arrives padded, ``(batch, max_length)``, 
 ``vocabulary`` (the lookup with the padding element as its mask token: index 0, OOV next) or
 ``hashing`` (padding hashed to bin 0), then :class:`~mmoe.layers.pooled_embedding.PooledEmbedding`:
 the elements' embeddings pooled (``list.pooling``: mean or sum) with the padding masked out,
-``(batch, embedding_dim)``.
+``(batch, embedding_dim)``; ``pooling: attention`` weighs the elements against the ``list.target``
+feature's embedding instead (:class:`~mmoe.layers.target_attention.TargetAttentionEmbedding`, DIN).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from feature_specs.spec import LIST_PADDING, Feature
 from feature_specs.tensors import input_width
 from mmoe.layers import CastToFloat, Log1p
 from mmoe.layers.pooled_embedding import PooledEmbedding
+from mmoe.layers.target_attention import TargetAttentionEmbedding
 
 
 def load_statistics(workdir: Workdir) -> Statistics:
@@ -155,12 +157,27 @@ def preprocess_features(
     return {f.name: preprocess_feature(f, raw_inputs[f.name], workdir, statistics) for f in features}
 
 
+def _attends(feature: Feature) -> bool:
+    return feature.list is not None and feature.list.pooling == "attention"
+
+
 def embed_features(
     features: Sequence[Feature], preprocessed: Mapping[str, keras.KerasTensor], statistics: Statistics,
     name: str, prefix: str = "",
 ):
-    """Embeds and concatenates ``features`` into one tensor of shape ``(batch, total_width)``."""
-    blocks = [embed_feature(f, preprocessed[f.name], statistics, prefix) for f in features]
+    """Embeds and concatenates ``features`` into one tensor of shape ``(batch, total_width)``.
+
+    A list feature with ``pooling: attention`` is pooled by
+    :class:`~mmoe.layers.target_attention.TargetAttentionEmbedding` against its ``target``'s
+    embedding (a feature among ``features``), so it is embedded after the others.
+    """
+    embedded = {f.name: embed_feature(f, preprocessed[f.name], statistics, prefix)
+                for f in features if not _attends(f)}
+    for f in filter(_attends, features):
+        embedded[f.name] = TargetAttentionEmbedding(
+            embedding_input_dim(f, statistics), f.embedding_dim, name=f"{prefix}{f.name}_embedding",
+        )([preprocessed[f.name], embedded[f.list.target]])
+    blocks = [embedded[f.name] for f in features]
     if len(blocks) == 1:
         return blocks[0]
     return keras.layers.Concatenate(name=f"{prefix}{name}")(blocks)

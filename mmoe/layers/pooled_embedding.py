@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from feature_specs.spec import LIST_POOLINGS as POOLINGS
+from feature_specs.spec import POOLED_LIST_POOLINGS as POOLINGS
 from mmoe.registry import register
 
 

@@ -1,5 +1,6 @@
 """A behaviour history end to end: the generated log with a drifting interest -> Beam derives
-``clicked_categories`` -> training -> the SavedModel; at serving the client sends the history
+``clicked_categories`` -> training (pooled by attention to the candidate's category, DIN) -> the
+SavedModel; at serving the client sends the history
 as a list, and the REST server's ``:rank`` scores a request as the SavedModel scores its
 written Examples (no skew between the derived feature and the sent one)."""
 
@@ -20,7 +21,7 @@ from serving.export import export_saved_model
 from serving.server import make_server
 
 HISTORY = {"name": "clicked_categories", "type": "string", "transform": "vocabulary", "embedding_dim": 4,
-           "list": {"max_length": 5},
+           "list": {"max_length": 5, "pooling": "attention", "target": "item_category"},
            "history": {"user": "user_id", "item": "item_category", "time": "timestamp", "positive": "clicked"}}
 
 

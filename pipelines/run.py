@@ -189,7 +189,7 @@ def build_pipeline(pipeline: beam.Pipeline, spec: FeatureSpec, input_pattern: st
     rejected = (validated.rejected, *table_rejected) | "AllRejected" >> beam.Flatten()
     valid = validated.valid
     if spec.history_features:  # derived from the valid rows, before the split
-        valid = valid | "Histories" >> AddHistories(spec.history_features, batched=bool(batch_rows))
+        valid = valid | "Histories" >> AddHistories(spec.history_features, spec.all_columns, batched=bool(batch_rows))
     train, eval_ = valid | "Split" >> steps.split()
     names = [c.name for c in spec.logged_columns]
     quality = (validated.profile

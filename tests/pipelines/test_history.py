@@ -66,10 +66,16 @@ def _key(row) -> str:
     return "|".join(str(values[k]) for k in ("request_id", "user", "query", "ts", "position", "pop"))
 
 
+def events_table(events, item_type):
+    users, times, items = zip(*events) if events else ((), (), ())
+    schema = pa.schema([("user", item_type), ("time", pa.int64()), ("item", item_type)])
+    return pa.table({"user": list(users), "time": list(times), "item": list(items)}, schema=schema)
+
+
 def test_the_index_gives_the_newest_items_strictly_before_a_time():
     events = [("u1", 20, "b"), ("u1", 10, "a"), ("u1", 20, "a"), ("u1", 30, "c"), ("u1", 40, "d"), ("u0", 25, "z")]
-    index = HistoryIndex.of(events, pa.string())
-    users = ["u1", "u1", "u1", "u1", "u0", "u0", "nobody"]
+    index = HistoryIndex.of(events_table(events, pa.string()))
+    users = pa.array(["u1", "u1", "u1", "u1", "u0", "u0", "nobody"])
     times = np.array([20, 21, 41, 10, 25, 26, 99])
     assert index.histories(users, times, 5).to_pylist() == [
         ["a"],  # the two items at 20 are not before 20
@@ -80,8 +86,8 @@ def test_the_index_gives_the_newest_items_strictly_before_a_time():
 
 
 def test_an_index_without_positives_gives_empty_histories():
-    index = HistoryIndex.of([], pa.int64())
-    assert index.histories([1, 2], np.array([5, 6]), 3).to_pylist() == [[], []]
+    index = HistoryIndex.of(events_table([], pa.int64()))
+    assert index.histories(pa.array([1, 2]), np.array([5, 6]), 3).to_pylist() == [[], []]
 
 
 def test_add_histories_on_rows_and_on_arrow_tables(test_pipeline):
@@ -89,11 +95,12 @@ def test_add_histories_on_rows_and_on_arrow_tables(test_pipeline):
     expected = expected_histories(rows)
     schema = valid_schema(SPEC.logged_columns)
     with test_pipeline() as p:
-        by_row = (p | "Rows" >> beam.Create(rows) | "RowHistories" >> AddHistories(SPEC.history_features, batched=False)
+        by_row = (p | "Rows" >> beam.Create(rows)
+                  | "RowHistories" >> AddHistories(SPEC.history_features, SPEC.all_columns, batched=False)
                   | "RowKeys" >> beam.Map(lambda r: (_key(r), r["clicked_queries"])))
         tables = [pa.Table.from_pylist(rows[:17], schema=schema), pa.Table.from_pylist(rows[17:], schema=schema)]
         by_table = (p | "Tables" >> beam.Create(tables)
-                    | "TableHistories" >> AddHistories(SPEC.history_features, batched=True)
+                    | "TableHistories" >> AddHistories(SPEC.history_features, SPEC.all_columns, batched=True)
                     | "TableRows" >> beam.FlatMap(pa.Table.to_pylist)
                     | "TableKeys" >> beam.Map(lambda r: (_key(r), r["clicked_queries"])))
         assert_that(by_row, equal_to(sorted(expected.items())), label="rows")

@@ -15,15 +15,17 @@ a mean-pooled embedding. The spec is ``feature_specs/clicklog.yaml`` plus that f
 2. **Quality**: on ``--quality-rows`` impressions (default 200,000), one preprocess with the
    history spec; then the default MMoE is trained with and without the feature on the same
    TFRecords, with the same loop, budget and seeds (``mmoe.compare.train_and_evaluate``), and
-   paired by seed (``mmoe.paired``).
+   paired by seed (``mmoe.paired``); a third arm pools the history by attention to the
+   candidate's category (``list.pooling: attention``, Deep Interest Network's activation unit).
 
     .venv/bin/python benchmarks/history_feature.py                      # 1M rows timed, 200k x 3 seeds
     .venv/bin/python benchmarks/history_feature.py --rows 200000 --seeds 1 --quality-rows 50000
 
 Writes ``benchmarks/results/history_feature.json`` (``--output``):
 ``{"pipeline": {"rows", "rows_per_s": {"without", "with"}, "with_over_without", "seconds"},
-"quality": {"rows", "interest_weight", "seeds", "models": {"without"|"with": {task: {metric: [per seed]}}},
-"paired": {task: {metric: compare_metric dict}}, "true_logit_auc": {"without_interest", "with_interest"}},
+"quality": {"rows", "interest_weight", "seeds",
+"models": {"without"|"with"|"with_attention": {task: {metric: [per seed]}}},
+"paired": {"with"|"with_attention": {task: {metric: compare_metric dict, against "without"}}}, "true_logit_auc": {"without_interest", "with_interest"}},
 "machine", "seconds"}``.
 """
 
@@ -55,12 +57,15 @@ INTEREST_WEIGHT = 3.0  # the drifting interest's click-logit weight (data_sets/c
 QUALITY_METRICS = ("auc", "gauc", "log_loss", "rmse_seconds")
 
 
-def specs():
-    """``(without, with)``: the bundled clicklog spec, and the same plus the history feature."""
+def specs(pooling: str = "mean"):
+    """``(without, with)``: the bundled clicklog spec, and the same plus the history feature pooled
+    by ``pooling`` (``attention``: to the candidate's ``item_category``, DIN)."""
     base = load_spec(bundled_spec_path("clicklog"))
     data = base.to_dict()
-    data["features"].append(HISTORY_FEATURE)
-    data["name"] = base.name  # same name: both read the same workdir's artifacts
+    feature = {**HISTORY_FEATURE, "list": {**HISTORY_FEATURE["list"], "pooling": pooling}}
+    if pooling == "attention":
+        feature["list"]["target"] = "item_category"
+    data["features"].append(feature)
     return base, spec_from_dict(data, source="benchmarks/history_feature.py")
 
 
@@ -117,11 +122,12 @@ def quality(rows: int, seeds: list[int], interest_weight: float, scratch: str) -
     raw = os.path.join(scratch, "raw_quality")
     generate_clicklog(raw, rows=rows, seed=0, interest_weight=interest_weight, corrupt_fraction=0.001)
     without, with_history = specs()
+    arms = (("without", without), ("with", with_history), ("with_attention", specs("attention")[1]))
     workdir = Workdir(os.path.join(scratch, "quality"))
     preprocess(with_history, os.path.join(raw, "*.parquet"), workdir)  # its TFRecords hold every column
-    models = {"without": {}, "with": {}}
+    models = {name: {} for name, _ in arms}
     for seed in seeds:
-        for name, spec in (("without", without), ("with", with_history)):
+        for name, spec in arms:
             started = time.perf_counter()
             metrics = train_and_evaluate(run_spec(spec, spec.model.architecture, seed),
                                          run_workdir(workdir, f"{name}_history", seed))
@@ -131,9 +137,10 @@ def quality(rows: int, seeds: list[int], interest_weight: float, scratch: str) -
                         models[name].setdefault(task, {}).setdefault(metric, []).append(float(metrics[task][metric]))
             print(f"seed {seed} {name} history: click AUC {metrics['click']['auc']:.4f} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-    paired = {task: {metric: compare_metric(values, models["without"][task][metric], metric_rule(metric))
-                     for metric, values in by_metric.items()}
-              for task, by_metric in models["with"].items()}
+    paired = {arm: {task: {metric: compare_metric(values, models["without"][task][metric], metric_rule(metric))
+                           for metric, values in by_metric.items()}
+                    for task, by_metric in models[arm].items()}
+              for arm in ("with", "with_attention")}
     summary = {name: {task: {metric: [float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0]
                              for metric, v in by_metric.items()} for task, by_metric in by_task.items()}
                for name, by_task in models.items()}
@@ -161,9 +168,10 @@ def main(argv=None) -> None:
         result["quality"] = quality(args.quality_rows, [base_seed + k for k in range(args.seeds)],
                                     args.interest_weight, scratch)
     result["seconds"] = time.perf_counter() - started
-    paired = result["quality"]["paired"]["click"]["auc"]
-    print(f"click AUC with - without history: {paired['mean']:+.4f} [{paired['low']:+.4f}, {paired['high']:+.4f}] "
-          f"({paired['outcome']})")
+    for arm, by_task in result["quality"]["paired"].items():
+        paired = by_task["click"]["auc"]
+        print(f"click AUC {arm} - without history: {paired['mean']:+.4f} [{paired['low']:+.4f}, "
+              f"{paired['high']:+.4f}] ({paired['outcome']})")
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as handle:
         json.dump(result, handle, indent=2, default=lambda o: dataclasses.asdict(o) if dataclasses.is_dataclass(o) else str(o))

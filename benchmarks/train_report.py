@@ -35,7 +35,7 @@ def markdown(result: dict) -> str:
          "cached input" + "".join(f"; at batch {b}: {g}x" for b, g in h.get("steps_per_call_gain_by_batch", {}).items())
          + ")" if h["one_step_per_call_examples_per_s"] else "- one step per call of the training loop"),
         f"- fastest: {h['best_config']}: {h['best_examples_per_s']:,.0f} examples/s (roofline {h['best_roofline_fraction']})",
-        f"- input alone, no training (examples/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in h["input_alone_examples_per_s"].items()),
+        "- input alone, no training (examples/s): " + ", ".join(f"{k} {v:,.0f}" for k, v in h["input_alone_examples_per_s"].items()),
         input_wait_line(h["input_wait"]),
         "",
         f"Headline comparison, timed first, while the process held only the two variants it compares "

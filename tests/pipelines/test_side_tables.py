@@ -16,7 +16,7 @@ from feature_specs.spec_reader import spec_from_dict
 from pipelines import preprocess
 from pipelines.batches import RawBatch
 from pipelines.options import OptionError
-from pipelines.records import RawRecord, Rejection
+from pipelines.records import RawRecord
 from pipelines.side_tables import (SIDE_INPUT_MAX_BYTES, DuplicateKeyError, JoinTable, choose_join)
 from pipelines.tfrecord import read_records
 

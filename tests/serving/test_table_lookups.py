@@ -3,7 +3,6 @@ score as the in-process model on the joined rows (no skew), and a feature sent e
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import random

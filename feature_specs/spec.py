@@ -425,6 +425,9 @@ class TrainingConfig:
             vocabulary size (``mmoe.optimizers.LazyAdam``); smaller tables get Adam's dense
             update. 0: every table lazy; above the largest vocabulary: every table dense.
         early_stopping: EarlyStopping. The metric that picks the kept model, and patience.
+        evaluations_per_epoch: int. Eval passes per epoch, evenly spaced in steps (the last at
+            the epoch's end); each may keep the model as the best by ``early_stopping.metric``,
+            so the kept model can come from inside an epoch. Patience still counts epochs.
         expert_stage_epochs: int. Staged training, stage 1: the first this many epochs train
             everything but the gates, which stay at their initialization (experts first).
         gate_stage_epochs: int. Stage 2: the next this many epochs train the gates alone; the
@@ -443,6 +446,7 @@ class TrainingConfig:
     cache: bool = False
     lazy_update_min_rows: int = 10_000
     early_stopping: EarlyStopping = EarlyStopping()
+    evaluations_per_epoch: int = 1
     expert_stage_epochs: int = 0
     gate_stage_epochs: int = 0
 

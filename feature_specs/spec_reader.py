@@ -431,6 +431,9 @@ def _read_training(node: Node, tasks) -> TrainingConfig:
             "lazy_update_min_rows", defaults.lazy_update_min_rows, minimum=0, maximum=MAX_COUNT
         ),
         early_stopping=_read_early_stopping(node.child("early_stopping", required=False), tasks),
+        evaluations_per_epoch=node.positive_int(
+            "evaluations_per_epoch", defaults.evaluations_per_epoch, maximum=MAX_COUNT
+        ),
         expert_stage_epochs=node.positive_int(
             "expert_stage_epochs", defaults.expert_stage_epochs, minimum=0, maximum=MAX_EPOCHS
         ),

@@ -73,6 +73,7 @@ class LoopCheckpoints:
             (0-based) epoch and the steps done in it.
         best_value: float64 scalar, the best early-stopping metric so far (nan before any).
         best_epoch: int64 scalar, its (0-based) epoch; -1 before any.
+        best_step: int64 scalar, the global step the best model was kept at; -1 before any.
         manager: the ``tf.train.CheckpointManager``, made on first use (so that a run that
             starts afresh clears the directory without reading it).
     """
@@ -85,9 +86,10 @@ class LoopCheckpoints:
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="step_in_epoch")
         self.best_value = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="best_value")
         self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+        self.best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
         self.checkpoint = tf.train.Checkpoint(
             **trained, step=self.step, epoch=self.epoch, step_in_epoch=self.step_in_epoch,
-            best_value=self.best_value, best_epoch=self.best_epoch,
+            best_value=self.best_value, best_epoch=self.best_epoch, best_step=self.best_step,
         )
         self._manager: tf.train.CheckpointManager | None = None
         self._history: dict[str, list[float]] = {}
@@ -238,9 +240,11 @@ class LoopCheckpoints:
             json.dump(history, handle)
 
     def keep_best(self, model: keras.Model, epoch: int, value: float) -> None:
-        """Records ``epoch`` (0-based) as the best, with metric ``value``, and saves ``model``'s weights."""
+        """Records ``epoch`` (0-based) and the current step as the best, with metric ``value``, and
+        saves ``model``'s weights."""
         self.best_value.assign(value)
         self.best_epoch.assign(epoch)
+        self.best_step.assign(self.step)
         tf.io.gfile.makedirs(self.outputs.model_dir)
         model.save_weights(self.outputs.best_weights)
 

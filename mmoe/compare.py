@@ -193,7 +193,7 @@ def train_and_evaluate(spec: FeatureSpec, workdir: Workdir, evaluation_files: li
         metrics[GATE_DIAGNOSTICS] = gate_diagnostics(collected[GATE_WEIGHTS], spec.task_names, shared)
     metrics["training"] = {
         "epochs": len(history["loss"]), "best_epoch": int(trainer.best_epoch) + 1,
-        "seconds": time.time() - started,
+        "best_step": int(trainer.best_step), "seconds": time.time() - started,
     }
     write_json(metrics_path, metrics)
     write_json(done_path, run)  # last: a run killed before this line is trained again

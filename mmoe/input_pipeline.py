@@ -112,17 +112,21 @@ class InputPipeline:
         batches = parse_batches(records, spec, self.settings.batch_size)
         return batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
 
+    def train_rows(self) -> int | None:
+        """Rows of the train split, from the pipeline's ``report.json``; None without one."""
+        if not tf.io.gfile.exists(self.workdir.report_json):
+            return None
+        with tf.io.gfile.GFile(self.workdir.report_json) as handle:
+            return json.load(handle).get("written", {}).get("train") or None
+
     def _cache_fits(self, batches: tf.data.Dataset) -> bool:
         """Whether the preprocessed train split (``batches``) fits in :data:`CACHE_MEMORY_SHARE`
         of the available memory; when it does not, says so and why. Rows come from the
         pipeline's report; without one (or on a platform that does not report free memory) the
         cache is used as asked."""
         available = available_memory_bytes()
-        if available is None or not tf.io.gfile.exists(self.workdir.report_json):
-            return True
-        with tf.io.gfile.GFile(self.workdir.report_json) as handle:
-            rows = json.load(handle).get("written", {}).get("train")
-        if not rows:
+        rows = self.train_rows()
+        if available is None or not rows:
             return True
         workers = max(1, self.strategy.num_replicas_in_sync)  # each caches its own shard (a replica per worker on CPU)
         need = rows / workers * example_bytes(batches.element_spec)

@@ -18,8 +18,10 @@ one, so single-process and multi-worker training share every line.
   each epoch end hold the weights, the optimizer, the loss weights and the loop's position
   (epoch, step in epoch, early-stopping state): a killed run started again resumes there.
 * Each epoch ends with an eval pass (:mod:`mmoe.validation`: per-task loss, AUC for binary
-  tasks); the best epoch by the spec's ``training.early_stopping.metric`` is kept, and training
-  stops after ``patience`` epochs without improvement.
+  tasks), and ``training.evaluations_per_epoch`` - 1 more run inside it, evenly spaced in steps;
+  the best model by the spec's ``training.early_stopping.metric`` over all of them is kept
+  (``best_epoch`` the epoch it was seen in, ``best_step`` its global step), and training stops
+  after ``patience`` epochs without improvement.
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ class Trainer:
         input: InputPipeline. The batches of each split.
         validation: Validation. The eval pass.
         checkpoints: LoopCheckpoints. The loop's position (``step``, ``epoch``,
-            ``step_in_epoch``, ``best_value``, ``best_epoch``, also attributes of the Trainer)
-            and its checkpoints.
+            ``step_in_epoch``, ``best_value``, ``best_epoch``, ``best_step``, also attributes of
+            the Trainer) and its checkpoints.
         outputs: the Workdir this process writes to.
     """
 
@@ -131,7 +133,7 @@ class Trainer:
         )
         state = self.checkpoints
         self.step, self.epoch, self.step_in_epoch = state.step, state.epoch, state.step_in_epoch
-        self.best_value, self.best_epoch = state.best_value, state.best_epoch
+        self.best_value, self.best_epoch, self.best_step = state.best_value, state.best_epoch, state.best_step
         # XLA compiles the forward and backward pass. In one process (no strategy given) it also
         # compiles the Adam update, as a second cluster: about 1 ms a step at the reference size
         # against about 3 ms of per-variable graph ops (benchmarks/train.py). Under a tf.distribute
@@ -271,15 +273,35 @@ class Trainer:
         """Restores the newest checkpoint, if any; returns whether one was found."""
         return self.checkpoints.restore()
 
-    def _end_epoch(self, epoch: int, logs: dict[str, float]) -> bool:
-        """Keeps the best weights; returns True when early stopping says stop."""
+    def _keep_if_best(self, epoch: int, logs: dict[str, float]) -> None:
+        """Keeps the weights as the best model when ``logs``' early-stopping metric improved."""
         stopping = self.settings.early_stopping
         value = logs[stopping.metric]
         if improved(value, float(self.best_value.numpy()), stopping):
             self.checkpoints.keep_best(self.models.core, epoch, value)
-            log.info("epoch %d: %s improved to %.5f; kept as the best model", epoch + 1, stopping.metric, value)
+            log.info("epoch %d, step %d: %s improved to %.5f; kept as the best model",
+                     epoch + 1, int(self.step), stopping.metric, value)
+
+    def _end_epoch(self, epoch: int, logs: dict[str, float]) -> bool:
+        """Keeps the best weights; returns True when early stopping says stop."""
+        self._keep_if_best(epoch, logs)
         waited = epoch - int(self.best_epoch)
+        stopping = self.settings.early_stopping
         return stopping.patience > 0 and waited >= stopping.patience
+
+    def evaluation_interval(self, steps_per_epoch: int | None) -> int:
+        """Steps between the eval passes inside an epoch (``training.evaluations_per_epoch``);
+        0 when there are none: one pass per epoch, or an epoch's length not known yet (no
+        previous epoch and no train row count in ``report.json``)."""
+        per_epoch = self.settings.evaluations_per_epoch
+        if per_epoch <= 1:
+            return 0
+        if steps_per_epoch is None:
+            rows = self.input.train_rows()
+            steps_per_epoch = -(-rows // self.settings.batch_size) if rows else None
+        if not steps_per_epoch:
+            return 0
+        return max(1, -(-steps_per_epoch // per_epoch))
 
     def fit(self, epochs: int | None = None, callbacks=(), verbose: int = 2) -> dict[str, list[float]]:
         """Trains for ``epochs`` (default ``spec.training.epochs``), resuming from a checkpoint.
@@ -345,17 +367,24 @@ class Trainer:
             print(f"epoch {epoch + 1}/{epochs}" + (f" (resumed at step {skip})" if skip else ""))
         epoch_logs = EpochLogs()
         every = self.settings.checkpoint_every_steps
+        interval = self.evaluation_interval(steps_per_epoch)
+        last_eval = interval * (self.settings.evaluations_per_epoch - 1)  # later ones: the epoch's end
         batches = iter(dataset)
         while True:
             steps = self.steps_per_execution
             if every:  # stop on the checkpoint step
                 steps = min(steps, every - int(self.step) % every)
+            if interval:  # and on the eval step
+                steps = min(steps, interval - int(self.step_in_epoch) % interval)
             done, sums = self._run_steps(batches, steps)
             if done:
                 self.step_in_epoch.assign_add(done)
                 epoch_logs.add(sums, done)
                 # Progbar weights each update's values by the steps it covers: pass their means.
                 progress.update(skip + epoch_logs.steps, values=[(k, v / done) for k, v in sums.items()])
+                at = int(self.step_in_epoch)
+                if done == steps and interval and at % interval == 0 and at <= last_eval:
+                    self._keep_if_best(epoch, self.evaluate())
                 if every and int(self.step) % every == 0:
                     self.checkpoints.save()
             if done < steps:  # the epoch's batches ran out

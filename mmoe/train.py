@@ -123,8 +123,8 @@ def train(
     metrics["training"] = {
         "epochs": len(history["loss"]), "batch_size": settings.batch_size,
         "final_train_loss": history["loss"][-1], "final_eval_loss": history["val_loss"][-1],
-        "best_epoch": best_epoch + 1, "early_stopping_metric": settings.early_stopping.metric,
-        "best_value": history[settings.early_stopping.metric][best_epoch],
+        "best_epoch": best_epoch + 1, "best_step": int(trainer.best_step),
+        "early_stopping_metric": settings.early_stopping.metric, "best_value": float(trainer.best_value.numpy()),
         "loss_weighting": settings.loss_weighting,
     }
     if "gates" in metrics:

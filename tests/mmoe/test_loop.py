@@ -271,3 +271,24 @@ def test_checkpoints_land_on_their_steps_when_a_call_runs_several(trained_run, t
     saved = sorted(int(path.rsplit("-", 1)[1]) for path in trainer.checkpoints.manager.checkpoints)
     assert saved[-1] == steps, "and one at the epoch's end"
     assert saved[:-1] and all(step % 5 == 0 for step in saved[:-1]), saved
+
+
+def test_evaluations_inside_an_epoch_can_keep_the_best_model_between_epoch_ends(trained_run, tmp_path):
+    trainer = _trainer(trained_run, tmp_path, evaluations_per_epoch=3, steps_per_execution=4, checkpoint_every_steps=0,
+                       early_stopping=EarlyStopping(metric="val_loss"))
+    steps_per_epoch = -(-trainer.input.train_rows() // 256)
+    interval = -(-steps_per_epoch // 3)
+    assert trainer.evaluation_interval(None) == interval and interval < steps_per_epoch
+    seen, values = [], iter([0.5, 0.3, 0.4])  # the second pass, inside the epoch, is the best
+
+    def evaluate():
+        seen.append((int(trainer.step), [w.numpy().copy() for w in trainer.models.core.weights]))
+        return {"val_loss": next(values)}
+
+    trainer.evaluate = evaluate
+    history = trainer.fit(epochs=1, verbose=0)
+    assert [step for step, _ in seen] == [interval, 2 * interval, steps_per_epoch]
+    assert int(trainer.best_step) == 2 * interval and int(trainer.best_epoch) == 0
+    assert history["val_loss"] == [0.4], "the epoch's history holds its end-of-epoch pass"
+    for kept, restored in zip(seen[1][1], trainer.models.core.weights):
+        np.testing.assert_array_equal(restored.numpy(), kept)

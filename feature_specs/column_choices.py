@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from feature_specs.outcomes import outcome
-from feature_specs.profile import ColumnProfile, correlation, moments
+from feature_specs.profile import ColumnProfile, correlation, moments, snake_name
+from feature_specs.sample import InferError
 from feature_specs.spec import LIST_DTYPES, MAX_LIST_LENGTH, Feature, ListSpec, field_default
 from feature_specs.time_columns import describe, time_unit
 
@@ -33,6 +34,7 @@ SKEW_LOG1P = 1.0
 HEAVY_TAIL_KURTOSIS = 10.0
 QUANTILE_BUCKETS = 16
 MISSING_STRING = "__missing__"
+KEEPABLE_FLAGS = ("outcome", "leak")  # what keep_features overrides: a judgement on the values, not a fact
 
 _CODE_NAME = re.compile(r"(^|_)(id|ids|code|cat|category|categorical|type|class)(_|$)")
 _POSITION_NAME = re.compile(r"^(position|pos|slot|display_position|rank_position)$")
@@ -75,7 +77,7 @@ def looks_like_id(profile: ColumnProfile) -> bool:
 
 def looks_like_code(profile: ColumnProfile) -> bool:
     """An int column of codes (few values in a narrow range, or a name such as ``*_id``/``*_code``)."""
-    if _CODE_NAME.search(profile.name.lower()):
+    if _CODE_NAME.search(snake_name(profile.name)):
         return True
     values = profile.valid_numbers
     if profile.distinct <= CODE_MAX_DISTINCT_ANY_RANGE:
@@ -151,20 +153,24 @@ def quantile_entry(profile: ColumnProfile, why: str) -> tuple[dict, str]:
             f"{why}: {buckets} quantile buckets of the train split, embedded in {dim}")
 
 
+def fill_value(profile: ColumnProfile) -> tuple[Any, str]:
+    """(default, how it is said) for a missing value of a scalar column: the marker
+    :data:`MISSING_STRING` for text, the sample's median for numbers."""
+    if profile.dtype == "string":
+        return MISSING_STRING, f"the marker {MISSING_STRING}"
+    if profile.dtype == "int":
+        default = int(np.median(profile.valid_numbers))
+        return default, f"the median {default}"
+    default = float(f"{np.median(profile.valid_numbers):.6g}")
+    return default, f"the median {default:g}"
+
+
 def missing_value_entry(profile: ColumnProfile) -> tuple[dict, str]:
     """``required: false`` and a default for a column with gaps; empty when it has none."""
     if not profile.missing:
         return {}, ""
     share = profile.missing / profile.rows
-    if profile.dtype == "string":
-        default: Any = MISSING_STRING
-        said = f"the marker {MISSING_STRING}"
-    elif profile.dtype == "int":
-        default = int(np.median(profile.valid_numbers))
-        said = f"the median {default}"
-    else:
-        default = float(f"{np.median(profile.valid_numbers):.6g}")
-        said = f"the median {default:g}"
+    default, said = fill_value(profile)
     return dict(required=False, default=default), f"; {share:.1%} missing in the sample, filled with {said}"
 
 
@@ -289,10 +295,24 @@ def feature_choice(profile: ColumnProfile) -> ColumnChoice:
                         "the pipeline rejects those rows")
     role = "feature"
     full = {"name": profile.name, "type": dtype, **entry, **missing_entry}
-    if _POSITION_NAME.match(profile.name.lower()) and dtype == "int" and entry.get("transform") == "vocabulary":
+    if _POSITION_NAME.match(snake_name(profile.name)) and dtype == "int" and entry.get("transform") == "vocabulary":
         serving = int(profile.valid_numbers.min())
         full.update(role="bias", serving_value=serving)
         role = "bias"
         why += (f"; a display position: learned by the shallow bias tower in training and fixed to {serving} "
                 "(the top slot) at serving, so rankings ignore where items were logged")
     return ColumnChoice(profile.name, dtype, role, why + missing_why, full)
+
+
+def kept_choice(choice: ColumnChoice, profile: ColumnProfile) -> ColumnChoice:
+    """The feature entry of an excluded outcome or leak that ``keep_features`` names, saying so.
+
+    Raises:
+        InferError: for a column left out for another reason (an id, time, a list, ...).
+    """
+    if choice.flag not in KEEPABLE_FLAGS:
+        raise InferError(f"--keep-feature {choice.name}: the column is left out as {choice.flag} ({choice.reason}); "
+                         "only outcome and leak judgements can be overridden")
+    kept = feature_choice(profile)
+    kept.reason = f"kept as a feature by --keep-feature although flagged {choice.flag}: {choice.reason}; " + kept.reason
+    return kept

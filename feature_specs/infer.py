@@ -25,7 +25,8 @@ complete spec as YAML (:mod:`feature_specs.render`), each choice explained in a 
 * list-valued columns (arrays, JSON array text, delimited strings) are proposed as list features
   (``list:`` with the separator found and a ``max_length`` holding the longest sampled list; a
   vocabulary or hashing over the elements); lists of floats are left out;
-* tasks: the first label must be 0/1 (the click-like task); a 0/1 label is a binary task, any other
+* tasks: the first label is the click-like task when it is 0/1 (else the spec is regression only,
+  and no 0/1 label may follow); a 0/1 label is a binary task, any other
   a regression (``log1p`` when non-negative and skewed, masked by the first label when it is only
   non-zero where that label is 1);
 * the ranking group (``group_by``); without a time column, a hash split on it (else on a row id).
@@ -38,21 +39,21 @@ and the server use).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 import yaml
 
-from feature_specs.column_choices import ColumnChoice, embedding_dim, exclusion, feature_choice
+from feature_specs.column_choices import KEEPABLE_FLAGS, ColumnChoice, embedding_dim, exclusion, feature_choice, kept_choice
 from feature_specs.profile import ColumnProfile, profile_column
 from feature_specs.render import render_spec
-from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, read_column, read_sample
+from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, did_you_mean, read_column, read_sample
 from feature_specs.spec import FeatureSpec, ModelConfig, Split, TrainingConfig, field_default
 from feature_specs.spec_reader import spec_from_dict
+from feature_specs.table_choices import TablePlan, TableRequest, infer_table
 from feature_specs.task_choices import LabelPlan, label_entry, plan_label
 from feature_specs.time_columns import KEY_TYPES, TimeCut, row_times, split_time_column, time_cut, time_unit, time_value
 
@@ -64,7 +65,6 @@ SMALL_MODEL = {"num_experts": 4, "expert_units": (32,), "tower_units": (16,)}
 SMALL_DATA_EPOCHS = 5
 SMALL_BATCH_ROWS = 20_000  # a whole data set below this many rows gets smaller batches
 BIAS_TOWER_UNITS = (8,)
-KEEPABLE_FLAGS = ("outcome", "leak")  # what keep_features overrides: a judgement on the values, not a fact
 
 
 @dataclass
@@ -78,6 +78,7 @@ class InferredSpec:
         tasks: list of LabelPlan, in the order given.
         sample_rows: int. Rows the inference read.
         time_cut: TimeCut or None. The proposed time split, when the log has a time column.
+        tables: list of TablePlan. The proposed side tables, in the order given.
     """
 
     yaml: str
@@ -86,6 +87,7 @@ class InferredSpec:
     tasks: list[LabelPlan]
     sample_rows: int
     time_cut: TimeCut | None = None
+    tables: list[TablePlan] = field(default_factory=list)
 
     @property
     def label_candidates(self) -> list[ColumnChoice]:
@@ -102,14 +104,23 @@ class InferredSpec:
                 lines.append(f"left out {choice.name} ({choice.flag}): {choice.reason}")
             elif choice.role == "feature" and "list" in choice.entry:
                 lines.append(f"list feature {choice.name}: {choice.reason}")
+        for table in self.tables:
+            lines += table.summary()
         if self.time_cut is not None:
             lines.append(f"split: {self.time_cut.reason}")
         return lines
 
     def choice(self, name: str) -> ColumnChoice:
-        for choice in self.choices:
+        """The choice on the log's column ``name``, else on a table's column of that name."""
+        for choice in self.choices + [c for t in self.tables for c in t.choices]:
             if choice.name == name:
                 return choice
+        raise KeyError(name)
+
+    def table(self, name: str) -> TablePlan:
+        for table in self.tables:
+            if table.name == name:
+                return table
         raise KeyError(name)
 
 
@@ -121,11 +132,6 @@ def spec_name(path: str) -> str:
             break
     name = re.sub(r"[^a-z0-9_]+", "_", base.lower().replace("*", "")).strip("_")
     return name if name and not name[0].isdigit() else f"log_{name}" if name else "my_log"
-
-
-def did_you_mean(name: str, columns: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, columns, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_request(sample: Sample, labels: Mapping[str, str], group_by: str | None) -> None:
@@ -191,7 +197,11 @@ def ranking_and_split(plans: list[LabelPlan], group_by: str | None, choices: lis
     """The ranking and split sections and a comment for each; a time split when ``cut`` is given."""
     first = plans[0]
     regressions = [p for p in plans if p.kind == "regression"]
-    if regressions:
+    if first.kind == "regression":  # regression only: no probability to multiply
+        ranking = {"group_by": group_by, "kind": "weighted_sum", "weights": {p.task: 1.0 for p in plans}}
+        ranking_why = ("score = predicted " + " + ".join(p.task for p in plans)
+                       + ": regression only, candidates rank by the predicted value")
+    elif regressions:
         weights = {first.task: 1.0, **{p.task: 1.0 for p in regressions}}
         ranking = {"group_by": group_by, "kind": "product", "weights": weights}
         ranking_why = (f"score = {first.task} probability x predicted " + " x ".join(p.task for p in regressions)
@@ -253,23 +263,9 @@ def model_sections(sample: Sample, has_bias: bool, tasks: int) -> tuple[dict, di
     return model, training, why
 
 
-def kept_choice(choice: ColumnChoice, profile: ColumnProfile) -> ColumnChoice:
-    """The feature entry of an excluded outcome or leak that ``keep_features`` names, saying so.
-
-    Raises:
-        InferError: for a column left out for another reason (an id, time, a list, ...).
-    """
-    if choice.flag not in KEEPABLE_FLAGS:
-        raise InferError(f"--keep-feature {choice.name}: the column is left out as {choice.flag} ({choice.reason}); "
-                         "only outcome and leak judgements can be overridden")
-    kept = feature_choice(profile)
-    kept.reason = f"kept as a feature by --keep-feature although flagged {choice.flag}: {choice.reason}; " + kept.reason
-    return kept
-
-
 def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None, max_rows: int = SAMPLE_ROWS,
                name: str | None = None, input_format: str | None = None,
-               keep_features: Sequence[str] = ()) -> InferredSpec:
+               keep_features: Sequence[str] = (), tables: Sequence[TableRequest] = ()) -> InferredSpec:
     """Proposes a complete spec for a CSV, Parquet, JSONL or TFRecord log.
 
     Args:
@@ -282,29 +278,36 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
         input_format: str or None. ``csv``, ``parquet``, ``jsonl`` or ``tfrecord``; default from the
             extension.
         keep_features: columns to keep as features although they look like outcomes or leaked
-            labels (``--keep-feature``): only for values known before the impression.
+            labels (``--keep-feature``): only for values known before the impression; the log's
+            or a table's.
+        tables: side tables to propose (``--table NAME[:KEY]=PATTERN``), each joined by a column
+            of the log (:mod:`feature_specs.table_choices`).
 
     Returns:
         InferredSpec: the YAML text, the loaded spec and the per-column decisions.
 
     Raises:
         InferError: unsupported format, missing or empty file, a label or group column the file
-            lacks (the message lists the columns), a first label that is not 0/1, a kept column
-            the file lacks or that is left out for another reason than an outcome or a leak.
+            lacks (the message lists the columns), a 0/1 label after a first that is not, a kept
+            column the files lack or that is left out for another reason than an outcome or a
+            leak, a table that cannot be joined (:func:`feature_specs.table_choices.infer_table`).
     """
     sample = read_sample(path, max_rows, input_format)
     check_request(sample, labels, group_by)
     for column in keep_features:
-        if column not in sample.columns:
-            raise InferError(f"--keep-feature {column!r} is not a column{did_you_mean(column, sample.columns)}; "
-                             "its columns are: " + ", ".join(sample.columns))
         if column in labels.values() or column == group_by:
             raise InferError(f"--keep-feature {column!r} is a label or the group-by column")
     profiles = {c: profile_column(c, [row.get(c) for row in sample.rows]) for c in sample.columns}
     plans: list[LabelPlan] = []
     for task, column in labels.items():
         first = plans[0] if plans else None
-        plans.append(plan_label(task, column, profiles[column], first, profiles[first.column] if first else None))
+        binary_first = first is not None and first.kind == "binary"
+        plans.append(plan_label(task, column, profiles[column], first, profiles[first.column] if binary_first else None))
+    for plan in plans:  # a regression task's served output is named after the task (mmoe.score.output_name)
+        if plan.kind == "regression" and plan.task in sample.columns:
+            raise InferError(f"task {plan.task!r} is a regression, whose predictions are served and evaluated under "
+                             f"the task's name, and {plan.task!r} is a column of the log: name the task otherwise, "
+                             f"e.g. --label {plan.task}_pred={plan.column}")
     label_profiles = {p.column: profiles[p.column] for p in plans}
     choices, declared_extra = [], []
     for column in sample.columns:
@@ -329,12 +332,28 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
             choices.append(ColumnChoice(column, profile.dtype, "excluded", reason, flag=flag))
         else:
             choices.append(feature_choice(profile))
-    if not any(c.role == "feature" for c in choices):
+    taken = set(sample.columns)
+    plans_of_tables = [infer_table(request, sample, profiles, label_profiles, taken, max_rows, keep_features)
+                       for request in tables]
+    known = sample.columns + [c.name for t in plans_of_tables for c in t.choices]
+    for column in keep_features:
+        if column not in known:
+            raise InferError(f"--keep-feature {column!r} is not a column{did_you_mean(column, known)}; "
+                             "its columns are: " + ", ".join(known))
+    if not any(c.role == "feature" for c in choices) and not plans_of_tables:
         raise InferError(f"{sample.path}: no column is usable as a feature: "
                          + "; ".join(f"{c.name}: {c.reason}" for c in choices if c.role == "excluded"))
+    by_name = {c.name: c for c in choices}
+    for table in plans_of_tables:  # the key is declared from the log: as a feature, the group, or under columns
+        key = by_name[table.key]
+        if key.role == "excluded" and table.key not in {e["name"] for e in declared_extra}:
+            declared_extra.append({"_why": f"{table.key}: the key side table {table.name} joins on ({key.flag}, not "
+                                           f"a feature: {key.reason})",
+                                   "name": table.key, "type": profiles[table.key].dtype})
     cut = proposed_time_cut(sample, choices, profiles, group_by)
     ranking, split, ranking_why, split_why = ranking_and_split(plans, group_by, choices, profiles, cut)
-    if split["key"] != group_by and not any(c.name == split["key"] and c.role in ("feature", "bias") for c in choices):
+    declared = {c.name for c in choices if c.role in ("feature", "bias")} | {e["name"] for e in declared_extra}
+    if split["key"] not in declared:
         key_profile = profiles[split["key"]]
         if cut is not None:
             declared_extra.append({"_why": f"{cut.key}: the split key, {cut.unit} compared with split.cutoff "
@@ -346,6 +365,7 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
     label_entries = [label_entry(p, profiles[p.column], profiles[plans[0].column]) for p in plans]
     model, training, model_why = model_sections(sample, any(c.role == "bias" for c in choices), len(plans))
     text = render_spec(name or spec_name(path), sample, choices, plans, label_entries, ranking, split, ranking_why,
-                   split_why, model, training, model_why, declared_extra)
+                   split_why, model, training, model_why, declared_extra, plans_of_tables)
     spec = spec_from_dict(yaml.safe_load(text), source="<inferred spec>")
-    return InferredSpec(yaml=text, spec=spec, choices=choices, tasks=plans, sample_rows=len(sample.rows), time_cut=cut)
+    return InferredSpec(yaml=text, spec=spec, choices=choices, tasks=plans, sample_rows=len(sample.rows), time_cut=cut,
+                        tables=plans_of_tables)

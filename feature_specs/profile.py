@@ -11,6 +11,7 @@ import collections
 import datetime
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,6 +25,9 @@ TYPE_SHARE = 0.98  # share of values that must parse for a column to take a nume
 LIST_SEPARATORS = (",", "|", ";")  # a string column whose values are joined by one of these may be a list
 LIST_SHARE = 0.3  # share of present values holding the separator (the rest are one-element lists)
 LIST_ELEMENT_MAX_CHARS = 32  # longer parts are text, not list elements
+# Parts holding a space are list elements only when elements repeat: at most this share of the
+# parts are distinct ("Film-Noir|(no genres listed)" categories; not "Paris, France" text)
+LIST_REPEAT_SHARE = 0.5
 
 
 def value_kind(value: Any) -> str:
@@ -146,7 +150,9 @@ def list_shape(present: Sequence[Any], kinds: collections.Counter) -> ListShape 
             continue
         lists = [[part.strip() for part in t.split(separator)] for t in texts]
         parts = [p for values in lists for p in values]
-        if all(p and len(p) <= LIST_ELEMENT_MAX_CHARS and " " not in p for p in parts):
+        spaced = any(" " in p for p in parts)
+        if (all(p and len(p) <= LIST_ELEMENT_MAX_CHARS for p in parts)
+                and (not spaced or len(set(parts)) <= LIST_REPEAT_SHARE * len(parts))):
             if len({len(values) for values in lists}) > 1:  # one length throughout: "3,14" or "lat,lon", not a list
                 return _shape("delimited", separator, lists)
     return None
@@ -239,6 +245,12 @@ def profile_column(name: str, values: Sequence[Any]) -> ColumnProfile:
         index = {category: i for i, category in enumerate(profile.counts)}
         profile.codes = np.array([-1 if c is None else index[c] for c in categories], dtype=np.int64)
     return profile
+
+
+def snake_name(name: str) -> str:
+    """``name`` lowercased, camelCase words split by ``_`` (``movieId`` -> ``movie_id``): what
+    the rules on column names match."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 def moments(values: np.ndarray) -> tuple[float, float]:

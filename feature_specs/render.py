@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from feature_specs.column_choices import ColumnChoice
 from feature_specs.sample import Sample
+from feature_specs.table_choices import TablePlan
 from feature_specs.task_choices import LabelPlan, task_entry
 
 _YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"}
@@ -61,8 +62,10 @@ def comment(text: str, indent: str = "") -> str:
 
 def render_spec(name: str, sample: Sample, choices: list[ColumnChoice], plans: list[LabelPlan],
             label_entries: list[dict], ranking: dict, split: dict, ranking_why: str, split_why: str,
-            model: dict, training: dict, model_why: str, declared_extra: list[dict]) -> str:
-    """The YAML text of the spec, a comment above every entry."""
+            model: dict, training: dict, model_why: str, declared_extra: list[dict],
+            tables: Sequence[TablePlan] = ()) -> str:
+    """The YAML text of the spec, a comment above every entry; ``tables`` add their features
+    (after the log's) and the ``tables:`` section."""
     files = sample.files[0] if len(sample.files) == 1 else f"{sample.path} ({len(sample.files)} files)"
     rows = f"all {len(sample.rows):,} rows" if sample.exhausted else f"the first {len(sample.rows):,} rows"
     out = [
@@ -79,12 +82,18 @@ def render_spec(name: str, sample: Sample, choices: list[ColumnChoice], plans: l
         if choice.role in ("feature", "bias"):
             out.append(comment(f"{choice.name}: {choice.reason}", "  "))
             out.append(f"  - {flow(choice.entry)}")
+    for table in tables:
+        out.append(f"  # looked up from table {table.name} by {table.key} (tables: below holds their types and checks)")
+        for choice in table.features:
+            out.append(comment(f"{choice.name}: {choice.reason}", "  "))
+            out.append(f"  - {flow(choice.entry)}")
     excluded = [c for c in choices if c.role == "excluded"]
     if excluded:
         out.append("")
         out.append("# Left out (undeclared columns are ignored by the pipeline and counted in report.json):")
         for choice in excluded:
             out.append(comment(f"{choice.name} ({choice.dtype or 'no type'}, {choice.flag}): {choice.reason}"))
+    out += table_section(tables)
     out += ["", "columns:"]
     for entry in declared_extra:
         out.append(comment(entry.pop("_why"), "  "))
@@ -105,3 +114,23 @@ def render_spec(name: str, sample: Sample, choices: list[ColumnChoice], plans: l
             comment(split_why), f"split: {flow(split)}", "",
             comment(model_why), f"model: {flow(model)}", f"training: {flow(training)}", ""]
     return "\n".join(out)
+
+
+def table_section(tables: Sequence[TablePlan]) -> list[str]:
+    """The ``tables:`` section's lines (none without tables): each table's join as a comment, its
+    entry in block style, its columns' types and checks in flow style, what it leaves out."""
+    if not tables:
+        return []
+    out = ["", "tables:"]
+    for table in tables:
+        out.append(comment(table.reason, "  "))
+        entry = table.entry()
+        out.append(f"  - name: {flow_scalar(entry.pop('name'))}")
+        out += [f"    {key}: {flow_scalar(value)}" for key, value in entry.items()]
+        out.append("    columns:")
+        out += [f"      - {flow(column)}" for column in table.columns]
+        for choice in table.choices:
+            if choice.role == "excluded":
+                out.append(comment(f"left out {choice.name} ({choice.dtype or 'no type'}, {choice.flag}): "
+                                   f"{choice.reason}", "    "))
+    return out

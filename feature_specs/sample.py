@@ -25,6 +25,7 @@ say: where a time cut falls in the whole log.
 from __future__ import annotations
 
 import bz2
+import difflib
 import fnmatch
 import json
 import lzma
@@ -89,6 +90,12 @@ class Sample:
         for name in names:
             if name not in self.columns:
                 self.columns.append(name)
+
+
+def did_you_mean(name: str, columns: list[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the column closest to ``name``, or an empty string."""
+    close = difflib.get_close_matches(name, columns, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def input_format_of(path: str) -> str:

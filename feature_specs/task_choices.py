@@ -56,9 +56,21 @@ def plan_label(task: str, column: str, profile: ColumnProfile, first: LabelPlan 
                 first_profile: ColumnProfile | None) -> LabelPlan:
     """Infers one task from its label column.
 
+    The first label is the click-like task when it is 0/1; when it is not, the spec is
+    regression only (a ratings log with no 0/1 outcome) and every later label must be a
+    regression too.
+
+    Args:
+        task: str. The task's name.
+        column: str. Its label column.
+        profile: ColumnProfile. The label column's profile.
+        first: LabelPlan or None. The first task, for every label after it.
+        first_profile: ColumnProfile or None. The first label's profile (masks and funnels
+            are read against it); None for the first label and when the first is a regression.
+
     Raises:
-        InferError: text labels, a first (click-like) label that is not 0/1, or two values that
-            are not 0/1.
+        InferError: text labels, two values that are not 0/1, or a 0/1 label after a first label
+            that is not 0/1.
     """
     if profile.dtype not in ("int", "float"):
         held = (f"e.g. {next(iter(profile.counts))!r}" if profile.counts
@@ -70,16 +82,16 @@ def plan_label(task: str, column: str, profile: ColumnProfile, first: LabelPlan 
     distinct = sorted(set(values.tolist()))
     shown = ", ".join(f"{v:g}" for v in distinct[:6]) + (", ..." if len(distinct) > 6 else "")
     if set(distinct) <= {0.0, 1.0}:
+        if first is not None and first.kind != "binary":
+            raise InferError(
+                f"label column {column!r} of task {task!r} is 0/1 but follows the regression task {first.task!r}: "
+                "give the 0/1 (click-like) label first, the task the ranking builds on")
         rate = float(values.mean()) if values.size else 0.0
         why = f"task {task}: {column} is 0/1 (positive rate {rate:.1%} in the sample): binary, {default_loss('binary')}"
         if first_profile is not None and only_where(profile, first_profile) and rate > 0:
             why += (f"; 1 only where {first.column} is 1 (a post-click outcome), but a 0 elsewhere is observed, "
                     f"so it is learned on every impression (the probability of {first.column} and {column}), not masked")
         return LabelPlan(task, column, "binary", default_loss("binary"), reason=why)
-    if first is None:
-        raise InferError(
-            f"label column {column!r} of task {task!r} is not binary: a binary label must be 0/1, "
-            f"found {shown}. The first --label is the click-like task the ranking builds on; recode it as 0/1")
     if len(distinct) == 2:
         raise InferError(
             f"label column {column!r} of task {task!r} has two values ({shown}) but a binary label must be 0/1; "
@@ -96,6 +108,9 @@ def plan_label(task: str, column: str, profile: ColumnProfile, first: LabelPlan 
         why.append(f"non-negative, skewness {skew:.1f}, {zeros:.0%} zeros: predicts the mean in original units")
     if mask:
         why.append(f"non-zero only where {mask} is 1, so observed only there: masked by {mask}")
+    if first is None:
+        why.append("the first label is not 0/1, so the spec is regression only (a 0/1 click-like label, "
+                   "where the log has one, goes first)")
     return LabelPlan(task, column, "regression", loss, field_default(Task, "label_transform"), mask, "; ".join(why))
 
 

@@ -1,7 +1,8 @@
 """Recognises the time columns of a sampled log and proposes the time cut of a split on one of them.
 
 A column is time, never a feature, when it holds epoch seconds or milliseconds (ints in the
-range of :data:`EPOCH_SECONDS` or :data:`EPOCH_MILLIS`), ``yyyymmdd`` dates (ints or digit strings
+range of :data:`EPOCH_SECONDS`, from :data:`NAMED_EPOCH_SECONDS_MIN` for a column named as time,
+or :data:`EPOCH_MILLIS`), ``yyyymmdd`` dates (ints or digit strings
 that are all valid calendar dates), ISO date/time text, or Parquet datetimes. A model fed a
 timestamp or a day learns the days of the training data, and in a time-split evaluation every
 value is new. :func:`time_cut` proposes the ``split.cutoff`` on the best of them
@@ -18,9 +19,10 @@ from typing import Sequence
 
 import numpy as np
 
-from feature_specs.profile import TYPE_SHARE, ColumnProfile
+from feature_specs.profile import TYPE_SHARE, ColumnProfile, snake_name
 
 EPOCH_SECONDS = (1e9, 4.2e9)  # 2001-09 .. 2103: int columns in this range may be timestamps
+NAMED_EPOCH_SECONDS_MIN = 5e8  # 1985-11: a column named as time may hold seconds from here (MovieLens: 1996)
 EPOCH_MILLIS = (1e12, 4.2e12)
 DATE_RANGE = (19000101, 21001231)  # yyyymmdd ints
 MIN_DAYS_FOR_DAY_CUT = 3  # a sample spanning at least this many days is cut at a midnight (UTC)
@@ -92,9 +94,10 @@ def time_unit(profile: ColumnProfile) -> str | None:
     values = profile.valid_numbers
     if profile.dtype != "int" or values.size == 0:
         return None
-    named = bool(_TIME_NAME.search(profile.name.lower()))
+    named = bool(_TIME_NAME.search(snake_name(profile.name)))
     low, high = float(values.min()), float(values.max())
-    for unit, (lo, hi) in (("seconds", EPOCH_SECONDS), ("milliseconds", EPOCH_MILLIS)):
+    seconds = (NAMED_EPOCH_SECONDS_MIN, EPOCH_SECONDS[1]) if named else EPOCH_SECONDS
+    for unit, (lo, hi) in (("seconds", seconds), ("milliseconds", EPOCH_MILLIS)):
         if lo <= low and high <= hi and (named or profile.distinct >= 10):
             return unit
     if all(_is_yyyymmdd(v) for v in np.unique(values)) and (named or profile.distinct >= 2):

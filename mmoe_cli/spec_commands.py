@@ -1,6 +1,7 @@
 """`mmoe spec`: propose a spec for a new log (`infer`) and check a spec and data (`check`).
 
-    mmoe spec infer DATA --label click=COL [--label engagement=COL] [--group-by COL] [--keep-feature COL] [--out FILE]
+    mmoe spec infer DATA --label click=COL [--label engagement=COL] [--group-by COL] [--keep-feature COL]
+                         [--table NAME[:KEY]=PATTERN] [--out FILE]
     mmoe spec check SPEC [DATA]
 
 Only argparse and the sampler's constants at import time: the work is imported when a command runs, so `mmoe --help` stays
@@ -47,7 +48,8 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
     infer.add_argument("data", metavar="DATA", help="log file or glob, e.g. 'logs/day1.csv' or 'logs/part-*.parquet'")
     infer.add_argument(
         "--label", action="append", type=_label, default=[], metavar="TASK=COLUMN", required=True,
-        help="a task and its label column, in task order; the first must be 0/1 (the click-like task), "
+        help="a task and its label column, in task order; the first is the click-like task when 0/1 (a first "
+        "label that is not 0/1 makes a regression-only spec, e.g. --label rating=rating), "
         "e.g. --label click=clicked --label engagement=dwell_seconds")
     infer.add_argument("--group-by", default=None, metavar="COLUMN",
                        help="request id: candidates of one request are ranked together and split together")
@@ -55,8 +57,15 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
                        help="keep COLUMN as a feature although it looks like an outcome of the impression or a leaked "
                        "label (left out by default: listed on stderr with the reason); only for values known at "
                        "ranking time")
+    infer.add_argument(
+        "--table", action="append", default=[], metavar="NAME[:KEY]=PATTERN",
+        help="a side table keyed by a column of the log (users, items), e.g. --table movies=raw/movies.csv or "
+        "--table movies:movieId=raw/movies.csv; KEY defaults to the one column the table shares with the log. "
+        "Its columns are profiled like the log's (ids, constants, time, leaks left out with the reason; lists "
+        "proposed as lists) and written to the spec's tables: section with input: PATTERN and missing_key: "
+        "default (the key coverage found is in the comment); repeat per table")
     infer.add_argument("--max-rows", type=int_in(1), default=DEFAULT_MAX_ROWS,
-                       help=f"rows sampled at most, from the start (default: {DEFAULT_MAX_ROWS})")
+                       help=f"rows sampled at most, from the start, of DATA and of each table (default: {DEFAULT_MAX_ROWS})")
     infer.add_argument("--name", default=None, help="spec and served model name (default: from the file name)")
     infer.add_argument("--input-format", choices=INPUT_FORMATS, default=None,
                        help="default: from the extension")
@@ -76,6 +85,7 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
 
 def _infer(args) -> int:
     from feature_specs.infer import InferError, infer_spec
+    from feature_specs.table_choices import table_requests
 
     labels = dict(args.label)
     if len(labels) != len(args.label):
@@ -83,7 +93,8 @@ def _infer(args) -> int:
         return 2
     try:
         inferred = infer_spec(args.data, labels, group_by=args.group_by, max_rows=args.max_rows,
-                              name=args.name, input_format=args.input_format, keep_features=args.keep_feature)
+                              name=args.name, input_format=args.input_format, keep_features=args.keep_feature,
+                              tables=table_requests(args.table))
     except InferError as exc:
         print(f"mmoe spec infer: {exc}", file=sys.stderr)
         return 2

@@ -208,10 +208,24 @@ def test_group_by_column_not_in_the_file(impressions):
         infer_spec(impressions, {"click": "clicked"}, group_by="session")
 
 
-def test_first_label_must_be_zero_one(impressions):
-    with pytest.raises(InferError, match=r"label column 'hour' of task 'click' is not binary: "
-                                         r"a binary label must be 0/1, found 0, 1, 2"):
-        infer_spec(impressions, {"click": "hour"})
+def test_a_zero_one_label_after_a_first_that_is_not_is_refused(impressions):
+    with pytest.raises(InferError, match=r"label column 'clicked' of task 'click' is 0/1 but follows the regression "
+                                         r"task 'dwell': give the 0/1 \(click-like\) label first"):
+        infer_spec(impressions, {"dwell": "dwell_seconds", "click": "clicked"})
+
+
+def test_a_first_label_that_is_not_zero_one_makes_a_regression_only_spec(impressions):
+    inferred = infer_spec(impressions, {"dwell": "dwell_seconds"})
+    assert [t.kind for t in inferred.spec.tasks] == ["regression"]
+    assert inferred.spec.ranking.kind == "weighted_sum" and dict(inferred.spec.ranking.weights) == {"dwell": 1.0}
+    assert "the spec is regression only" in inferred.tasks[0].reason
+
+
+def test_a_regression_task_named_as_a_column_is_refused(impressions):
+    # its predictions are served and evaluated under the task's name: they would shadow the column
+    with pytest.raises(InferError, match=r"task 'dwell_seconds' is a regression, .* name the task otherwise, "
+                                         r"e.g. --label dwell_seconds_pred=dwell_seconds"):
+        infer_spec(impressions, {"click": "clicked", "dwell_seconds": "dwell_seconds"})
 
 
 def test_two_valued_label_that_is_not_zero_one(tmp_path):

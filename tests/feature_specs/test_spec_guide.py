@@ -10,7 +10,7 @@ import yaml
 
 from feature_specs.spec import Column, EarlyStopping, EventSource, Feature, HistorySpec, ListSpec, ModelConfig
 from feature_specs.spec import PipelineConfig, Ranking, Sources, Split, Table, Task, TrainingConfig, field_default
-from feature_specs.spec_reader import default_loss
+from feature_specs.spec_reader import default_loss, spec_from_dict
 
 GUIDE = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "spec_guide.md")
 # Section heading (its first word) -> the dataclass of its table; a key "prefix.x" -> another one.
@@ -89,3 +89,16 @@ def test_a_drifted_default_is_caught():
     assert stated_default("`8`") != plain(field_default(Feature, "top_k"))
     assert stated_default("`[64]`") == plain(field_default(ModelConfig, "expert_units"))
     assert stated_default("required") is field_default(Split, "key")
+
+
+def test_the_guides_example_per_kind_is_a_valid_spec_with_tasks_added():
+    with open(GUIDE, encoding="utf-8") as handle:
+        text = handle.read()
+    block = text[text.index("One example per kind"):].split("```yaml\n", 1)[1].split("```", 1)[0]
+    data = yaml.safe_load(block)
+    data.update(name="guide", split={"key": "request_id"}, ranking={"group_by": "request_id", "weights": {"click": 1.0}},
+                tasks=[{"name": "click", "label": "clicked", "kind": "binary"},
+                       {"name": "engagement", "label": "dwell_seconds", "kind": "regression", "mask": "clicked"}])
+    spec = spec_from_dict(data)
+    assert [f.name for f in spec.history_features] == ["clicked_categories"]
+    assert spec.column("tags").is_list

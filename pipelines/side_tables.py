@@ -30,9 +30,15 @@ measured before the pipeline starts, :func:`choose_join`):
   the batched path a batch's key column is matched against the index in one ``pc.index_in`` and
   each table column is a ``take`` from the index's Arrow arrays: no Python per row. The table
   must fit in each worker's memory.
-- ``grouped`` (``auto`` above it): impressions and table rows are keyed and joined with
-  ``CoGroupByKey``, so no worker holds the table, at the cost of shuffling the impressions; on
-  the batched path the batches are taken apart into rows for it and regrouped after.
+- ``grouped`` (``auto`` above it): no worker holds the table. On the row path impressions and
+  table rows are keyed and joined with ``CoGroupByKey``, at the cost of shuffling the
+  impressions. On the batched path the batches stay whole: each batch is given an id and sends
+  only its distinct keys, ``(key, batch id)``; a ``CoGroupByKey`` with the table rows sends each
+  wanted row to the batches that hold its key, ``(batch id, (key, row))``; a second one on the
+  batch id brings a batch together with its rows, and the batch is joined as on the side-input
+  path against an index of just those rows (one ``index_in`` and a ``take`` per column). So a
+  batch shuffles once as one Arrow table, the table's rows once per batch that needs them, and
+  validation after the join stays vectorized.
 
 Each table's typed rows are also written as ``artifacts/tables/<name>.jsonl``, the snapshot
 that export puts inside the SavedModel (:mod:`serving.export`).
@@ -42,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from typing import Any, Iterable, Mapping
 
 import apache_beam as beam
@@ -65,10 +72,30 @@ SIDE_INPUT_MAX_BYTES = 256 << 20  # join: auto holds a table whose files are at 
 JOINS = ("side_input", "grouped")  # what join: auto resolves to
 REJECTED = "rejected"
 STATS = "stats"
+BATCHES = "batches"
 
 
 class DuplicateKeyError(UserError, ValueError):
     """Two rows of a side table have the same key; the message names the table, files and key."""
+
+
+def duplicate_key_error(table: Table, key: Any, sources: Iterable[str]) -> DuplicateKeyError:
+    """The error for ``key`` held by table rows read from ``sources`` (one per row)."""
+    sources = sorted(sources)
+    return DuplicateKeyError(f"side table {table.name!r}: key {table.key}={key!r} is in {len(sources)} rows "
+                             f"({' and '.join(sources[:2])}); a table holds one row per key")
+
+
+def one_row(table: Table, key: Any, rows: Iterable[tuple[str, Mapping[str, Any]]]) -> tuple[str, Mapping] | None:
+    """The one ``(source, row)`` of ``key`` among a key group's table rows, None when there is none.
+
+    Raises:
+        DuplicateKeyError: two or more rows have the key.
+    """
+    rows = list(rows)
+    if len(rows) > 1:
+        raise duplicate_key_error(table, key, (source for source, _ in rows))
+    return rows[0] if rows else None
 
 
 def choose_join(table: Table, total_bytes: int) -> str:
@@ -170,9 +197,7 @@ class TableIndex:
         sources: dict[Any, str] = {}
         for key, source, row in sorted(rows, key=lambda item: (item[1], str(item[0]))):
             if key in self.rows:
-                raise DuplicateKeyError(
-                    f"side table {table.name!r}: key {table.key}={key!r} is in two rows "
-                    f"({sources[key]} and {source}); a table holds one row per key")
+                raise duplicate_key_error(table, key, (sources[key], source))
             self.rows[key] = row
             sources[key] = source
         self._key_type = pa.int64() if key_dtype == "int" else pa.string()
@@ -278,8 +303,12 @@ class _JoinRows(_Stats):
     def _join(self, record, index):
         if record.values is None:
             return record  # unparseable: validation rejects it
-        key = typed_key(self._key, record.values.get(self._table.key))
+        key = self._key_of(record)
         return join_record(record, self._table, key, index.rows.get(key), self._stats)
+
+    def _key_of(self, record: RawRecord) -> Any:
+        """The record's typed key (None: absent or not of the key's type)."""
+        return None if record.values is None else typed_key(self._key, record.values.get(self._table.key))
 
 
 class _JoinBatches(_JoinRows):
@@ -291,7 +320,7 @@ class _JoinBatches(_JoinRows):
     """
 
     def process(self, batch, index):
-        if batch.table is not None and not set(batch.table.column_names) & {c.name for c in self._table.columns}:
+        if self._vectorized(batch):
             joined, rejected = self._join_table(batch, index)
         else:
             records, rejected = [], []
@@ -303,6 +332,17 @@ class _JoinBatches(_JoinRows):
             yield beam.pvalue.TaggedOutput(REJECTED, rejection)
         if joined is not None:
             yield joined
+
+    def _vectorized(self, batch: RawBatch) -> bool:
+        """An Arrow batch that carries no table column itself: joined in vectorized steps."""
+        return batch.table is not None and not set(batch.table.column_names) & {c.name for c in self._table.columns}
+
+    def distinct_keys(self, batch: RawBatch) -> list:
+        """The batch's distinct typed keys (absent and mistyped ones left out), as Python values."""
+        if self._vectorized(batch):
+            return pc.unique(self._keys(batch).drop_null()).to_pylist()
+        keys = {self._key_of(record) for record in (batch.records if batch.records is not None else batch.iter_records())}
+        return sorted(keys - {None}, key=str)
 
     def _keys(self, batch: RawBatch) -> pa.Array:
         """The batch's typed keys (null where absent or not of the key's type)."""
@@ -350,6 +390,43 @@ class _JoinBatches(_JoinRows):
         return RawBatch(batch.source, table=table, lines=lines), rejected
 
 
+class _TagBatches(_JoinBatches):
+    """Grouped join, batched path: ``(batch id, batch)`` on ``batches``, and ``(key, batch id)``
+    for each distinct key the batch holds."""
+
+    def process(self, batch):
+        batch_id = uuid.uuid4().hex
+        yield beam.pvalue.TaggedOutput(BATCHES, (batch_id, batch))
+        for key in self.distinct_keys(batch):
+            yield key, batch_id
+
+
+class _RowsToBatches(beam.DoFn):
+    """Grouped join, batched path: one key's table rows and the ids of the batches holding it ->
+    ``(batch id, (key, source, row))`` per batch; two rows with the key fail the run."""
+
+    def __init__(self, table: Table):
+        self._table = table
+
+    def process(self, element):
+        key, groups = element
+        found = one_row(self._table, key, groups["table"])
+        if found is not None:
+            for batch_id in groups["batches"]:
+                yield batch_id, (key, *found)
+
+
+class _JoinGroupedBatches(_JoinBatches):
+    """Grouped join, batched path: a batch and the table rows of its keys -> the batch joined as
+    on the side-input path, against an index of just those rows."""
+
+    def process(self, element):
+        _, groups = element
+        index = TableIndex(self._table, self._key.dtype, groups["rows"])
+        for batch in groups["batch"]:
+            yield from super().process(batch, index)
+
+
 class _KeyImpressions(beam.DoFn):
     """Grouped join: ``(key, record)``; rows without a usable key pass on unjoined (``unkeyed``)."""
 
@@ -372,12 +449,8 @@ class _JoinGroups(_Stats):
 
     def process(self, element):
         key, groups = element
-        rows = list(groups["table"])
-        if len(rows) > 1:
-            files = " and ".join(sorted(source for source, _ in rows)[:2])
-            raise DuplicateKeyError(f"side table {self._table.name!r}: key {self._table.key}={key!r} is in "
-                                    f"{len(rows)} rows ({files}); a table holds one row per key")
-        row = rows[0][1] if rows else None
+        found = one_row(self._table, key, groups["table"])
+        row = found[1] if found is not None else None
         for record in groups["impressions"]:
             joined = join_record(record, self._table, key, row, self._stats)
             if isinstance(joined, Rejection):
@@ -431,18 +504,21 @@ class JoinTable(beam.PTransform):
             joined = impressions | "Join" >> beam.ParDo(fn, beam.pvalue.AsSingleton(index)).with_outputs(
                 REJECTED, STATS, main="joined")
             out = joined.joined
+        elif self._batch_rows:
+            tagged = impressions | "TagBatches" >> beam.ParDo(_TagBatches(table, key)).with_outputs(BATCHES, main="keys")
+            wanted = ({"batches": tagged.keys, "table": typed.rows}
+                      | "CoGroupKeys" >> beam.CoGroupByKey()
+                      | "RowsToBatches" >> beam.ParDo(_RowsToBatches(table)))
+            joined = ({"batch": tagged[BATCHES], "rows": wanted}
+                      | "CoGroupBatches" >> beam.CoGroupByKey()
+                      | "Join" >> beam.ParDo(_JoinGroupedBatches(table, key)).with_outputs(REJECTED, STATS, main="joined"))
+            out = joined.joined
         else:
-            rows = impressions
-            if self._batch_rows:
-                rows = impressions | "Rows" >> beam.FlatMap(RawBatch.iter_records)
-            keyed = rows | "Key" >> beam.ParDo(_KeyImpressions(table, key)).with_outputs("unkeyed", main="keyed")
+            keyed = impressions | "Key" >> beam.ParDo(_KeyImpressions(table, key)).with_outputs("unkeyed", main="keyed")
             joined = ({"impressions": keyed.keyed, "table": typed.rows}
                       | "CoGroup" >> beam.CoGroupByKey()
                       | "Join" >> beam.ParDo(_JoinGroups(table)).with_outputs(REJECTED, STATS, main="joined"))
             out = (joined.joined, keyed.unkeyed) | "AllImpressions" >> beam.Flatten()
-            if self._batch_rows:
-                out = (out | "Regroup" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_rows)
-                       | "ToBatches" >> beam.Map(RawBatch.from_records))
         counts = (
             typed.rows | "CountRows" >> beam.combiners.Count.Globally()
             | "TagRows" >> beam.Map(lambda n, name: {f"{name}.rows": n}, table.name),

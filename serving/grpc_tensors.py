@@ -19,8 +19,9 @@ about half a millisecond on a ``predict_raw`` call of eight inputs and four outp
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Iterable, Mapping, MutableMapping
+from typing import Iterable, Mapping, MutableMapping, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -72,27 +73,28 @@ def input_array(name: str, proto: tensor_pb2.TensorProto, spec: tf.TensorSpec, m
     Raises:
         RequestError: as for :func:`input_arrays`.
     """
-    if proto.dtype != spec.dtype.as_datatype_enum:
+    plan = _plan(spec)
+    if proto.dtype != plan.enum:
         raise RequestError(f"input {name!r} is {dtype_name(proto.dtype)}; the signature takes "
-                           f"{dtype_name(spec.dtype.as_datatype_enum)}")
-    dims = [dim.size for dim in proto.tensor_shape.dim]
-    if proto.tensor_shape.unknown_rank or any(size < 0 for size in dims):
-        shown = "an unknown rank" if proto.tensor_shape.unknown_rank else str(dims)
+                           f"{dtype_name(plan.enum)}")
+    shape = proto.tensor_shape
+    dims = [dim.size for dim in shape.dim]
+    if shape.unknown_rank or any(size < 0 for size in dims):
+        shown = "an unknown rank" if shape.unknown_rank else str(dims)
         raise RequestError(f"input {name!r} needs a fully defined tensor_shape, got {shown}")
-    if not _fits(dims, spec.shape):
+    if not _fits(dims, plan.shape):
         raise RequestError(f"input {name!r} has shape {dims}; the signature takes {shape_text(spec.shape)}")
     elements = math.prod(dims)
     if elements > max_elements:
         raise RequestError(f"input {name!r} has shape {dims}: {elements} elements, more than this server's limit "
                            f"of {max_elements}", 413)
-    dtype = spec.dtype.as_numpy_dtype
-    if spec.dtype == tf.string:
+    if plan.string:
         if len(proto.string_val) == elements and not proto.tensor_content:  # as tf.make_tensor_proto writes
             array = np.empty(elements, dtype=object)
-            array[:] = list(proto.string_val)
+            array[:] = proto.string_val
             return array.reshape(dims)
-    elif proto.tensor_content and len(proto.tensor_content) == elements * np.dtype(dtype).itemsize:
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(dims)
+    elif proto.tensor_content and len(proto.tensor_content) == elements * plan.itemsize:
+        return np.frombuffer(proto.tensor_content, dtype=plan.dtype).reshape(dims)
     if elements and not _holds_values(proto):
         raise RequestError(f"input {name!r} has shape {dims} but holds no values")
     try:
@@ -145,12 +147,29 @@ def shape_text(shape: tf.TensorShape) -> str:
     return "[" + ", ".join("None" if size is None else str(size) for size in shape.as_list()) + "]"
 
 
-def _fits(dims: list[int], shape: tf.TensorShape) -> bool:
-    """Whether a shape sent as ``dims`` is one ``shape`` (a signature's, ``None`` for any size) takes."""
-    if shape.rank is None:
+class _Plan(NamedTuple):
+    """What :func:`input_array` reads off a signature input's ``tf.TensorSpec``, once per spec."""
+
+    enum: int  # the DataType enum a TensorProto must carry
+    string: bool
+    dtype: np.dtype  # the array's numpy dtype (object for strings)
+    itemsize: int
+    shape: tuple[int | None, ...] | None  # None: any shape
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(spec: tf.TensorSpec) -> _Plan:
+    dtype = np.dtype(spec.dtype.as_numpy_dtype)
+    shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
+    return _Plan(spec.dtype.as_datatype_enum, spec.dtype == tf.string, dtype, dtype.itemsize, shape)
+
+
+def _fits(dims: list[int], shape: tuple[int | None, ...] | None) -> bool:
+    """Whether a shape sent as ``dims`` is one a signature's ``shape`` (:attr:`_Plan.shape`: None
+    for any shape, ``None`` sizes for any size) takes."""
+    if shape is None:
         return True
-    expected = shape.as_list()
-    return len(dims) == len(expected) and all(want is None or want == size for want, size in zip(expected, dims))
+    return len(dims) == len(shape) and all(want is None or want == size for want, size in zip(shape, dims))
 
 
 def _holds_values(proto: tensor_pb2.TensorProto) -> bool:

@@ -38,7 +38,7 @@ from serving.contract import DEFAULT_SIGNATURE, EXAMPLES_INPUT, RANK_SIGNATURE
 from serving.convert import tensor_from_json
 from serving.errors import RequestError, describe, type_name
 from serving.models import ServedVersion, Signature
-from serving.responses import json_values
+from serving.responses import arrays_json
 
 PLATFORM = "tensorflow_savedmodel"  # Triton's and KServe's name for a TensorFlow SavedModel
 SIGNATURE_PARAMETER = "signature_name"  # the request parameter that chooses the signature
@@ -171,8 +171,10 @@ def infer_where(signature: str) -> Callable[[int, str], str]:
 
 
 def infer_response(model: str, version: int, request: InferRequest, outputs: Mapping[str, np.ndarray],
-                   specs: Mapping[str, tf.TensorSpec]) -> dict:
-    """The inference response.
+                   specs: Mapping[str, tf.TensorSpec]) -> bytes:
+    """The inference response, encoded (:func:`serving.responses.arrays_json`: each output's
+    values written by orjson from its numpy array, about 0.2 ms for ``predict_raw``'s 1,900
+    values of 100 rows, where ``tolist`` and ``json.dumps`` took 3-4 ms).
 
     Args:
         model: the model name.
@@ -180,16 +182,20 @@ def infer_response(model: str, version: int, request: InferRequest, outputs: Map
         request: the parsed request (its ``outputs`` and ``id``).
         outputs: the signature's outputs, numpy arrays rows first.
         specs: the signature's output specs (:func:`output_specs`), for the datatypes.
+
+    Raises:
+        ValueError: for an output that is NaN or infinite (:func:`~serving.responses.check_finite`
+            comes first).
     """
     answer: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     if request.id is not None:
         answer["id"] = request.id
     answer["outputs"] = [
         {"name": name, "datatype": datatype(specs[name].dtype), "shape": list(np.shape(outputs[name])),
-         "data": json_values(np.reshape(outputs[name], -1))}
+         "data": np.reshape(outputs[name], -1)}
         for name in request.outputs
     ]
-    return answer
+    return arrays_json(answer)
 
 
 def _object(value: Any, where: str) -> dict:

@@ -193,8 +193,11 @@ def parse_rank(request: Mapping, columns: Sequence[Column], max_candidates: int,
     top_k = _top_k(request.get("top_k"))
     known = {c.name for c in columns}
     _check_features(context, known, "context")
-    _check_candidates(candidates, known)
-    own = _uniform_columns(candidates)
+    own = _uniform_columns(candidates) if set(map(type, candidates)) == {dict} else None
+    if own is None:
+        _check_candidates(candidates, known)
+    else:  # every candidate has the first one's features: checking those checks all
+        _check_features(candidates[0], known, "candidates[0]")
     return {column.name: _column_values(column, context, candidates, own, column.name in looked_up)
             for column in columns}, top_k
 
@@ -223,7 +226,8 @@ def _check_candidates(candidates: list, known: set[str]) -> None:
 
 
 def _uniform_columns(candidates: list[dict]) -> dict[str, tuple] | None:
-    """The candidates' values by feature, read in one pass, when all carry the same features; else None."""
+    """The candidates' values by feature, read in one pass, when all (dicts) carry the same
+    features; else None."""
     first = candidates[0]
     if not first or set(map(len, candidates)) != {len(first)}:
         return None

@@ -238,7 +238,7 @@ def v2_model_ready(call: Call) -> tuple[int, dict]:
     return 200, {"name": call.registry.name, "ready": True}
 
 
-def v2_infer(call: Call) -> tuple[int, dict]:
+def v2_infer(call: Call) -> tuple[int, bytes]:
     """The Open Inference Protocol's inference (:func:`serving.oip_v2.parse_infer`), checked and
     batched as :func:`predict` is."""
     request = parse_json_object(call.body)

@@ -29,7 +29,10 @@ complete spec as YAML (:mod:`feature_specs.render`), each choice explained in a 
   and no 0/1 label may follow); a 0/1 label is a binary task, any other
   a regression (``log1p`` when non-negative and skewed, masked by the first label when it is only
   non-zero where that label is 1);
-* the ranking group (``group_by``); without a time column, a hash split on it (else on a row id).
+* the ranking group (``group_by``); without a time column, a hash split on it (else on a row id);
+* side tables (``tables``, ``--table NAME[:KEY]=PATTERN``): the ``tables:`` section, each table's
+  columns profiled by the same rules and its key declared from the log
+  (:mod:`feature_specs.table_choices`).
 
 Keys left at a spec default take it from the dataclass field (:func:`feature_specs.spec.field_default`).
 The result loads with :func:`feature_specs.spec.load_spec` and runs through ``mmoe run`` as is.
@@ -271,7 +274,8 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
     Args:
         path: str. File, glob pattern or URI of the log.
         labels: mapping task name -> label column, in task order; the first is the click-like
-            binary (0/1) task, e.g. ``{"click": "clicked", "engagement": "dwell_seconds"}``.
+            binary (0/1) task, e.g. ``{"click": "clicked", "engagement": "dwell_seconds"}``, or,
+            when it is not 0/1, the spec is regression only (``{"stars": "rating"}``).
         group_by: str or None. Request id column: the ranking group and the split key.
         max_rows: int. Rows sampled at most (streamed from the start of the files).
         name: str or None. Spec name (also the served model's name); default from the file name.

@@ -5,7 +5,9 @@ data, reads a bounded sample of it and reports, naming each column: declared col
 lacks, values that do not parse as the declared type, empty required values and values outside
 ``min``/``max`` (each when more of the sampled rows fail than ``pipeline.max_reject_rate``, the
 share at which a run fails), binary labels that are not 0/1, and undeclared columns when
-``pipeline.unknown_columns`` is ``reject``. :func:`check_report` adds warnings that do not fail a
+``pipeline.unknown_columns`` is ``reject``; a side table's columns are looked up, so the log
+may lack them, and each table with an ``input:`` is sampled and checked the same way
+(:func:`check_tables`). :func:`check_report` adds warnings that do not fail a
 run: a declared feature that predicts a label almost perfectly on the sample, or behaves like
 an outcome of the impression (:func:`predictor_warnings`, the judgements ``mmoe spec infer``
 leaves such columns out by). Values are typed by ``feature_specs.values``, the
@@ -155,16 +157,15 @@ def _label_problems(spec: FeatureSpec, sample: Sample, where: str) -> list[Probl
     return problems
 
 
-def check_data(spec: FeatureSpec, sample: Sample) -> list[Problem]:
-    """Problems of a data sample against a loaded spec (see the module docstring)."""
-    where = sample.files[0] if len(sample.files) == 1 else f"{sample.path} ({len(sample.files)} files)"
-    limit = spec.pipeline.max_reject_rate
-    rows = len(sample.rows)
+def _columns_problems(columns: Sequence[tuple[str, Column]], sample: Sample, limit: float, where: str,
+                      looked_up: frozenset[str] = frozenset()) -> tuple[list[Problem], set[int]]:
+    """(problems, indexes of failing rows) of ``(key path, column)`` pairs on a sample; a column
+    in ``looked_up`` (a side table's) may be absent."""
     problems, failing_rows = [], set()
     listed = False
-    for key, column in _column_keys(spec):
+    for key, column in columns:
         if column.name not in sample.columns:
-            if column.required:
+            if column.required and column.name not in looked_up:
                 close = difflib.get_close_matches(column.name, sample.columns, n=1)
                 message = f"{key} {column.name} ({column.dtype}): missing from {where}"
                 message += f" (did you mean {close[0]!r}?)" if close else ""
@@ -174,7 +175,21 @@ def check_data(spec: FeatureSpec, sample: Sample) -> list[Problem]:
                 problems.append(Problem(message, column.name))
             continue
         counts = _count_failures(column, sample.rows, failing_rows)
-        problems += _describe(column, key, counts, rows, limit, where)
+        problems += _describe(column, key, counts, len(sample.rows), limit, where)
+    return problems, failing_rows
+
+
+def _where(sample: Sample) -> str:
+    return sample.files[0] if len(sample.files) == 1 else f"{sample.path} ({len(sample.files)} files)"
+
+
+def check_data(spec: FeatureSpec, sample: Sample) -> list[Problem]:
+    """Problems of a data sample against a loaded spec (see the module docstring); a side table's
+    column may be absent from the log (it is looked up)."""
+    where = _where(sample)
+    limit = spec.pipeline.max_reject_rate
+    rows = len(sample.rows)
+    problems, failing_rows = _columns_problems(_column_keys(spec), sample, limit, where, spec.table_column_names)
     if len(failing_rows) > limit * rows and not problems:
         problems.append(Problem(
             f"{len(failing_rows)} of {rows} sampled rows of {where} would be rejected ({len(failing_rows) / rows:.1%}), "
@@ -190,12 +205,30 @@ def check_data(spec: FeatureSpec, sample: Sample) -> list[Problem]:
     return problems
 
 
+def check_tables(spec: FeatureSpec, max_rows: int = SAMPLE_ROWS) -> list[Problem]:
+    """Problems of each side table whose ``input:`` the spec names, on a sample read as the log's:
+    the table's files, its key and columns (each as :func:`check_data` checks a log column)."""
+    problems = []
+    for i, table in enumerate(spec.tables):
+        if table.input is None:
+            continue
+        try:
+            sample = read_sample(table.input, max_rows)
+        except InferError as exc:
+            problems.append(Problem(f"tables[{i}] {table.name}: {exc}"))
+            continue
+        key = dataclasses.replace(spec.column(table.key), required=True, default=None)  # a table row needs its key
+        columns = [(f"tables[{i}].key", key)] + [(f"tables[{i}].columns[{j}]", c) for j, c in enumerate(table.columns)]
+        problems += _columns_problems(columns, sample, spec.pipeline.max_reject_rate, _where(sample))[0]
+    return problems
+
+
 def predictor_warnings(spec: FeatureSpec, sample: Sample) -> list[Problem]:
     """Warnings for declared features that predict a task's label almost perfectly on the sample
     (the label restated: :func:`feature_specs.column_choices.leak`) or behave like an outcome of
     the impression (:func:`feature_specs.outcomes.outcome_evidence`): values recorded after the
     impression, absent when the model ranks. One per feature, naming the feature and the label."""
-    where = sample.files[0] if len(sample.files) == 1 else f"{sample.path} ({len(sample.files)} files)"
+    where = _where(sample)
     labels = {}
     for task in spec.tasks:
         if task.label in sample.columns and task.label not in labels:
@@ -234,7 +267,7 @@ def check_report(spec_path: str, data_path: str | None = None, max_rows: int = S
         sample = read_sample(data_path, max_rows, input_format)
     except InferError as exc:
         return [Problem(str(exc))], []
-    problems = check_data(spec, sample)
+    problems = check_data(spec, sample) + check_tables(spec, max_rows)
     return problems, ([] if problems else predictor_warnings(spec, sample))
 
 

@@ -48,6 +48,7 @@ def movielens(tmp_path_factory):
     spec_path = str(root / f"{NAME}.yaml")
     assert main(["spec", "infer", RATINGS, "--label", "stars=rating", "--table", f"movies={MOVIES}",
                  "--name", NAME, "--out", spec_path]) == 0
+    assert main(["spec", "check", spec_path, RATINGS]) == 0  # the step infer prints next: log and table fit
     workdir = Workdir(str(root / "run"))
     assert main(["run", "--spec", spec_path, "--input", RATINGS, "--workdir", workdir.root, "--epochs", "1",
                  "--quiet"]) == 0

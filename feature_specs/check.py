@@ -7,7 +7,7 @@ lacks, values that do not parse as the declared type, empty required values and 
 share at which a run fails), binary labels that are not 0/1, and undeclared columns when
 ``pipeline.unknown_columns`` is ``reject``; a side table's columns are looked up, so the log
 may lack them, and each table with an ``input:`` is sampled and checked the same way
-(:func:`check_tables`). :func:`check_report` adds warnings that do not fail a
+(:func:`check_tables`), its columns joined into the log's sample for the warnings. :func:`check_report` adds warnings that do not fail a
 run: a declared feature that predicts a label almost perfectly on the sample, or behaves like
 an outcome of the impression (:func:`predictor_warnings`, the judgements ``mmoe spec infer``
 leaves such columns out by). Values are typed by ``feature_specs.values``, the
@@ -205,10 +205,14 @@ def check_data(spec: FeatureSpec, sample: Sample) -> list[Problem]:
     return problems
 
 
-def check_tables(spec: FeatureSpec, max_rows: int = SAMPLE_ROWS) -> list[Problem]:
+def check_tables(spec: FeatureSpec, max_rows: int = SAMPLE_ROWS) -> tuple[list[Problem], dict[str, Sample]]:
     """Problems of each side table whose ``input:`` the spec names, on a sample read as the log's:
-    the table's files, its key and columns (each as :func:`check_data` checks a log column)."""
-    problems = []
+    the table's files, its key and columns (each as :func:`check_data` checks a log column).
+
+    Returns:
+        ``(problems, samples)``: the problems, and table name -> its sample (tables read).
+    """
+    problems, samples = [], {}
     for i, table in enumerate(spec.tables):
         if table.input is None:
             continue
@@ -220,7 +224,32 @@ def check_tables(spec: FeatureSpec, max_rows: int = SAMPLE_ROWS) -> list[Problem
         key = dataclasses.replace(spec.column(table.key), required=True, default=None)  # a table row needs its key
         columns = [(f"tables[{i}].key", key)] + [(f"tables[{i}].columns[{j}]", c) for j, c in enumerate(table.columns)]
         problems += _columns_problems(columns, sample, spec.pipeline.max_reject_rate, _where(sample))[0]
-    return problems
+        samples[table.name] = sample
+    return problems, samples
+
+
+def joined_sample(spec: FeatureSpec, sample: Sample, tables: dict[str, Sample]) -> Sample:
+    """The log's sample with each sampled table's columns looked up by key where a row lacks them
+    (the pipeline's join, on the samples: a row's own value wins), for :func:`predictor_warnings`."""
+    rows = [dict(row) for row in sample.rows]
+    columns = list(sample.columns)
+    for table in spec.tables:
+        if table.name not in tables:
+            continue
+        key = spec.column(table.key)
+        index: dict = {}
+        for row in tables[table.name].rows:
+            raw = row.get(table.key)
+            index.setdefault(None if is_missing(raw) else typed(key, raw), row)
+        index.pop(None, None)
+        for row in rows:
+            raw = row.get(table.key)
+            found = index.get(None if is_missing(raw) else typed(key, raw))
+            for column in table.columns if found is not None else ():
+                if is_missing(row.get(column.name)):
+                    row[column.name] = found.get(column.name)
+        columns += [c.name for c in table.columns if c.name not in columns]
+    return dataclasses.replace(sample, rows=rows, columns=columns)
 
 
 def predictor_warnings(spec: FeatureSpec, sample: Sample) -> list[Problem]:
@@ -267,8 +296,9 @@ def check_report(spec_path: str, data_path: str | None = None, max_rows: int = S
         sample = read_sample(data_path, max_rows, input_format)
     except InferError as exc:
         return [Problem(str(exc))], []
-    problems = check_data(spec, sample) + check_tables(spec, max_rows)
-    return problems, ([] if problems else predictor_warnings(spec, sample))
+    table_problems, tables = check_tables(spec, max_rows)
+    problems = check_data(spec, sample) + table_problems
+    return problems, ([] if problems else predictor_warnings(spec, joined_sample(spec, sample, tables)))
 
 
 def check_spec(spec_path: str, data_path: str | None = None, max_rows: int = SAMPLE_ROWS,

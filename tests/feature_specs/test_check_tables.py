@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import yaml
 
 from feature_specs.check import check_spec
@@ -44,3 +45,22 @@ def test_table_problems_are_named_by_their_key_path(tmp_path):
 def test_a_table_input_that_matches_nothing(tmp_path):
     (problem,) = check_spec(inferred_spec(tmp_path, str(tmp_path / "none-*.csv")), RATINGS)
     assert str(problem) == f"tables[0] movies: {tmp_path / 'none-*.csv'}: no such file"
+
+
+def test_a_table_feature_that_gives_the_label_away_is_warned_of(tmp_path):
+    from feature_specs.check import check_report
+
+    rng = np.random.default_rng(3)
+    good = set(range(0, 40, 3))
+    rows = [{"item_id": (i := int(rng.integers(40))), "hour": int(rng.integers(24)), "clicked": int(i in good)}
+            for _ in range(800)]
+    log = write_csv(tmp_path / "log.csv", rows)
+    items = write_csv(tmp_path / "items.csv", [{"item_id": i, "was_clicked": int(i in good), "brand": f"b{i % 5}"}
+                                               for i in range(40)])
+    inferred = infer_spec(log, {"click": "clicked"}, tables=[TableRequest("items", items)], keep_features=["was_clicked"])
+    assert "was_clicked" in inferred.spec.table_column_names  # kept as asked, although flagged as a leak
+    path = tmp_path / "spec.yaml"
+    path.write_text(inferred.yaml)
+    problems, warnings = check_report(str(path), log)
+    assert problems == [] and [w.column for w in warnings] == ["was_clicked"]
+    assert "correlates 1.000 with the label clicked" in str(warnings[0])

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import yaml
 
 from feature_specs.check import check_spec
 from feature_specs.infer import infer_spec
 from feature_specs.table_choices import TableRequest
 from log_writers import write_csv
+from test_infer_tables import leaky_item_log
 
 MOVIELENS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "movielens")
 RATINGS = os.path.join(MOVIELENS, "ratings.csv")
@@ -50,13 +50,7 @@ def test_a_table_input_that_matches_nothing(tmp_path):
 def test_a_table_feature_that_gives_the_label_away_is_warned_of(tmp_path):
     from feature_specs.check import check_report
 
-    rng = np.random.default_rng(3)
-    good = set(range(0, 40, 3))
-    rows = [{"item_id": (i := int(rng.integers(40))), "hour": int(rng.integers(24)), "clicked": int(i in good)}
-            for _ in range(800)]
-    log = write_csv(tmp_path / "log.csv", rows)
-    items = write_csv(tmp_path / "items.csv", [{"item_id": i, "was_clicked": int(i in good), "brand": f"b{i % 5}"}
-                                               for i in range(40)])
+    log, items = leaky_item_log(tmp_path)
     inferred = infer_spec(log, {"click": "clicked"}, tables=[TableRequest("items", items)], keep_features=["was_clicked"])
     assert "was_clicked" in inferred.spec.table_column_names  # kept as asked, although flagged as a leak
     path = tmp_path / "spec.yaml"

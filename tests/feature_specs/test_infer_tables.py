@@ -107,13 +107,18 @@ def test_parquet_and_jsonl_tables_with_list_columns(tmp_path):
         assert spec.tables[0].input == table_path
 
 
-def test_a_table_column_that_leaks_the_label_is_left_out(tmp_path):
+def leaky_item_log(tmp_path) -> tuple[str, str]:
+    """(log, item table): a click decided by the item, and the table's ``was_clicked`` restating it."""
     rng = np.random.default_rng(3)
     good = set(range(0, 40, 3))
     rows = [{"item_id": (i := int(rng.integers(40))), "hour": int(rng.integers(24)), "clicked": int(i in good)}
             for _ in range(800)]
-    path = write_csv(tmp_path / "log.csv", rows)
-    table = write_csv(tmp_path / "items.csv", [{**r, "was_clicked": int(r["item_id"] in good)} for r in item_rows(range(40))])
+    table = [{**r, "was_clicked": int(r["item_id"] in good)} for r in item_rows(range(40))]
+    return write_csv(tmp_path / "log.csv", rows), write_csv(tmp_path / "items.csv", table)
+
+
+def test_a_table_column_that_leaks_the_label_is_left_out(tmp_path):
+    path, table = leaky_item_log(tmp_path)
     inferred = infer_spec(path, {"click": "clicked"}, tables=[TableRequest("items", table)])
     choice = inferred.choice("was_clicked")
     assert choice.flag == "leak" and "on the sampled impressions joined with the table" in choice.reason

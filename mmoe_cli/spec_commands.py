@@ -49,7 +49,7 @@ def add_spec_parser(commands) -> argparse.ArgumentParser:
     infer.add_argument(
         "--label", action="append", type=_label, default=[], metavar="TASK=COLUMN", required=True,
         help="a task and its label column, in task order; the first is the click-like task when 0/1 (a first "
-        "label that is not 0/1 makes a regression-only spec, e.g. --label rating=rating), "
+        "label that is not 0/1 makes a regression-only spec, e.g. --label stars=rating), "
         "e.g. --label click=clicked --label engagement=dwell_seconds")
     infer.add_argument("--group-by", default=None, metavar="COLUMN",
                        help="request id: candidates of one request are ranked together and split together")

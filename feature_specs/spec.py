@@ -264,6 +264,11 @@ class Task:
     head: str = "tower"
     calibration_weight: float = 0.6
 
+    @property
+    def served_output(self) -> str:
+        """Name of the task's served output: ``<task>_probability`` for binary, ``<task>`` otherwise."""
+        return f"{self.name}_probability" if self.kind == "binary" else self.name
+
 
 @dataclass(frozen=True, kw_only=True)
 class Ranking:

@@ -650,6 +650,10 @@ def spec_from_dict(data: Mapping, source: str | None = None) -> FeatureSpec:
     tasks = tuple(_read_task(n, column_types) for n in task_nodes)
     task_seen: dict[str, str] = {}
     _check_unique(task_nodes, [t.name for t in tasks], task_seen)
+    for node, task in zip(task_nodes, tasks):
+        if task.served_output in column_types:  # responses and metrics hold columns and outputs by name
+            raise node.error("name", f"the task's served output {quoted(task.served_output)} would have the name of "
+                                     f"the column {quoted(task.served_output)}: rename the task")
     _check_task_links(task_nodes, tasks, {c.name: c for c in features + columns})
     _check_history_links(feature_nodes, features, {c.name: c for c in features + columns})
     _check_list_targets(feature_nodes, features)

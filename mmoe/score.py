@@ -24,7 +24,7 @@ SCORE = "score"
 
 def output_name(task: Task) -> str:
     """Name of a task's served output: ``<task>_probability`` for binary, ``<task>`` otherwise."""
-    return f"{task.name}_probability" if task.kind == "binary" else task.name
+    return task.served_output
 
 
 def conditional_output_name(task: Task) -> str:

@@ -49,9 +49,11 @@ def _peak_rss_mb() -> dict:
             "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Summed resident memory of ``root`` and every process below it, from /proc (MB)."""
-    parents, rss = {}, {}
+def _tree_usage(root: int) -> tuple[float, dict[int, float]]:
+    """Summed resident memory of ``root`` and every process below it (MB), and each one's CPU
+    seconds so far (user + system), from /proc."""
+    parents, rss, cpu = {}, {}, {}
+    ticks = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -62,6 +64,7 @@ def _tree_rss_mb(root: int) -> float:
             continue
         parents[int(entry)] = int(fields[1])
         rss[int(entry)] = int(fields[21]) * resource.getpagesize()
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
     tree, frontier = {root}, [root]
     while frontier:
         pid = frontier.pop()
@@ -69,7 +72,7 @@ def _tree_rss_mb(root: int) -> float:
             if parent == pid and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    return sum(rss.get(pid, 0) for pid in tree) / 2**20
+    return sum(rss.get(pid, 0) for pid in tree) / 2**20, {pid: cpu[pid] for pid in tree if pid in cpu}
 
 
 def run_beam(pattern: str, workdir: str, beam_args: list[str]) -> dict:
@@ -194,7 +197,7 @@ def main(argv=None) -> dict:
             command = [sys.executable, os.path.abspath(__file__), "--mode", mode, "--pattern", pattern,
                        "--tmp", tmp, "--workers", str(args.workers)]
             wall = time.perf_counter()
-            returncode, stdout, stderr, peak_total = _run_child(command)
+            returncode, stdout, stderr, peak_total, cpu_seconds = _run_child(command)
             wall = time.perf_counter() - wall
             lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
             if returncode or not lines:
@@ -202,11 +205,14 @@ def main(argv=None) -> dict:
             result = json.loads(lines[-1][len("RESULT "):])
             result["process_seconds"] = wall  # including interpreter start-up
             result["peak_rss_mb_total"] = round(peak_total, 1)
+            # CPU seconds of all its processes: unlike wall time, what another job on the cores
+            # cannot inflate much, so modes compare by it on a shared machine too
+            result["cpu_seconds_total"] = round(cpu_seconds, 1)
             result["rows_per_s"] = result["input_rows"] / result["seconds"]
             modes[mode] = result
             print(f"{mode:>14}: {result['seconds']:7.1f} s  {result['rows_per_s']:>10,.0f} rows/s  "
                   f"peak RSS {result['peak_rss_mb']['self']:,.0f} MB (workers {result['peak_rss_mb']['children']:,.0f} MB, "
-                  f"all processes {peak_total:,.0f} MB)", flush=True)
+                  f"all processes {peak_total:,.0f} MB), {cpu_seconds:,.1f} CPU s", flush=True)
 
     if args.rows >= TEN_MILLION:
         return _record_large_run(args, modes)
@@ -243,8 +249,10 @@ def main(argv=None) -> dict:
     return summary
 
 
-def _run_child(command: list[str]) -> tuple[int, str, str, float]:
-    """Runs one mode; passes its progress lines through; samples its process tree's memory."""
+def _run_child(command: list[str]) -> tuple[int, str, str, float, float]:
+    """Runs one mode; passes its progress lines through; samples its process tree's memory and CPU
+    time. Returns ``(returncode, stdout, stderr, peak RSS MB summed over the tree, CPU seconds of
+    the tree)`` (the CPU seconds as last sampled, up to SAMPLE_SECONDS short per process)."""
     import threading
 
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -261,13 +269,16 @@ def _run_child(command: list[str]) -> tuple[int, str, str, float]:
     out: list[str] = []
     stdout_reader = threading.Thread(target=lambda: out.append(process.stdout.read()), daemon=True)
     stdout_reader.start()
-    peak = 0.0
+    peak, cpu = 0.0, {}
     while process.poll() is None:
-        peak = max(peak, _tree_rss_mb(process.pid))
+        memory, seconds = _tree_usage(process.pid)
+        peak = max(peak, memory)
+        for pid, value in seconds.items():  # a process's CPU time only grows: keep its last sample
+            cpu[pid] = max(cpu.get(pid, 0.0), value)
         time.sleep(SAMPLE_SECONDS)
     reader.join()
     stdout_reader.join()
-    return process.returncode, "".join(out), "".join(err_lines), peak
+    return process.returncode, "".join(out), "".join(err_lines), peak, sum(cpu.values())
 
 
 def _read_json(path: str) -> dict:

@@ -451,7 +451,7 @@ class TrainingConfig:
     cache: bool = False
     lazy_update_min_rows: int = 10_000
     early_stopping: EarlyStopping = EarlyStopping()
-    evaluations_per_epoch: int = 1
+    evaluations_per_epoch: int = 4
     expert_stage_epochs: int = 0
     gate_stage_epochs: int = 0
 

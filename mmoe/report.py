@@ -163,7 +163,8 @@ def write_report(spec: FeatureSpec, workdir: Workdir, history: dict, metrics: di
     rows = {f"{spec.model.architecture} (this run)": metrics, **metrics.get("baselines", {})}
     training = metrics.get("training", {})
     best = (
-        f"<p>Kept epoch {training['best_epoch']} of {training['epochs']}, the best by "
+        f"<p>Kept the model of epoch {training['best_epoch']} of {training['epochs']}"
+        + (f" (step {training['best_step']})" if "best_step" in training else "") + ", the best by "
         f"<code>{html.escape(training['early_stopping_metric'])}</code> ({training['best_value']:.4f}).</p>"
         if "best_epoch" in training and "early_stopping_metric" in training else ""
     )

@@ -137,7 +137,8 @@ def test_the_run_report_embeds_plots_metrics_and_configuration(trained_run):
         page = handle.read()
     assert page.count("data:image/png;base64,") == 3
     assert "Eval metrics" in page and "val_click_auc" in page and "&quot;architecture&quot;: &quot;mmoe&quot;" in page
-    assert f"Kept epoch {trained_run.result.metrics['training']['best_epoch']} of 2" in page
+    training = trained_run.result.metrics["training"]
+    assert f"Kept the model of epoch {training['best_epoch']} of 2 (step {training['best_step']})" in page
 
 
 def test_an_xla_compiled_step_matches_the_plain_one(trained_run, tmp_path):

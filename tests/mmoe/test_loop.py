@@ -9,8 +9,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
-from feature_specs.spec import EarlyStopping
+from feature_specs.spec import EarlyStopping, SpecError, TrainingConfig
+from feature_specs.spec_reader import bundled_spec_path, spec_from_dict
 from mmoe.baselines import train_baseline
 from mmoe.input_pipeline import example_bytes, pad_rows
 from mmoe.loop import Trainer
@@ -293,3 +295,15 @@ def test_evaluations_inside_an_epoch_can_keep_the_best_model_between_epoch_ends(
     assert history["val_loss"] == [0.4], "the epoch's history holds its end-of-epoch pass"
     for kept, restored in zip(seen[1][1], trainer.models.core.weights):
         np.testing.assert_array_equal(restored.numpy(), kept)
+
+
+def test_the_spec_reads_evaluations_per_epoch_and_refuses_zero_by_its_key_path():
+    with open(bundled_spec_path("clicklog")) as handle:
+        data = yaml.safe_load(handle)
+    assert spec_from_dict(data).training.evaluations_per_epoch == TrainingConfig().evaluations_per_epoch
+    data["training"] = {**data.get("training", {}), "evaluations_per_epoch": 2}
+    spec = spec_from_dict(data)
+    assert spec.training.evaluations_per_epoch == 2 and spec_from_dict(spec.to_dict()) == spec
+    data["training"]["evaluations_per_epoch"] = 0
+    with pytest.raises(SpecError, match="training.evaluations_per_epoch: must be >= 1, got 0"):
+        spec_from_dict(data)

@@ -291,8 +291,11 @@ class Trainer:
 
     def evaluation_interval(self, steps_per_epoch: int | None) -> int:
         """Steps between the eval passes inside an epoch (``training.evaluations_per_epoch``);
-        0 when there are none: one pass per epoch, or an epoch's length not known yet (no
-        previous epoch and no train row count in ``report.json``)."""
+        0 when there are none: one pass per epoch, an epoch's length not known yet (no
+        previous epoch and no train row count in ``report.json``), or an epoch too short for a
+        pass inside it. Never fewer than ``steps_per_execution``: the compiled loop runs that
+        many steps per call, and evaluating more often would cut its calls short (a tiny epoch
+        of 10 steps is evaluated at its end only, not after every 3 steps)."""
         per_epoch = self.settings.evaluations_per_epoch
         if per_epoch <= 1:
             return 0
@@ -301,7 +304,8 @@ class Trainer:
             steps_per_epoch = -(-rows // self.settings.batch_size) if rows else None
         if not steps_per_epoch:
             return 0
-        return max(1, -(-steps_per_epoch // per_epoch))
+        interval = max(self.steps_per_execution, -(-steps_per_epoch // per_epoch))
+        return interval if interval < steps_per_epoch else 0
 
     def fit(self, epochs: int | None = None, callbacks=(), verbose: int = 2) -> dict[str, list[float]]:
         """Trains for ``epochs`` (default ``spec.training.epochs``), resuming from a checkpoint.

@@ -280,8 +280,8 @@ def test_evaluations_inside_an_epoch_can_keep_the_best_model_between_epoch_ends(
     trainer = _trainer(trained_run, tmp_path, evaluations_per_epoch=3, steps_per_execution=4, checkpoint_every_steps=0,
                        early_stopping=EarlyStopping(metric="val_loss"))
     steps_per_epoch = -(-trainer.input.train_rows() // 256)
-    interval = -(-steps_per_epoch // 3)
-    assert trainer.evaluation_interval(None) == interval and interval < steps_per_epoch
+    interval = max(4, -(-steps_per_epoch // 3))  # at least steps_per_execution
+    assert trainer.evaluation_interval(None) == interval and 2 * interval < steps_per_epoch
     seen, values = [], iter([0.5, 0.3, 0.4])  # the second pass, inside the epoch, is the best
 
     def evaluate():

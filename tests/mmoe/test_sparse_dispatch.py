@@ -71,6 +71,20 @@ def test_routing_places_first_choices_first_and_drops_past_capacity():
     assert int(capacity) == 4 and bool(np.all(_np(keep)))  # the largest load: nothing dropped
 
 
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_each_place_counts_the_earlier_assignments_to_its_expert_and_bank_outsiders_take_none(jit_compile):
+    rng = np.random.default_rng(3)
+    experts = rng.integers(-1, 5, size=(300, 3)).astype(np.int32)  # -1: a choice in another bank
+    slots, keep, capacity = tf.function(lambda e: dispatch.route(e, 5), jit_compile=jit_compile)(tf.constant(experts))
+    flat = experts.T.reshape(-1)  # placement order: column 0 of every row, then column 1, ...
+    want_position = np.array([np.sum(flat[:i] == e) for i, e in enumerate(flat)]).reshape(3, 300).T
+    loads = np.bincount(flat[flat >= 0], minlength=5)
+    assert int(capacity) == loads.max()
+    np.testing.assert_array_equal(_np(keep), experts >= 0)
+    want = np.where(experts >= 0, experts * loads.max() + want_position, 5 * loads.max())
+    np.testing.assert_array_equal(_np(slots), want)
+
+
 def test_a_dropped_choice_gives_its_weight_to_the_others_and_an_all_dropped_row_a_zero_mixture():
     outputs = tf.reshape(tf.range(2 * 2 * 1, dtype=tf.float32) + 1.0, (2, 2, 1))  # E=2, C=2, units=1
     values = tf.constant([[0.75, 0.25], [0.6, 0.4], [0.5, 0.5]])

@@ -350,6 +350,10 @@ class ModelConfig:
             (``E * sum_e mean_batch(g_e)^2``, 1 when balanced); 0 disables it.
         bias_tower_units: list of int. Hidden widths of the shallow bias tower.
         dropout: float. Dropout in towers.
+        embedding_l2: float. L2 penalty on the embedding rows each batch looks up, every table:
+            ``embedding_l2 * sum of their squares / batch size`` (a list's elements each count).
+            Only looked-up rows get its gradient, so embedding updates stay sparse, and a row is
+            penalized each time it is used. 0 disables it.
         fused_experts: bool. Keep each expert layer's kernels stacked in one tensor (default):
             one wide matmul for one-layer experts, per-expert matmul chains on slices of the
             stacked kernels for deeper ones (``mmoe.layers.experts``), instead of a loop of
@@ -374,6 +378,7 @@ class ModelConfig:
     load_balance_weight: float = 0.0
     bias_tower_units: tuple[int, ...] = ()
     dropout: float = 0.0
+    embedding_l2: float = 0.0
     fused_experts: bool = True
 
 

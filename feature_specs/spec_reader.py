@@ -362,6 +362,7 @@ def _read_model(node: Node) -> ModelConfig:
         load_balance_weight=node.get("load_balance_weight", float, defaults.load_balance_weight),
         bias_tower_units=_units(node, "bias_tower_units", defaults.bias_tower_units),
         dropout=node.get("dropout", float, defaults.dropout),
+        embedding_l2=node.get("embedding_l2", float, defaults.embedding_l2),
         fused_experts=node.get("fused_experts", bool, defaults.fused_experts),
     )
     if not model.expert_units:
@@ -378,7 +379,7 @@ def _read_model(node: Node) -> ModelConfig:
         raise node.error("expert_dropout", "applies to softmax gates only, not to gate_type dselect_k")
     if model.dselect_gamma <= 0:
         raise node.error("dselect_gamma", f"must be > 0, got {model.dselect_gamma}")
-    for key in ("expert_capacity_factor", "dselect_entropy_weight"):
+    for key in ("expert_capacity_factor", "dselect_entropy_weight", "embedding_l2"):
         if getattr(model, key) < 0:
             raise node.error(key, f"must be >= 0, got {getattr(model, key)}")
     for key in ("dropout", "expert_dropout"):

@@ -133,19 +133,23 @@ def preprocessed_inputs(features: Sequence[Feature]) -> dict[str, keras.KerasTen
     return {f.name: keras.Input(shape=(input_width(f),), dtype=preprocessed_dtype(f), name=f.name) for f in features}
 
 
-def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix: str = ""):
+def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix: str = "", rows_l2: float = 0.0):
     """The trainable half: indices -> ``(batch, embedding_dim)``; numeric values pass through.
 
     Layer names start with ``prefix``, so independent towers (single-task models) can each have
-    their own embeddings.
+    their own embeddings. ``rows_l2`` (``model.embedding_l2``) adds the L2 penalty of the rows
+    looked up (:func:`mmoe.layers.pooled_embedding.looked_up_rows_l2`) as a loss.
     """
     if not feature.is_categorical:
         return preprocessed
     if feature.is_list:
         return PooledEmbedding(embedding_input_dim(feature, statistics), feature.embedding_dim,
-                               pooling=feature.list.pooling, name=f"{prefix}{feature.name}_embedding")(preprocessed)
+                               pooling=feature.list.pooling, rows_l2=rows_l2,
+                               name=f"{prefix}{feature.name}_embedding")(preprocessed)
+    # Keras divides an activity regularizer by the batch size: l2 * sum of the rows' squares / batch
     x = keras.layers.Embedding(
-        embedding_input_dim(feature, statistics), feature.embedding_dim, name=f"{prefix}{feature.name}_embedding"
+        embedding_input_dim(feature, statistics), feature.embedding_dim, name=f"{prefix}{feature.name}_embedding",
+        activity_regularizer=keras.regularizers.L2(rows_l2) if rows_l2 else None,
     )(preprocessed)
     return keras.layers.Reshape((feature.embedding_dim,), name=f"{prefix}{feature.name}_flat")(x)
 
@@ -163,19 +167,21 @@ def _attends(feature: Feature) -> bool:
 
 def embed_features(
     features: Sequence[Feature], preprocessed: Mapping[str, keras.KerasTensor], statistics: Statistics,
-    name: str, prefix: str = "",
+    name: str, prefix: str = "", rows_l2: float = 0.0,
 ):
     """Embeds and concatenates ``features`` into one tensor of shape ``(batch, total_width)``.
+
+    ``rows_l2``: see :func:`embed_feature`.
 
     A list feature with ``pooling: attention`` is pooled by
     :class:`~mmoe.layers.target_attention.TargetAttentionEmbedding` against its ``target``'s
     embedding (a feature among ``features``), so it is embedded after the others.
     """
-    embedded = {f.name: embed_feature(f, preprocessed[f.name], statistics, prefix)
+    embedded = {f.name: embed_feature(f, preprocessed[f.name], statistics, prefix, rows_l2)
                 for f in features if not _attends(f)}
     for f in filter(_attends, features):
         embedded[f.name] = TargetAttentionEmbedding(
-            embedding_input_dim(f, statistics), f.embedding_dim, name=f"{prefix}{f.name}_embedding",
+            embedding_input_dim(f, statistics), f.embedding_dim, rows_l2=rows_l2, name=f"{prefix}{f.name}_embedding",
         )([preprocessed[f.name], embedded[f.list.target]])
     blocks = [embedded[f.name] for f in features]
     if len(blocks) == 1:

@@ -7,6 +7,16 @@ from feature_specs.spec import POOLED_LIST_POOLINGS as POOLINGS
 from mmoe.registry import register
 
 
+def looked_up_rows_l2(rows, l2: float):
+    """``l2 * sum(rows ** 2) / batch``: the L2 penalty of the embedding rows a batch looked up.
+
+    Args:
+        rows: ``(batch, ..., dim)`` the looked-up vectors (masked ones zeroed).
+        l2: float >= 0.
+    """
+    return l2 * ops.sum(ops.square(rows)) / ops.cast(ops.shape(rows)[0], rows.dtype)
+
+
 @register
 class PooledEmbedding(keras.layers.Layer):
     """Embeds each element of a padded list of indices and pools them into one vector.
@@ -23,13 +33,15 @@ class PooledEmbedding(keras.layers.Layer):
             to ``"mean"``.
         embeddings_initializer: initializer of the table. Defaults to ``"uniform"``, as
             ``keras.layers.Embedding``.
+        rows_l2: float >= 0. Adds :func:`looked_up_rows_l2` of the elements' vectors as a loss.
+            Defaults to 0 (none).
 
     Input shape: ``(batch_size, max_length)`` integer indices in ``[0, input_dim)``.
     Output shape: ``(batch_size, output_dim)`` float32.
     """
 
     def __init__(self, input_dim: int, output_dim: int, pooling: str = "mean",
-                 embeddings_initializer="uniform", **kwargs):
+                 embeddings_initializer="uniform", rows_l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(input_dim, int) or input_dim < 2:
             raise ValueError(f"`input_dim` must be an int >= 2 (padding and one element), got {input_dim!r}")
@@ -37,7 +49,9 @@ class PooledEmbedding(keras.layers.Layer):
             raise ValueError(f"`output_dim` must be a positive int, got {output_dim!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"`pooling` must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        self.input_dim, self.output_dim, self.pooling = input_dim, output_dim, pooling
+        if rows_l2 < 0:
+            raise ValueError(f"`rows_l2` must be >= 0, got {rows_l2!r}")
+        self.input_dim, self.output_dim, self.pooling, self.rows_l2 = input_dim, output_dim, pooling, float(rows_l2)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape):
@@ -48,7 +62,10 @@ class PooledEmbedding(keras.layers.Layer):
         indices = ops.cast(indices, "int32")
         vectors = ops.take(self.embeddings, indices, axis=0)  # (batch, max_length, output_dim)
         present = ops.cast(ops.not_equal(indices, 0), vectors.dtype)  # (batch, max_length)
-        pooled = ops.sum(vectors * ops.expand_dims(present, -1), axis=1)  # (batch, output_dim)
+        vectors = vectors * ops.expand_dims(present, -1)
+        if self.rows_l2:
+            self.add_loss(looked_up_rows_l2(vectors, self.rows_l2))
+        pooled = ops.sum(vectors, axis=1)  # (batch, output_dim)
         if self.pooling == "mean":
             count = ops.sum(present, axis=1, keepdims=True)  # (batch, 1)
             pooled = pooled / ops.maximum(count, 1.0)
@@ -59,5 +76,5 @@ class PooledEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "pooling": self.pooling,
+                "pooling": self.pooling, "rows_l2": self.rows_l2,
                 "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer)}

@@ -16,6 +16,7 @@ bias starts at 1, so an untrained layer is sum pooling and no element starts wit
 import keras
 from keras import ops
 
+from mmoe.layers.pooled_embedding import looked_up_rows_l2
 from mmoe.registry import register
 
 
@@ -31,13 +32,16 @@ class TargetAttentionEmbedding(keras.layers.Layer):
         output_dim: int. Embedding width.
         units: sequence of int. Hidden widths of the activation MLP (ReLU). Defaults to ``(16,)``.
         embeddings_initializer: initializer of the table. Defaults to ``"uniform"``.
+        rows_l2: float >= 0. Adds :func:`~mmoe.layers.pooled_embedding.looked_up_rows_l2` of the
+            elements' vectors as a loss. Defaults to 0 (none).
 
     Input: ``[indices, query]``: indices ``(batch_size, max_length)`` integers in
     ``[0, input_dim)``, query ``(batch_size, query_dim)`` float (the target feature's embedding).
     Output shape: ``(batch_size, output_dim)`` float32.
     """
 
-    def __init__(self, input_dim: int, output_dim: int, units=(16,), embeddings_initializer="uniform", **kwargs):
+    def __init__(self, input_dim: int, output_dim: int, units=(16,), embeddings_initializer="uniform",
+                 rows_l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(input_dim, int) or input_dim < 2:
             raise ValueError(f"`input_dim` must be an int >= 2 (padding and one element), got {input_dim!r}")
@@ -46,7 +50,9 @@ class TargetAttentionEmbedding(keras.layers.Layer):
         units = tuple(units)
         if not units or not all(isinstance(u, int) and u > 0 for u in units):
             raise ValueError(f"`units` must be one or more positive ints, got {units!r}")
-        self.input_dim, self.output_dim, self.units = input_dim, output_dim, units
+        if rows_l2 < 0:
+            raise ValueError(f"`rows_l2` must be >= 0, got {rows_l2!r}")
+        self.input_dim, self.output_dim, self.units, self.rows_l2 = input_dim, output_dim, units, float(rows_l2)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape):
@@ -70,6 +76,8 @@ class TargetAttentionEmbedding(keras.layers.Layer):
         indices = ops.cast(indices, "int32")
         vectors = ops.take(self.embeddings, indices, axis=0)  # (batch, max_length, output_dim)
         present = ops.cast(ops.not_equal(indices, 0), vectors.dtype)  # (batch, max_length)
+        if self.rows_l2:
+            self.add_loss(looked_up_rows_l2(vectors * ops.expand_dims(present, -1), self.rows_l2))
         target = ops.expand_dims(ops.matmul(ops.cast(query, vectors.dtype), self.query_kernel), 1)  # (batch, 1, d)
         target = ops.broadcast_to(target, ops.shape(vectors))
         x = ops.concatenate([vectors, target, vectors - target, vectors * target], axis=-1)  # (batch, L, 4d)
@@ -85,5 +93,5 @@ class TargetAttentionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "units": list(self.units),
+                "units": list(self.units), "rows_l2": self.rows_l2,
                 "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer)}

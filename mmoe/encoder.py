@@ -36,7 +36,7 @@ from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec import LIST_PADDING, Feature
 from feature_specs.tensors import input_width
 from mmoe.layers import CastToFloat, Log1p
-from mmoe.layers.pooled_embedding import PooledEmbedding
+from mmoe.layers.pooled_embedding import LookedUpRowsL2, PooledEmbedding
 from mmoe.layers.target_attention import TargetAttentionEmbedding
 
 
@@ -146,11 +146,11 @@ def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix
         return PooledEmbedding(embedding_input_dim(feature, statistics), feature.embedding_dim,
                                pooling=feature.list.pooling, rows_l2=rows_l2,
                                name=f"{prefix}{feature.name}_embedding")(preprocessed)
-    # Keras divides an activity regularizer by the batch size: l2 * sum of the rows' squares / batch
     x = keras.layers.Embedding(
-        embedding_input_dim(feature, statistics), feature.embedding_dim, name=f"{prefix}{feature.name}_embedding",
-        activity_regularizer=keras.regularizers.L2(rows_l2) if rows_l2 else None,
+        embedding_input_dim(feature, statistics), feature.embedding_dim, name=f"{prefix}{feature.name}_embedding"
     )(preprocessed)
+    if rows_l2:
+        x = LookedUpRowsL2(rows_l2, name=f"{prefix}{feature.name}_rows_l2")(x)
     return keras.layers.Reshape((feature.embedding_dim,), name=f"{prefix}{feature.name}_flat")(x)
 
 

@@ -18,6 +18,36 @@ def looked_up_rows_l2(rows, l2: float):
 
 
 @register
+class LookedUpRowsL2(keras.layers.Layer):
+    """Passes looked-up embedding rows through and, in training only, adds their
+    :func:`looked_up_rows_l2` as a loss (a Keras activity regularizer would also add it in the
+    exported serving graph, where it cannot be read).
+
+    Args:
+        l2: float >= 0.
+
+    Input and output shape: ``(batch, ..., dim)``.
+    """
+
+    def __init__(self, l2: float, **kwargs):
+        super().__init__(**kwargs)
+        if l2 < 0:
+            raise ValueError(f"`l2` must be >= 0, got {l2!r}")
+        self.l2 = float(l2)
+
+    def call(self, rows, training=None):
+        if training and self.l2:
+            self.add_loss(looked_up_rows_l2(rows, self.l2))
+        return rows
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
+@register
 class PooledEmbedding(keras.layers.Layer):
     """Embeds each element of a padded list of indices and pools them into one vector.
 
@@ -58,12 +88,12 @@ class PooledEmbedding(keras.layers.Layer):
         self.embeddings = self.add_weight(name="embeddings", shape=(self.input_dim, self.output_dim),
                                           initializer=self.embeddings_initializer)
 
-    def call(self, indices):
+    def call(self, indices, training=None):
         indices = ops.cast(indices, "int32")
         vectors = ops.take(self.embeddings, indices, axis=0)  # (batch, max_length, output_dim)
         present = ops.cast(ops.not_equal(indices, 0), vectors.dtype)  # (batch, max_length)
         vectors = vectors * ops.expand_dims(present, -1)
-        if self.rows_l2:
+        if training and self.rows_l2:
             self.add_loss(looked_up_rows_l2(vectors, self.rows_l2))
         pooled = ops.sum(vectors, axis=1)  # (batch, output_dim)
         if self.pooling == "mean":

@@ -71,12 +71,12 @@ class TargetAttentionEmbedding(keras.layers.Layer):
             self.hidden.append((kernel, bias))
             width = units
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         indices, query = inputs
         indices = ops.cast(indices, "int32")
         vectors = ops.take(self.embeddings, indices, axis=0)  # (batch, max_length, output_dim)
         present = ops.cast(ops.not_equal(indices, 0), vectors.dtype)  # (batch, max_length)
-        if self.rows_l2:
+        if training and self.rows_l2:
             self.add_loss(looked_up_rows_l2(vectors * ops.expand_dims(present, -1), self.rows_l2))
         target = ops.expand_dims(ops.matmul(ops.cast(query, vectors.dtype), self.query_kernel), 1)  # (batch, 1, d)
         target = ops.broadcast_to(target, ops.shape(vectors))

@@ -36,6 +36,8 @@ def test_list_layers_add_the_penalty_of_their_present_elements_and_only_those_ro
     inputs = tf.constant(INDICES) if isinstance(layer, PooledEmbedding) else [tf.constant(INDICES), tf.ones((3, 2))]
     with tf.GradientTape() as tape:
         layer(inputs)
+        assert not layer.losses  # only in training
+        layer(inputs, training=True)
         (penalty,) = layer.losses
     np.testing.assert_allclose(float(penalty), _masked_penalty(layer.embeddings.numpy(), INDICES), rtol=1e-5)
     gradient = tf.convert_to_tensor(tape.gradient(penalty, layer.embeddings)).numpy()
@@ -45,7 +47,7 @@ def test_list_layers_add_the_penalty_of_their_present_elements_and_only_those_ro
     clone = type(layer).from_config(layer.get_config())
     assert clone.rows_l2 == L2
     with pytest.raises(ValueError, match="rows_l2"):
-        type(layer).from_config({**layer.get_config(), "rows_l2": -1.0})
+        type(layer)(5, 3, rows_l2=-1.0)
 
 
 def test_the_penalty_divides_by_the_batch():
@@ -98,4 +100,5 @@ def test_every_table_adds_its_rows_penalty_and_the_model_trains_exports_and_serv
     models.core.save(path)
     reloaded = keras.models.load_model(path)
     reloaded(features, training=True)
+    models.core(features, training=True)  # each call's losses replace the last call's
     np.testing.assert_allclose(float(tf.add_n(reloaded.losses)), float(tf.add_n(models.core.losses)), rtol=1e-5)

@@ -321,8 +321,8 @@ class ModelConfig:
         architecture: str. A name of ``mmoe.architectures.BACKBONES``, where each architecture's
             builder and its one-line description live (mmoe, omoe, shared_bottom, ...); checked
             there, by key path, when a model is built or the CLI loads the spec.
-        num_experts: int. Shared experts (mmoe, omoe, cgc, ple).
-        task_experts: int. Experts owned by each task (cgc, ple).
+        num_experts: int. Shared experts (mmoe, omoe, cgc, ple, stem).
+        task_experts: int. Experts owned by each task (cgc, ple, stem).
         num_levels: int. Extraction levels (ple).
         expert_units: list of int. Each expert's MLP widths.
         bottom_units: list of int. The bottom MLP of shared_bottom and single_task.

@@ -10,6 +10,10 @@ shared_bottom   one MLP shared by all tasks (Caruana 1997)
 single_task     an independent network per task, embeddings included: as if trained alone
 cgc             task-specific plus shared experts, one gate per task (Tang et al., RecSys 2020)
 ple             stacked CGC levels: Progressive Layered Extraction (Tang et al., RecSys 2020)
+stem            CGC over shared and task-specific embeddings: each task's experts and gate read
+                embedding tables of their own, the shared experts the shared tables; each task's
+                gate also mixes the other tasks' experts through a stop-gradient (STEM-Net, Su et
+                al., AAAI 2024)
 ==============  ==========================================================================
 
 ``BACKBONES`` below is the one list of architectures: the spec's ``model.architecture`` and the
@@ -74,6 +78,20 @@ def _extraction(num_levels: Callable[[ModelConfig], int]):
     return build
 
 
+def _task_embeddings(spec: FeatureSpec, encode: Encode):
+    from mmoe.layers import CGC
+    from mmoe.layers.ple import SHARED
+
+    config = spec.model
+    inputs = {task: encode(f"{task}_") for task in spec.task_names}  # tables of the task's own
+    inputs[SHARED] = encode("")
+    return CGC(
+        spec.task_names, num_experts=config.num_experts, task_experts=config.task_experts,
+        expert_units=config.expert_units, transfer_experts=True, name=config.architecture,
+        **_gate_options(config, spec.training.seed),
+    )(inputs)
+
+
 def _shared_bottom(spec: FeatureSpec, encode: Encode):
     from mmoe.layers import MLP
 
@@ -96,10 +114,13 @@ BACKBONES: dict[str, Backbone] = {
     "single_task": _single_task,
     "cgc": _extraction(lambda config: 1),
     "ple": _extraction(lambda config: config.num_levels),
+    "stem": _task_embeddings,
 }
 
 
 ARCHITECTURES = tuple(BACKBONES)
+GATED = ("mmoe", "omoe", "cgc", "ple", "stem")  # the architectures with gates (and gate weights)
+OWN_AND_SHARED_EXPERTS = ("cgc", "ple", "stem")  # their gates list each task's own experts first, the shared ones last
 
 
 def check_architecture(spec: FeatureSpec) -> FeatureSpec:
@@ -118,8 +139,8 @@ def check_architecture(spec: FeatureSpec) -> FeatureSpec:
 def build_backbone(spec: FeatureSpec, encode: Encode) -> tuple[dict, object]:
     """Per-task representations ``{task: (batch, width)}`` and gate weights (or None).
 
-    Gate weights are ``(batch, tasks, experts)`` for gated architectures (for cgc/ple: each
-    task's own experts first, then the shared ones).
+    Gate weights are ``(batch, tasks, experts)`` for gated architectures (for cgc/ple/stem: each
+    task's own experts first, the shared ones last; stem's list the other tasks' experts between).
 
     Raises:
         SpecError: an architecture not in :data:`ARCHITECTURES`.

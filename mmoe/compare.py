@@ -35,6 +35,7 @@ import numpy as np
 
 from feature_specs.artifacts import Workdir, join
 from feature_specs.spec import FeatureSpec
+from mmoe.architectures import GATED, OWN_AND_SHARED_EXPERTS
 from mmoe.gate_diagnostics import summarize_gates
 from mmoe.paired import compare_metric, metric_rule, verdict
 
@@ -44,8 +45,6 @@ DEFAULT_MODELS = ("mmoe", "shared_bottom", "single_task", "ple")
 DEFAULT_SEEDS = 3
 BASELINE = "single_task"
 SHARED_BASELINE = "shared_bottom"  # what a gated model must also be at least as good as
-GATED = ("mmoe", "omoe", "cgc", "ple")
-SHARED_AND_OWN_EXPERTS = ("cgc", "ple")  # gates list each task's own experts, then the shared ones
 COMPARE_JSON = "compare.json"
 GATE_DIAGNOSTICS = "gate_diagnostics"
 
@@ -189,7 +188,7 @@ def train_and_evaluate(spec: FeatureSpec, workdir: Workdir, evaluation_files: li
     collected = collect_predictions(spec, trainer.models.serving, files)
     metrics = compute_metrics(spec, collected)
     if GATE_WEIGHTS in collected:
-        shared = spec.model.num_experts if spec.model.architecture in SHARED_AND_OWN_EXPERTS else None
+        shared = spec.model.num_experts if spec.model.architecture in OWN_AND_SHARED_EXPERTS else None
         metrics[GATE_DIAGNOSTICS] = gate_diagnostics(collected[GATE_WEIGHTS], spec.task_names, shared)
     metrics["training"] = {
         "epochs": len(history["loss"]), "best_epoch": int(trainer.best_epoch) + 1,

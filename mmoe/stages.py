@@ -10,6 +10,7 @@ keep their values and their Adam moments).
 from __future__ import annotations
 
 from feature_specs.spec import SpecError, TrainingConfig
+from mmoe.architectures import GATED
 
 EXPERTS, GATES, JOINT = "experts", "gates", "joint"
 
@@ -43,6 +44,6 @@ def stage_variables(stage: str, variables: list, gates: list) -> list:
         return list(variables)
     if not gates:
         key = "training.expert_stage_epochs" if stage == EXPERTS else "training.gate_stage_epochs"
-        raise SpecError(key, "staged training needs a gated architecture (mmoe, omoe, cgc, ple)")
+        raise SpecError(key, f"staged training needs a gated architecture ({', '.join(GATED)})")
     gate_ids = {id(v) for v in gates}
     return [v for v in variables if (id(v) in gate_ids) == (stage == GATES)]

@@ -28,6 +28,10 @@ class CGC(GatedExperts):
         task_experts: int. Experts owned by each task.
         expert_units: list of int. Widths of each expert's MLP layers.
         output_shared: bool. Also return a ``"shared"`` mixture. Defaults to False.
+        transfer_experts: bool. Task t's gate also weighs the other tasks' own experts, through a
+            stop-gradient: t's loss reads them but trains only its own and the shared experts
+            (STEM's "all forward, task-specific backward", Su et al., AAAI 2024). Computed densely,
+            also with ``gate_top_k``. Defaults to False.
         **kwargs: the gating options of :class:`mmoe.layers.mixture.GatedExperts`
             (``gate_temperature``, ``gate_units``, ``gate_top_k``, ``expert_dropout``,
             ``load_balance_weight``, ``activation``, ``seed``, ``fused_experts``) and Layer
@@ -40,7 +44,9 @@ class CGC(GatedExperts):
     Output:
         ``(mixtures, gate_weights)``: ``mixtures`` maps each task (and ``"shared"`` with
         ``output_shared``) to ``(batch_size, expert_units[-1])``; ``gate_weights`` is
-        ``(batch_size, num_tasks, task_experts + num_experts)``, own experts first.
+        ``(batch_size, num_tasks, task_experts + num_experts)``, own experts first (with
+        ``transfer_experts``: own, then the other tasks' in ``task_names`` order, then the shared
+        ones, ``(batch_size, num_tasks, num_tasks * task_experts + num_experts)``).
     """
 
     reserved_names = (SHARED,)
@@ -52,20 +58,27 @@ class CGC(GatedExperts):
         task_experts: int,
         expert_units: Sequence[int],
         output_shared: bool = False,
+        transfer_experts: bool = False,
         **kwargs,
     ):
         super().__init__(task_names, num_experts, expert_units, **kwargs)
         self.task_experts = int(task_experts)
         self.output_shared = bool(output_shared)
+        self.transfer_experts = bool(transfer_experts)
         self.shared_experts = self._experts(self.num_experts, "shared_experts")
         self.own_experts = [self._experts(self.task_experts, f"experts_{task}") for task in self.task_names]
-        per_task = self.task_experts + self.num_experts
+        per_task = self._experts_per_gate()
         self.gates = [self._gate(per_task, f"gate_{task}", i) for i, task in enumerate(self.task_names)]
         self.shared_gate = (
             self._gate(self.task_experts * len(self.task_names) + self.num_experts, "gate_shared", len(self.task_names))
             if self.output_shared
             else None
         )
+
+    def _experts_per_gate(self) -> int:
+        """How many experts each task's gate weighs."""
+        tasks = len(self.task_names) if self.transfer_experts else 1
+        return tasks * self.task_experts + self.num_experts
 
     def _split(self, inputs) -> dict:
         if isinstance(inputs, dict):
@@ -83,14 +96,15 @@ class CGC(GatedExperts):
 
     def call(self, inputs, training=None):
         inputs = self._split(inputs)
-        if self._dispatches(self.task_experts + self.num_experts, training):
+        if not self.transfer_experts and self._dispatches(self.task_experts + self.num_experts, training):
             return self._dispatched_call(inputs, training)
         # each bank's outputs: Es (or Et) x (batch, units), or (batch, Es, units); see ExpertBank.expert_outputs
         shared = self.shared_experts.expert_outputs(inputs[SHARED])
         own = [experts.expert_outputs(inputs[task]) for task, experts in zip(self.task_names, self.own_experts)]
         mixtures, gate_weights = {}, []
-        for task, task_own, gate in zip(self.task_names, own, self.gates):
-            experts = pool(task_own, shared)  # Et + Es experts, the task's own first
+        for t, (task, task_own, gate) in enumerate(zip(self.task_names, own, self.gates)):
+            others = [_stop_gradient(o) for j, o in enumerate(own) if j != t] if self.transfer_experts else []
+            experts = pool(task_own, *others, shared)  # the task's own first, the shared last
             mixtures[task], weights = self._mix(gate, inputs[task], experts, training)
             gate_weights.append(weights)
         if self.shared_gate is not None:
@@ -124,11 +138,21 @@ class CGC(GatedExperts):
         names = [*self.task_names, SHARED] if self.output_shared else self.task_names
         return (
             {name: (batch, self.expert_units[-1]) for name in names},
-            (batch, len(self.task_names), self.task_experts + self.num_experts),
+            (batch, len(self.task_names), self._experts_per_gate()),
         )
 
     def get_config(self):
-        return {**super().get_config(), "task_experts": self.task_experts, "output_shared": self.output_shared}
+        return {
+            **super().get_config(), "task_experts": self.task_experts, "output_shared": self.output_shared,
+            "transfer_experts": self.transfer_experts,
+        }
+
+
+def _stop_gradient(outputs):
+    """An expert bank's outputs (a list of ``(batch, units)``, or ``(batch, E, units)``) as constants for the gradient."""
+    if isinstance(outputs, (list, tuple)):
+        return [ops.stop_gradient(h) for h in outputs]
+    return ops.stop_gradient(outputs)
 
 
 @register

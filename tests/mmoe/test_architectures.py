@@ -16,7 +16,7 @@ from mmoe.loop import Trainer
 from mmoe.overrides import with_overrides
 from serving.export import export_saved_model
 
-GATED = {"mmoe": 4, "omoe": 4, "cgc": 5, "ple": 5}  # experts each gate sees (cgc/ple: 1 own + 4 shared)
+GATED = {"mmoe": 4, "omoe": 4, "cgc": 5, "ple": 5, "stem": 6}  # experts each gate sees (cgc/ple: 1 own + 4 shared; stem: + 1 of the other task)
 
 
 def _spec(trained_run, architecture):
@@ -62,6 +62,30 @@ def test_single_task_networks_share_no_weights(trained_run):
     assert any(n.startswith("click_user_id_embedding") for n in names)
     assert any(n.startswith("engagement_user_id_embedding") for n in names)
     assert not any(n.startswith("user_id_embedding") for n in names)
+
+
+def test_stem_experts_and_gates_read_their_task_s_own_tables(trained_run):
+    """STEM: each task's experts and gate take embeddings of their own, the shared experts the shared ones."""
+    from mmoe.architectures import GATED as GATED_ARCHITECTURES, OWN_AND_SHARED_EXPERTS
+
+    assert set(GATED) == set(GATED_ARCHITECTURES) and "stem" in OWN_AND_SHARED_EXPERTS
+    models = build_models(_spec(trained_run, "stem"), trained_run.workdir)
+    names = [w.path for w in models.serving.weights]
+    for table in ("user_id_embedding", "click_user_id_embedding", "engagement_user_id_embedding"):
+        assert any(n.startswith(table) for n in names), table
+    features = next(iter(training_dataset(trained_run.spec, trained_run.workdir, "train", 32, shuffle=False)))[0]
+    with tf.GradientTape() as tape:
+        outputs = models.train(features, training=False)
+        click = tf.reduce_sum(outputs["click"])
+    tables = {v.path.split("/")[0]: v for v in models.train.trainable_variables if "user_id_embedding" in v.path}
+    grads = dict(zip(tables, tape.gradient(click, list(tables.values()))))
+    assert grads["engagement_user_id_embedding"] is None, "click reads engagement's experts through a stop-gradient"
+    assert grads["click_user_id_embedding"] is not None and grads["user_id_embedding"] is not None
+    # ... but it does read them: click's predictions move when engagement's experts change.
+    expert = next(v for v in models.train.trainable_variables if "experts_engagement" in v.path)
+    before = models.train(features, training=False)["click"].numpy()
+    expert.assign(expert * 0.0)
+    assert np.abs(models.train(features, training=False)["click"].numpy() - before).max() > 0
 
 
 def test_unknown_architecture_names_the_key_and_the_choices(trained_run):

@@ -41,6 +41,28 @@ def test_cgc_gates_cover_own_then_shared_experts():
     np.testing.assert_allclose(_np(layer(x)[0]["click"]), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_cgc_transfer_mixes_other_tasks_experts_without_training_them(top_k):
+    """STEM's all-forward, task-specific-backward: click's gate weighs engagement's experts too,
+    and click's mixture sends no gradient into them; dense also with top-k."""
+    layer = CGC(TASKS, num_experts=3, task_experts=2, expert_units=[4], transfer_experts=True, gate_top_k=top_k)
+    inputs = {"click": _x(seed=1), "engagement": _x(seed=2), "shared": _x(seed=3)}
+    mixtures, gates = layer(inputs)
+    assert _np(gates).shape == (8, 2, 2 + 2 + 3)  # own, the other task's, shared
+    own, other = (_np(layer.own_experts[i](inputs[t])) for i, t in enumerate(TASKS))
+    shared = _np(layer.shared_experts(inputs["shared"]))
+    weights = _np(layer.gates[0](inputs["click"]))
+    expected = np.einsum("be,beu->bu", weights, np.concatenate([own, other, shared], axis=1))
+    np.testing.assert_allclose(_np(mixtures["click"]), expected, rtol=1e-5, atol=1e-6)
+    with tf.GradientTape() as tape:
+        click = tf.reduce_sum(layer(inputs)[0]["click"])
+    variables = {"own": layer.own_experts[0].trainable_variables, "other": layer.own_experts[1].trainable_variables,
+                 "shared": layer.shared_experts.trainable_variables}
+    grads = tape.gradient(click, variables)
+    assert all(g is None for g in grads["other"]), "engagement's experts get no gradient from click"
+    assert all(g is not None and np.abs(_np(g)).sum() > 0 for g in grads["own"] + grads["shared"])
+
+
 def test_cgc_with_shared_output_feeds_the_next_level():
     mixtures, _ = CGC(TASKS, num_experts=2, task_experts=1, expert_units=[4], output_shared=True)(_x())
     assert set(mixtures) == {"click", "engagement", "shared"}
@@ -98,6 +120,7 @@ def test_load_balance_loss_bounds_and_is_added_in_training_only():
         OMoE(TASKS, num_experts=3, expert_units=[4]),
         MMoE(TASKS, 4, [4], gate_units=[8], gate_top_k=2, expert_dropout=0.1, load_balance_weight=0.01, seed=1),
         CGC(TASKS, num_experts=2, task_experts=1, expert_units=[4], output_shared=True),
+        CGC(TASKS, num_experts=2, task_experts=1, expert_units=[4], transfer_experts=True),
         PLE(TASKS, num_levels=2, num_experts=2, task_experts=2, expert_units=[4], gate_temperature=2.0),
         SoftmaxGate(4, hidden_units=[3], top_k=2, expert_dropout=0.2, seed=5),
     ],

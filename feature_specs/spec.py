@@ -354,6 +354,10 @@ class ModelConfig:
             ``embedding_l2 * sum of their squares / batch size`` (a list's elements each count).
             Only looked-up rows get its gradient, so embedding updates stay sparse, and a row is
             penalized each time it is used. 0 disables it.
+        embedding_l2_per: str. What ``embedding_l2`` counts: ``lookup`` (every use of a row, the
+            default) or ``row`` (each distinct row a batch looks up once: a value used k times in
+            the batch adds ``1/k`` per use, so frequent values are penalized far less, relative
+            to their data, than rare ones).
         fused_experts: bool. Keep each expert layer's kernels stacked in one tensor (default):
             one wide matmul for one-layer experts, per-expert matmul chains on slices of the
             stacked kernels for deeper ones (``mmoe.layers.experts``), instead of a loop of
@@ -379,10 +383,12 @@ class ModelConfig:
     bias_tower_units: tuple[int, ...] = ()
     dropout: float = 0.0
     embedding_l2: float = 0.0
+    embedding_l2_per: str = "lookup"
     fused_experts: bool = True
 
 
 GATE_TYPES = ("softmax", "dselect_k")  # model.gate_type
+EMBEDDING_L2_PER = ("lookup", "row")  # model.embedding_l2_per
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
 
 

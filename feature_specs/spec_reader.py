@@ -23,6 +23,7 @@ from feature_specs.spec import (
     LIST_TRANSFORMS,
     MAX_LIST_LENGTH,
     GATE_TYPES,
+    EMBEDDING_L2_PER,
     LOSS_WEIGHTINGS,
     LOSSES,
     MISSING_KEY_RULES,
@@ -363,6 +364,7 @@ def _read_model(node: Node) -> ModelConfig:
         bias_tower_units=_units(node, "bias_tower_units", defaults.bias_tower_units),
         dropout=node.get("dropout", float, defaults.dropout),
         embedding_l2=node.get("embedding_l2", float, defaults.embedding_l2),
+        embedding_l2_per=node.choice("embedding_l2_per", EMBEDDING_L2_PER, defaults.embedding_l2_per),
         fused_experts=node.get("fused_experts", bool, defaults.fused_experts),
     )
     if not model.expert_units:

@@ -36,7 +36,7 @@ from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec import LIST_PADDING, Feature
 from feature_specs.tensors import input_width
 from mmoe.layers import CastToFloat, Log1p
-from mmoe.layers.pooled_embedding import LookedUpRowsL2, PooledEmbedding
+from mmoe.layers.pooled_embedding import PER_LOOKUP, LookedUpRowsL2, PooledEmbedding
 from mmoe.layers.target_attention import TargetAttentionEmbedding
 
 
@@ -133,24 +133,27 @@ def preprocessed_inputs(features: Sequence[Feature]) -> dict[str, keras.KerasTen
     return {f.name: keras.Input(shape=(input_width(f),), dtype=preprocessed_dtype(f), name=f.name) for f in features}
 
 
-def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix: str = "", rows_l2: float = 0.0):
+def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix: str = "", rows_l2: float = 0.0,
+                  rows_l2_per: str = PER_LOOKUP):
     """The trainable half: indices -> ``(batch, embedding_dim)``; numeric values pass through.
 
     Layer names start with ``prefix``, so independent towers (single-task models) can each have
     their own embeddings. ``rows_l2`` (``model.embedding_l2``) adds the L2 penalty of the rows
-    looked up (:func:`mmoe.layers.pooled_embedding.looked_up_rows_l2`) as a loss.
+    looked up (:func:`mmoe.layers.pooled_embedding.looked_up_rows_l2`) as a loss, counted as
+    ``rows_l2_per`` (``model.embedding_l2_per``) says.
     """
     if not feature.is_categorical:
         return preprocessed
     if feature.is_list:
         return PooledEmbedding(embedding_input_dim(feature, statistics), feature.embedding_dim,
-                               pooling=feature.list.pooling, rows_l2=rows_l2,
+                               pooling=feature.list.pooling, rows_l2=rows_l2, rows_l2_per=rows_l2_per,
                                name=f"{prefix}{feature.name}_embedding")(preprocessed)
     x = keras.layers.Embedding(
         embedding_input_dim(feature, statistics), feature.embedding_dim, name=f"{prefix}{feature.name}_embedding"
     )(preprocessed)
     if rows_l2:
-        x = LookedUpRowsL2(rows_l2, name=f"{prefix}{feature.name}_rows_l2")(x)
+        x = LookedUpRowsL2(rows_l2, embedding_input_dim(feature, statistics), rows_l2_per,
+                           name=f"{prefix}{feature.name}_rows_l2")([preprocessed, x])
     return keras.layers.Reshape((feature.embedding_dim,), name=f"{prefix}{feature.name}_flat")(x)
 
 
@@ -167,21 +170,22 @@ def _attends(feature: Feature) -> bool:
 
 def embed_features(
     features: Sequence[Feature], preprocessed: Mapping[str, keras.KerasTensor], statistics: Statistics,
-    name: str, prefix: str = "", rows_l2: float = 0.0,
+    name: str, prefix: str = "", rows_l2: float = 0.0, rows_l2_per: str = PER_LOOKUP,
 ):
     """Embeds and concatenates ``features`` into one tensor of shape ``(batch, total_width)``.
 
-    ``rows_l2``: see :func:`embed_feature`.
+    ``rows_l2``, ``rows_l2_per``: see :func:`embed_feature`.
 
     A list feature with ``pooling: attention`` is pooled by
     :class:`~mmoe.layers.target_attention.TargetAttentionEmbedding` against its ``target``'s
     embedding (a feature among ``features``), so it is embedded after the others.
     """
-    embedded = {f.name: embed_feature(f, preprocessed[f.name], statistics, prefix, rows_l2)
+    embedded = {f.name: embed_feature(f, preprocessed[f.name], statistics, prefix, rows_l2, rows_l2_per)
                 for f in features if not _attends(f)}
     for f in filter(_attends, features):
         embedded[f.name] = TargetAttentionEmbedding(
-            embedding_input_dim(f, statistics), f.embedding_dim, rows_l2=rows_l2, name=f"{prefix}{f.name}_embedding",
+            embedding_input_dim(f, statistics), f.embedding_dim, rows_l2=rows_l2, rows_l2_per=rows_l2_per,
+            name=f"{prefix}{f.name}_embedding",
         )([preprocessed[f.name], embedded[f.list.target]])
     blocks = [embedded[f.name] for f in features]
     if len(blocks) == 1:

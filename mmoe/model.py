@@ -175,12 +175,13 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
 
     inputs, bias_inputs = preprocessed_inputs(features), preprocessed_inputs(bias_features)
     mixtures, gate_weights = build_backbone(
-        spec, lambda prefix: embed_features(features, inputs, statistics, "features", prefix, spec.model.embedding_l2)
+        spec, lambda prefix: embed_features(features, inputs, statistics, "features", prefix, spec.model.embedding_l2,
+                                            spec.model.embedding_l2_per)
     )
     bias_logit = serving_bias_logit = None
     if bias_features and any(t.kind == "binary" for t in spec.tasks):
         embedded_bias = embed_features(bias_features, bias_inputs, statistics, name="bias_features",
-                                       rows_l2=spec.model.embedding_l2)
+                                       rows_l2=spec.model.embedding_l2, rows_l2_per=spec.model.embedding_l2_per)
         logit = MLP(list(spec.model.bias_tower_units) + [1], output_activation=None, name="bias_tower")(embedded_bias)
         bias_model = keras.Model(bias_inputs, logit, name="bias")
         bias_logit = bias_model(bias_inputs)

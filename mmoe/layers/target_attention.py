@@ -16,7 +16,7 @@ bias starts at 1, so an untrained layer is sum pooling and no element starts wit
 import keras
 from keras import ops
 
-from mmoe.layers.pooled_embedding import looked_up_rows_l2
+from mmoe.layers.pooled_embedding import PER_LOOKUP, PER_ROW, check_rows_l2, looked_up_rows_l2
 from mmoe.registry import register
 
 
@@ -34,6 +34,8 @@ class TargetAttentionEmbedding(keras.layers.Layer):
         embeddings_initializer: initializer of the table. Defaults to ``"uniform"``.
         rows_l2: float >= 0. Adds :func:`~mmoe.layers.pooled_embedding.looked_up_rows_l2` of the
             elements' vectors as a loss. Defaults to 0 (none).
+        rows_l2_per: str. ``lookup`` (every element counts) or ``row`` (each distinct row once
+            per batch). Defaults to ``"lookup"``.
 
     Input: ``[indices, query]``: indices ``(batch_size, max_length)`` integers in
     ``[0, input_dim)``, query ``(batch_size, query_dim)`` float (the target feature's embedding).
@@ -41,7 +43,7 @@ class TargetAttentionEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, input_dim: int, output_dim: int, units=(16,), embeddings_initializer="uniform",
-                 rows_l2: float = 0.0, **kwargs):
+                 rows_l2: float = 0.0, rows_l2_per: str = PER_LOOKUP, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(input_dim, int) or input_dim < 2:
             raise ValueError(f"`input_dim` must be an int >= 2 (padding and one element), got {input_dim!r}")
@@ -50,9 +52,8 @@ class TargetAttentionEmbedding(keras.layers.Layer):
         units = tuple(units)
         if not units or not all(isinstance(u, int) and u > 0 for u in units):
             raise ValueError(f"`units` must be one or more positive ints, got {units!r}")
-        if rows_l2 < 0:
-            raise ValueError(f"`rows_l2` must be >= 0, got {rows_l2!r}")
-        self.input_dim, self.output_dim, self.units, self.rows_l2 = input_dim, output_dim, units, float(rows_l2)
+        self.rows_l2, self.rows_l2_per = check_rows_l2(rows_l2, rows_l2_per)
+        self.input_dim, self.output_dim, self.units = input_dim, output_dim, units
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, input_shape):
@@ -77,7 +78,8 @@ class TargetAttentionEmbedding(keras.layers.Layer):
         vectors = ops.take(self.embeddings, indices, axis=0)  # (batch, max_length, output_dim)
         present = ops.cast(ops.not_equal(indices, 0), vectors.dtype)  # (batch, max_length)
         if training and self.rows_l2:
-            self.add_loss(looked_up_rows_l2(vectors * ops.expand_dims(present, -1), self.rows_l2))
+            self.add_loss(looked_up_rows_l2(vectors * ops.expand_dims(present, -1), self.rows_l2,
+                                            indices if self.rows_l2_per == PER_ROW else None, self.input_dim))
         target = ops.expand_dims(ops.matmul(ops.cast(query, vectors.dtype), self.query_kernel), 1)  # (batch, 1, d)
         target = ops.broadcast_to(target, ops.shape(vectors))
         x = ops.concatenate([vectors, target, vectors - target, vectors * target], axis=-1)  # (batch, L, 4d)
@@ -93,5 +95,5 @@ class TargetAttentionEmbedding(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "units": list(self.units), "rows_l2": self.rows_l2,
+                "units": list(self.units), "rows_l2": self.rows_l2, "rows_l2_per": self.rows_l2_per,
                 "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer)}

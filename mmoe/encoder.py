@@ -144,16 +144,13 @@ def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix
     """
     if not feature.is_categorical:
         return preprocessed
+    rows = embedding_input_dim(feature, statistics)
     if feature.is_list:
-        return PooledEmbedding(embedding_input_dim(feature, statistics), feature.embedding_dim,
-                               pooling=feature.list.pooling, rows_l2=rows_l2, rows_l2_per=rows_l2_per,
-                               name=f"{prefix}{feature.name}_embedding")(preprocessed)
-    x = keras.layers.Embedding(
-        embedding_input_dim(feature, statistics), feature.embedding_dim, name=f"{prefix}{feature.name}_embedding"
-    )(preprocessed)
+        return PooledEmbedding(rows, feature.embedding_dim, pooling=feature.list.pooling, rows_l2=rows_l2,
+                               rows_l2_per=rows_l2_per, name=f"{prefix}{feature.name}_embedding")(preprocessed)
+    x = keras.layers.Embedding(rows, feature.embedding_dim, name=f"{prefix}{feature.name}_embedding")(preprocessed)
     if rows_l2:
-        x = LookedUpRowsL2(rows_l2, embedding_input_dim(feature, statistics), rows_l2_per,
-                           name=f"{prefix}{feature.name}_rows_l2")([preprocessed, x])
+        x = LookedUpRowsL2(rows_l2, rows, rows_l2_per, name=f"{prefix}{feature.name}_rows_l2")([preprocessed, x])
     return keras.layers.Reshape((feature.embedding_dim,), name=f"{prefix}{feature.name}_flat")(x)
 
 

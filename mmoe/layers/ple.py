@@ -101,9 +101,10 @@ class CGC(GatedExperts):
         # each bank's outputs: Es (or Et) x (batch, units), or (batch, Es, units); see ExpertBank.expert_outputs
         shared = self.shared_experts.expert_outputs(inputs[SHARED])
         own = [experts.expert_outputs(inputs[task]) for task, experts in zip(self.task_names, self.own_experts)]
+        frozen = [_stop_gradient(o) for o in own] if self.transfer_experts else []  # what other tasks' gates read
         mixtures, gate_weights = {}, []
         for t, (task, task_own, gate) in enumerate(zip(self.task_names, own, self.gates)):
-            others = [_stop_gradient(o) for j, o in enumerate(own) if j != t] if self.transfer_experts else []
+            others = [o for j, o in enumerate(frozen) if j != t]
             experts = pool(task_own, *others, shared)  # the task's own first, the shared last
             mixtures[task], weights = self._mix(gate, inputs[task], experts, training)
             gate_weights.append(weights)

@@ -28,6 +28,19 @@ def looked_up_rows_l2(rows, l2: float, indices=None, num_rows: int | None = None
     return l2 * ops.sum(squares) / ops.cast(ops.shape(rows)[0], rows.dtype)
 
 
+def rows_l2_loss(rows, indices, num_rows: int, l2: float, per: str):
+    """:func:`looked_up_rows_l2` of ``rows``, counted as ``per`` says (``lookup`` or ``row``).
+
+    Args:
+        rows: ``(batch, ..., dim)`` the looked-up vectors (masked ones zeroed).
+        indices: ``(batch, ...)`` their table indices (read with ``per="row"`` only).
+        num_rows: int. Rows of the table.
+        l2: float >= 0.
+        per: str. One of ``EMBEDDING_L2_PER``.
+    """
+    return looked_up_rows_l2(rows, l2, indices if per == PER_ROW else None, num_rows)
+
+
 def check_rows_l2(l2: float, per: str) -> tuple[float, str]:
     """``(l2, per)`` checked: ``l2 >= 0`` and ``per`` in ``EMBEDDING_L2_PER``.
 
@@ -65,7 +78,7 @@ class LookedUpRowsL2(keras.layers.Layer):
     def call(self, inputs, training=None):
         indices, rows = inputs
         if training and self.l2:
-            self.add_loss(looked_up_rows_l2(rows, self.l2, indices if self.per == PER_ROW else None, self.num_rows))
+            self.add_loss(rows_l2_loss(rows, indices, self.num_rows, self.l2, self.per))
         return rows
 
     def compute_output_shape(self, input_shape):
@@ -123,8 +136,7 @@ class PooledEmbedding(keras.layers.Layer):
         present = ops.cast(ops.not_equal(indices, 0), vectors.dtype)  # (batch, max_length)
         vectors = vectors * ops.expand_dims(present, -1)
         if training and self.rows_l2:
-            self.add_loss(looked_up_rows_l2(vectors, self.rows_l2, indices if self.rows_l2_per == PER_ROW else None,
-                                            self.input_dim))
+            self.add_loss(rows_l2_loss(vectors, indices, self.input_dim, self.rows_l2, self.rows_l2_per))
         pooled = ops.sum(vectors, axis=1)  # (batch, output_dim)
         if self.pooling == "mean":
             count = ops.sum(present, axis=1, keepdims=True)  # (batch, 1)

@@ -16,7 +16,7 @@ bias starts at 1, so an untrained layer is sum pooling and no element starts wit
 import keras
 from keras import ops
 
-from mmoe.layers.pooled_embedding import PER_LOOKUP, PER_ROW, check_rows_l2, looked_up_rows_l2
+from mmoe.layers.pooled_embedding import PER_LOOKUP, check_rows_l2, rows_l2_loss
 from mmoe.registry import register
 
 
@@ -33,7 +33,8 @@ class TargetAttentionEmbedding(keras.layers.Layer):
         units: sequence of int. Hidden widths of the activation MLP (ReLU). Defaults to ``(16,)``.
         embeddings_initializer: initializer of the table. Defaults to ``"uniform"``.
         rows_l2: float >= 0. Adds :func:`~mmoe.layers.pooled_embedding.looked_up_rows_l2` of the
-            elements' vectors as a loss. Defaults to 0 (none).
+            elements' vectors as a loss (:func:`~mmoe.layers.pooled_embedding.rows_l2_loss`).
+            Defaults to 0 (none).
         rows_l2_per: str. ``lookup`` (every element counts) or ``row`` (each distinct row once
             per batch). Defaults to ``"lookup"``.
 
@@ -78,8 +79,8 @@ class TargetAttentionEmbedding(keras.layers.Layer):
         vectors = ops.take(self.embeddings, indices, axis=0)  # (batch, max_length, output_dim)
         present = ops.cast(ops.not_equal(indices, 0), vectors.dtype)  # (batch, max_length)
         if training and self.rows_l2:
-            self.add_loss(looked_up_rows_l2(vectors * ops.expand_dims(present, -1), self.rows_l2,
-                                            indices if self.rows_l2_per == PER_ROW else None, self.input_dim))
+            self.add_loss(rows_l2_loss(vectors * ops.expand_dims(present, -1), indices, self.input_dim, self.rows_l2,
+                                       self.rows_l2_per))
         target = ops.expand_dims(ops.matmul(ops.cast(query, vectors.dtype), self.query_kernel), 1)  # (batch, 1, d)
         target = ops.broadcast_to(target, ops.shape(vectors))
         x = ops.concatenate([vectors, target, vectors - target, vectors * target], axis=-1)  # (batch, L, 4d)

@@ -358,6 +358,13 @@ class ModelConfig:
             default) or ``row`` (each distinct row a batch looks up once: a value used k times in
             the batch adds ``1/k`` per use, so frequent values are penalized far less, relative
             to their data, than rare ones).
+        cross_layers: int. DCN-v2 cross layers (Wang et al., WWW 2021; ``keras_rs.layers.FeatureCross``)
+            on the encoded features, in front of the backbone: ``x_{l+1} = x_0 * (W x_l + b) + x_l``,
+            explicit feature crosses of degree ``l + 1`` that every task's experts then read. In
+            shared_bottom and single_task too; single_task and stem cross each task's own
+            embeddings with layers of their own. 0 disables them.
+        cross_projection_dim: int. Rank of each cross layer's ``W`` (``U V^T``, DCN-v2's low-rank
+            mixture's single expert); 0: full rank (``width x width``).
         fused_experts: bool. Keep each expert layer's kernels stacked in one tensor (default):
             one wide matmul for one-layer experts, per-expert matmul chains on slices of the
             stacked kernels for deeper ones (``mmoe.layers.experts``), instead of a loop of
@@ -384,12 +391,15 @@ class ModelConfig:
     dropout: float = 0.0
     embedding_l2: float = 0.0
     embedding_l2_per: str = "lookup"
+    cross_layers: int = 0
+    cross_projection_dim: int = 0
     fused_experts: bool = True
 
 
 GATE_TYPES = ("softmax", "dselect_k")  # model.gate_type
 EMBEDDING_L2_PER = ("lookup", "row")  # model.embedding_l2_per
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+GRADIENT_SURGERIES = ("none", "pcgrad")  # training.gradient_surgery
 
 
 @dataclass(frozen=True)
@@ -426,6 +436,9 @@ class TrainingConfig:
         seed: int. Seeds initialization, shuffling and dropout.
         loss_weighting: str. ``fixed`` (each task's ``weight``) or ``uncertainty`` (Kendall et
             al., CVPR 2018: a learned log-variance per task, scaled by the task's ``weight``).
+        gradient_surgery: str. ``none`` (the gradient of the weighted total) or ``pcgrad`` (Yu et
+            al., NeurIPS 2020: where two tasks' gradients conflict, a negative dot product, each
+            loses its component along the other's before they are summed; ``mmoe.gradient_surgery``).
         checkpoint_every_steps: int. Save a checkpoint every this many steps (and at every
             epoch end) so a killed run resumes where it stopped; 0 = epoch ends only.
         jit_compile: bool. Compile the train step with XLA.
@@ -456,6 +469,7 @@ class TrainingConfig:
     shuffle_buffer: int = 10000
     seed: int = 42
     loss_weighting: str = "fixed"
+    gradient_surgery: str = "none"
     checkpoint_every_steps: int = 200
     jit_compile: bool = False
     steps_per_execution: int = 8

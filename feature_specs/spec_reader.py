@@ -24,6 +24,7 @@ from feature_specs.spec import (
     MAX_LIST_LENGTH,
     GATE_TYPES,
     EMBEDDING_L2_PER,
+    GRADIENT_SURGERIES,
     LOSS_WEIGHTINGS,
     LOSSES,
     MISSING_KEY_RULES,
@@ -365,6 +366,9 @@ def _read_model(node: Node) -> ModelConfig:
         dropout=node.get("dropout", float, defaults.dropout),
         embedding_l2=node.get("embedding_l2", float, defaults.embedding_l2),
         embedding_l2_per=node.choice("embedding_l2_per", EMBEDDING_L2_PER, defaults.embedding_l2_per),
+        cross_layers=node.positive_int("cross_layers", defaults.cross_layers, minimum=0, maximum=MAX_LAYERS),
+        cross_projection_dim=node.positive_int("cross_projection_dim", defaults.cross_projection_dim, minimum=0,
+                                               maximum=MAX_UNITS),
         fused_experts=node.get("fused_experts", bool, defaults.fused_experts),
     )
     if not model.expert_units:
@@ -424,6 +428,7 @@ def _read_training(node: Node, tasks) -> TrainingConfig:
         shuffle_buffer=node.positive_int("shuffle_buffer", defaults.shuffle_buffer, maximum=MAX_SHUFFLE_BUFFER),
         seed=node.positive_int("seed", defaults.seed, minimum=0, maximum=MAX_COUNT),
         loss_weighting=node.choice("loss_weighting", LOSS_WEIGHTINGS, defaults.loss_weighting),
+        gradient_surgery=node.choice("gradient_surgery", GRADIENT_SURGERIES, defaults.gradient_surgery),
         checkpoint_every_steps=node.positive_int(
             "checkpoint_every_steps", defaults.checkpoint_every_steps, minimum=0, maximum=MAX_COUNT
         ),

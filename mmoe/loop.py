@@ -13,7 +13,9 @@ one, so single-process and multi-worker training share every line.
   XLA-compiled (``training.jit_compile``).
 * Losses (:mod:`mmoe.losses`): per task, averaged over the rows where the task's label is
   observed (its mask), across all replicas; combined with fixed weights or with uncertainty
-  weighting (Kendall et al. 2018).
+  weighting (Kendall et al. 2018). With ``training.gradient_surgery: pcgrad`` each task's
+  gradient is taken alone and their conflicts projected away (:mod:`mmoe.gradient_surgery`),
+  on each replica's gradients.
 * Checkpoints (:mod:`mmoe.checkpoints`) every ``training.checkpoint_every_steps`` steps and at
   each epoch end hold the weights, the optimizer, the loss weights and the loop's position
   (epoch, step in epoch, early-stopping state): a killed run started again resumes there.
@@ -39,7 +41,8 @@ from mmoe.checkpoints import LoopCheckpoints, worker_role
 from mmoe.data import require_preprocessed
 from mmoe.input_pipeline import InputPipeline
 from mmoe.layers.dispatch import dropped_fraction
-from mmoe.losses import combine_task_losses, task_loss_sums
+from mmoe.gradient_surgery import add_gradients, project_conflicting
+from mmoe.losses import task_loss_sums, weighted_task_losses
 from mmoe.model import RankingModels, build_models
 from mmoe.optimizers import make_optimizer
 from mmoe.stages import gate_variables, stage_of_epoch, stage_variables
@@ -182,14 +185,23 @@ class Trainer:
 
     def _loss_and_gradients(self, features, labels, weights, global_counts, variables):
         num_replicas = self.strategy.num_replicas_in_sync
-        with tf.GradientTape() as tape:
+        surgery = self.settings.gradient_surgery == "pcgrad"
+        with tf.GradientTape(persistent=surgery) as tape:
             outputs = self.models.core(features, training=True)
             sums = task_loss_sums(self.spec, outputs, labels, weights)
             task_losses = {name: sums[name] / tf.maximum(global_counts[name], 1.0) for name in sums}
-            total = combine_task_losses(self.spec, task_losses, self.log_variances, num_replicas)
+            terms = weighted_task_losses(self.spec, task_losses, self.log_variances, num_replicas)
+            total = tf.add_n(list(terms.values()))
+            auxiliary = None
             if self.models.core.losses:  # auxiliary losses, e.g. gate load balancing
-                total += tf.add_n(self.models.core.losses) / num_replicas
-        gradients = tape.gradient(total, variables)
+                auxiliary = tf.add_n(self.models.core.losses) / num_replicas
+                total += auxiliary
+        if not surgery:
+            return total, task_losses, tape.gradient(total, variables)
+        gradients = project_conflicting([tape.gradient(term, variables) for term in terms.values()], variables)
+        if auxiliary is not None:  # no task's: added as it is, never projected
+            gradients = [add_gradients(g, a) for g, a in zip(gradients, tape.gradient(auxiliary, variables))]
+        del tape
         return total, task_losses, gradients
 
     def _apply_gradients(self, gradients, variables) -> None:

@@ -199,8 +199,8 @@ def task_loss_sums(spec, outputs: dict, labels: dict, weights: dict) -> dict[str
     return sums
 
 
-def combine_task_losses(spec, task_losses: dict, log_variances: dict, num_replicas: int) -> tf.Tensor:
-    """Weighted total of one replica's task losses (each already divided by the global count).
+def weighted_task_losses(spec, task_losses: dict, log_variances: dict, num_replicas: int) -> dict[str, tf.Tensor]:
+    """Each task's term of one replica's total (each task loss already divided by the global count).
 
     Args:
         spec: FeatureSpec (each task's ``weight`` and ``kind``).
@@ -208,14 +208,18 @@ def combine_task_losses(spec, task_losses: dict, log_variances: dict, num_replic
         log_variances: task -> the learned log-variance ``s`` under uncertainty weighting
             (Kendall et al. 2018), else empty: fixed weights.
         num_replicas: replicas whose totals are summed (the ``s / 2`` term is split among them).
+
+    Returns:
+        task -> scalar: its ``weight`` times its loss (under uncertainty weighting, Kendall et
+        al.'s ``exp(-s) L + s/2``, or ``exp(-s) L / 2 + s/2`` for regression).
     """
-    total = tf.constant(0.0)
+    terms = {}
     for task in spec.tasks:
         loss = task_losses[task.name]
         if log_variances:
-            # Kendall et al.: exp(-s) L + s/2 for classification, exp(-s) L / 2 + s/2 for regression.
             s = log_variances[task.name].value
             scale = 1.0 if task.kind == "binary" else 0.5
             loss = scale * tf.exp(-s) * loss + 0.5 * s / num_replicas
-        total += task.weight * loss
-    return total
+        terms[task.name] = task.weight * loss
+    return terms
+

@@ -33,7 +33,7 @@ import keras
 import tensorflow as tf
 
 from feature_specs.artifacts import Statistics, Workdir
-from feature_specs.spec import FeatureSpec, Task
+from feature_specs.spec import FeatureSpec, ModelConfig, Task
 from feature_specs.tensors import KERAS_DTYPES, keras_inputs
 from mmoe.architectures import build_backbone
 from mmoe.encoder import (
@@ -157,6 +157,22 @@ def _task_heads(spec: FeatureSpec, mixtures: dict, bias_logit, serving_bias_logi
     return train_outputs, serving_outputs
 
 
+def crossed(x, config: ModelConfig, prefix: str = ""):
+    """``config.cross_layers`` DCN-v2 cross layers on ``x`` ``(batch, width)`` -> ``(batch, width)``.
+
+    Stacked (Wang et al., WWW 2021): ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` with
+    ``keras_rs.layers.FeatureCross``, named ``<prefix>cross_<l>``; ``x`` unchanged when there are none.
+    """
+    if not config.cross_layers:
+        return x
+    from keras_rs.layers import FeatureCross
+
+    first = x
+    for level in range(config.cross_layers):
+        x = FeatureCross(projection_dim=config.cross_projection_dim or None, name=f"{prefix}cross_{level}")(first, x)
+    return x
+
+
 def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | None = None) -> RankingModels:
     """Builds the ranking models (``spec.model.architecture``) from ``spec`` and the artifacts.
 
@@ -175,8 +191,9 @@ def build_models(spec: FeatureSpec, workdir: Workdir, statistics: Statistics | N
 
     inputs, bias_inputs = preprocessed_inputs(features), preprocessed_inputs(bias_features)
     mixtures, gate_weights = build_backbone(
-        spec, lambda prefix: embed_features(features, inputs, statistics, "features", prefix, spec.model.embedding_l2,
-                                            spec.model.embedding_l2_per)
+        spec, lambda prefix: crossed(embed_features(features, inputs, statistics, "features", prefix,
+                                                    spec.model.embedding_l2, spec.model.embedding_l2_per),
+                                     spec.model, prefix)
     )
     bias_logit = serving_bias_logit = None
     if bias_features and any(t.kind == "binary" for t in spec.tasks):

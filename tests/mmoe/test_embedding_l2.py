@@ -12,12 +12,10 @@ import tensorflow as tf
 
 from feature_specs.spec import SpecError
 from feature_specs.spec_reader import spec_from_dict
-from mmoe.data import split_files
-from mmoe.evaluate import collect_predictions
 from mmoe.layers.pooled_embedding import LookedUpRowsL2, PooledEmbedding, looked_up_rows_l2
 from mmoe.layers.target_attention import TargetAttentionEmbedding
 from mmoe.loop import Trainer
-from serving.export import export_saved_model
+from served_scores import assert_served_scores_match
 
 L2 = 1e-2
 INDICES = np.array([[1, 2, 0, 0], [3, 3, 3, 0], [0, 0, 0, 0]], np.int32)  # 0: padding
@@ -124,12 +122,7 @@ def test_every_table_adds_its_rows_penalty_and_the_model_trains_exports_and_serv
     np.testing.assert_allclose(float(tf.add_n(models.core.losses)), want, rtol=1e-4)
 
     assert np.isfinite(trainer.train_step(next(iter(trainer.dataset("train"))))["loss"])
-    eval_files = split_files(trained_run.workdir, "eval")
-    expected = collect_predictions(spec, models.serving, eval_files)
-    export = tf.saved_model.load(export_saved_model(spec, models.serving, str(tmp_path / "export")))
-    records = [r.numpy() for r in tf.data.TFRecordDataset(eval_files, compression_type="GZIP")]
-    served = export.signatures["serving_default"](examples=tf.constant(records))
-    np.testing.assert_allclose(served["score"].numpy().ravel(), expected["score"].ravel(), rtol=1e-4, atol=1e-6)
+    assert_served_scores_match(spec, models, trained_run.workdir, str(tmp_path / "export"))
     path = str(tmp_path / "core.keras")
     models.core.save(path)
     reloaded = keras.models.load_model(path)

@@ -399,7 +399,8 @@ class ModelConfig:
 GATE_TYPES = ("softmax", "dselect_k")  # model.gate_type
 EMBEDDING_L2_PER = ("lookup", "row")  # model.embedding_l2_per
 LOSS_WEIGHTINGS = ("fixed", "uncertainty")
-GRADIENT_SURGERIES = ("none", "pcgrad")  # training.gradient_surgery
+NO_SURGERY, PCGRAD = "none", "pcgrad"
+GRADIENT_SURGERIES = (NO_SURGERY, PCGRAD)  # training.gradient_surgery
 
 
 @dataclass(frozen=True)
@@ -469,7 +470,7 @@ class TrainingConfig:
     shuffle_buffer: int = 10000
     seed: int = 42
     loss_weighting: str = "fixed"
-    gradient_surgery: str = "none"
+    gradient_surgery: str = NO_SURGERY
     checkpoint_every_steps: int = 200
     jit_compile: bool = False
     steps_per_execution: int = 8

@@ -36,7 +36,7 @@ import keras
 import tensorflow as tf
 
 from feature_specs.artifacts import Workdir
-from feature_specs.spec import EarlyStopping, FeatureSpec
+from feature_specs.spec import PCGRAD, EarlyStopping, FeatureSpec
 from mmoe.checkpoints import LoopCheckpoints, worker_role
 from mmoe.data import require_preprocessed
 from mmoe.input_pipeline import InputPipeline
@@ -185,7 +185,7 @@ class Trainer:
 
     def _loss_and_gradients(self, features, labels, weights, global_counts, variables):
         num_replicas = self.strategy.num_replicas_in_sync
-        surgery = self.settings.gradient_surgery == "pcgrad"
+        surgery = self.settings.gradient_surgery == PCGRAD
         with tf.GradientTape(persistent=surgery) as tape:
             outputs = self.models.core(features, training=True)
             sums = task_loss_sums(self.spec, outputs, labels, weights)

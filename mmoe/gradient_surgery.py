@@ -8,9 +8,9 @@ spec's task order (the paper shuffles the order each step; with two tasks it doe
 The projected gradients are summed. Dot products run over all variables at once, so a tower only
 one task reaches adds nothing to them.
 
-``IndexedSlices`` stay sparse in the result (projections concatenate slices, so the optimizer's
-lazy update still touches only looked-up rows); for the dot products each is scattered into a
-dense buffer of its table's size, a cost per step and task of the table's size.
+``IndexedSlices`` stay sparse in the result (the combined gradient concatenates the tasks' slices,
+so the optimizer's lazy update still touches only looked-up rows); for the dot products each is
+scattered once into a dense buffer of its table's size, a cost per step and task of the table's size.
 """
 
 from __future__ import annotations
@@ -22,18 +22,15 @@ import tensorflow as tf
 Gradient = tf.Tensor | tf.IndexedSlices | None
 
 
-def _dense(gradient: Gradient, variable) -> tf.Tensor:
-    if gradient is None:
-        return tf.zeros(variable.shape, variable.dtype)
+def _dense(gradient: Gradient, variable) -> tf.Tensor | None:
     if isinstance(gradient, tf.IndexedSlices):
         return tf.math.unsorted_segment_sum(gradient.values, gradient.indices, variable.shape[0])
     return gradient
 
 
-def _dot(a: Sequence[Gradient], b: Sequence[Gradient], variables) -> tf.Tensor:
-    """``sum over variables of <a_v, b_v>``; None counts as zero."""
-    terms = [tf.reduce_sum(_dense(x, v) * _dense(y, v)) for x, y, v in zip(a, b, variables)
-             if x is not None and y is not None]
+def _dot(a: Sequence[tf.Tensor | None], b: Sequence[tf.Tensor | None]) -> tf.Tensor:
+    """``sum over variables of <a_v, b_v>`` of dense gradients; None counts as zero."""
+    terms = [tf.reduce_sum(x * y) for x, y in zip(a, b) if x is not None and y is not None]
     return tf.add_n(terms) if terms else tf.constant(0.0)
 
 
@@ -66,15 +63,25 @@ def project_conflicting(task_gradients: Sequence[Sequence[Gradient]], variables)
         One gradient per variable: the sum over tasks of each task's projected gradient (None
         where no task reaches the variable).
     """
-    norms = [_dot(g, g, variables) for g in task_gradients]
-    combined: list[Gradient] = [None] * len(variables)
-    for i, own in enumerate(task_gradients):
-        projected = list(own)
-        for j, other in enumerate(task_gradients):
+    # A projected gradient stays a combination of the original ones, so every dot product it
+    # takes is one of the originals' Gram matrix (each gradient densified once), and the result is
+    # one weighted sum of the originals: T slices per sparse variable, however many projections.
+    dense = [[_dense(g, v) for g, v in zip(gradients, variables)] for gradients in task_gradients]
+    tasks = range(len(task_gradients))
+    gram = [[None] * len(tasks) for _ in tasks]
+    for i in tasks:
+        for j in range(i, len(tasks)):
+            gram[i][j] = gram[j][i] = _dot(dense[i], dense[j])
+    weights = [tf.constant(1.0)] * len(task_gradients)  # of each original in the combined gradient
+    for i in tasks:
+        coefficients = [tf.constant(1.0 if k == i else 0.0) for k in tasks]  # task i's projected gradient
+        for j in tasks:
             if j == i:
                 continue
-            dot = _dot(projected, other, variables)
-            scale = tf.where(dot < 0.0, -dot / tf.maximum(norms[j], 1e-20), 0.0)
-            projected = [add_gradients(p, o, scale) for p, o in zip(projected, other)]
-        combined = [add_gradients(c, p) for c, p in zip(combined, projected)]
+            dot = tf.add_n([coefficients[k] * gram[k][j] for k in tasks])
+            coefficients[j] += tf.where(dot < 0.0, -dot / tf.maximum(gram[j][j], 1e-20), 0.0)
+        weights = [w + (c if k != i else 0.0) for k, (w, c) in enumerate(zip(weights, coefficients))]
+    combined: list[Gradient] = [None] * len(variables)
+    for weight, gradients in zip(weights, task_gradients):
+        combined = [add_gradients(c, g, weight) for c, g in zip(combined, gradients)]
     return combined

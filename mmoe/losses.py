@@ -222,4 +222,3 @@ def weighted_task_losses(spec, task_losses: dict, log_variances: dict, num_repli
             loss = scale * tf.exp(-s) * loss + 0.5 * s / num_replicas
         terms[task.name] = task.weight * loss
     return terms
-

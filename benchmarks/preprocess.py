@@ -12,6 +12,7 @@ runs, each in its own child process so that peak memory is measured per mode, ba
     .venv/bin/python benchmarks/preprocess.py                 # 1,000,000 rows
     .venv/bin/python benchmarks/preprocess.py --rows 200000 --workers 2
     .venv/bin/python benchmarks/preprocess.py --rows 10000000    # adds "rows_10m" to the JSON
+    .venv/bin/python benchmarks/preprocess.py --rows 10000000 --modes in_process,multi_process
 
 Peak memory is sampled from /proc every 0.2 s over the child and all its descendants
 (``peak_rss_mb_total``: the largest sum seen), beside each process's own ``ru_maxrss``. The
@@ -289,13 +290,21 @@ def _read_json(path: str) -> dict:
         return {}
 
 
+def _large_run_figures(mode: dict) -> dict:
+    return {"rows_per_s": round(mode["rows_per_s"], 1), "seconds": round(mode["seconds"], 1),
+            "peak_rss_mb_total": mode["peak_rss_mb_total"], "cpu_seconds_total": mode["cpu_seconds_total"]}
+
+
 def _record_large_run(args, modes: dict) -> dict:
-    """Adds ``rows_10m`` (the first mode's figures) to the results file, keeping the rest."""
-    mode = next(iter(modes.values()))
-    large = {"rows": args.rows, "mode": next(iter(modes)), "rows_per_s": round(mode["rows_per_s"], 1),
-             "seconds": round(mode["seconds"], 1), "peak_rss_mb_total": mode["peak_rss_mb_total"],
-             "written": mode["written"], "rejected": mode["rejected"], "cpus": os.cpu_count(),
-             "load_average_1m_at_end": round(os.getloadavg()[0], 2)}
+    """Adds ``rows_10m`` to the results file, keeping the rest: the first mode's figures at the
+    top level, and every mode's (run back to back) under ``modes``."""
+    first = next(iter(modes.values()))
+    large = {"rows": args.rows, "mode": next(iter(modes)), **_large_run_figures(first),
+             "written": first["written"], "rejected": first["rejected"], "cpus": os.cpu_count(),
+             "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+             "modes": {name: _large_run_figures(mode) for name, mode in modes.items()}}
+    if "in_process" in modes and "multi_process" in modes:
+        large["multi_over_in_process"] = round(modes["multi_process"]["rows_per_s"] / modes["in_process"]["rows_per_s"], 3)
     summary = _read_json(args.output)
     summary["rows_10m"] = large
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

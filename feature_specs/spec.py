@@ -59,6 +59,7 @@ SPLIT_METHODS = ("hash", "timestamp")
 # allocates anything.
 MAX_BATCH_SIZE = 1 << 20  # training.batch_size
 MAX_EPOCHS = 10_000  # training.epochs and early_stopping.patience
+MAX_GRADNORM_ALPHA = 10.0  # training.gradnorm_alpha (the paper uses 0.12 to 3)
 MAX_EXPERTS = 1_024  # model.num_experts, task_experts, gate_top_k
 MAX_LAYERS = 64  # model.num_levels, and the length of every *_units list
 MAX_UNITS = 1 << 16  # each width in model.*_units
@@ -398,7 +399,8 @@ class ModelConfig:
 
 GATE_TYPES = ("softmax", "dselect_k")  # model.gate_type
 EMBEDDING_L2_PER = ("lookup", "row")  # model.embedding_l2_per
-LOSS_WEIGHTINGS = ("fixed", "uncertainty")
+FIXED_WEIGHTS, UNCERTAINTY, GRADNORM = "fixed", "uncertainty", "gradnorm"
+LOSS_WEIGHTINGS = (FIXED_WEIGHTS, UNCERTAINTY, GRADNORM)  # training.loss_weighting
 NO_SURGERY, PCGRAD = "none", "pcgrad"
 GRADIENT_SURGERIES = (NO_SURGERY, PCGRAD)  # training.gradient_surgery
 
@@ -435,8 +437,14 @@ class TrainingConfig:
         learning_rate: float. Adam's learning rate.
         shuffle_buffer: int. Examples in the shuffle buffer.
         seed: int. Seeds initialization, shuffling and dropout.
-        loss_weighting: str. ``fixed`` (each task's ``weight``) or ``uncertainty`` (Kendall et
-            al., CVPR 2018: a learned log-variance per task, scaled by the task's ``weight``).
+        loss_weighting: str. ``fixed`` (each task's ``weight``), ``uncertainty`` (Kendall et
+            al., CVPR 2018: a learned log-variance per task, scaled by the task's ``weight``) or
+            ``gradnorm`` (Chen et al., ICML 2018: learned task weights, summing to the number of
+            tasks, that pull each task's gradient norm on the shared variables towards the mean
+            times its inverse training rate ** ``gradnorm_alpha``; scaled by the task's
+            ``weight``; ``mmoe.gradnorm``).
+        gradnorm_alpha: float >= 0. GradNorm's ``alpha``: how much more gradient a task whose loss
+            fell least gets (0: equal gradient norms). Read with ``loss_weighting: gradnorm``.
         gradient_surgery: str. ``none`` (the gradient of the weighted total) or ``pcgrad`` (Yu et
             al., NeurIPS 2020: where two tasks' gradients conflict, a negative dot product, each
             loses its component along the other's before they are summed; ``mmoe.gradient_surgery``).
@@ -469,7 +477,8 @@ class TrainingConfig:
     learning_rate: float = 0.002
     shuffle_buffer: int = 10000
     seed: int = 42
-    loss_weighting: str = "fixed"
+    loss_weighting: str = FIXED_WEIGHTS
+    gradnorm_alpha: float = 1.5
     gradient_surgery: str = NO_SURGERY
     checkpoint_every_steps: int = 200
     jit_compile: bool = False

@@ -33,6 +33,7 @@ from feature_specs.spec import (
     MAX_COUNT,
     MAX_EMBEDDING_DIM,
     MAX_EPOCHS,
+    MAX_GRADNORM_ALPHA,
     MAX_EXPERTS,
     MAX_LAYERS,
     MAX_QUANTILE_BUCKETS,
@@ -428,6 +429,7 @@ def _read_training(node: Node, tasks) -> TrainingConfig:
         shuffle_buffer=node.positive_int("shuffle_buffer", defaults.shuffle_buffer, maximum=MAX_SHUFFLE_BUFFER),
         seed=node.positive_int("seed", defaults.seed, minimum=0, maximum=MAX_COUNT),
         loss_weighting=node.choice("loss_weighting", LOSS_WEIGHTINGS, defaults.loss_weighting),
+        gradnorm_alpha=node.get("gradnorm_alpha", float, defaults.gradnorm_alpha),
         gradient_surgery=node.choice("gradient_surgery", GRADIENT_SURGERIES, defaults.gradient_surgery),
         checkpoint_every_steps=node.positive_int(
             "checkpoint_every_steps", defaults.checkpoint_every_steps, minimum=0, maximum=MAX_COUNT
@@ -449,6 +451,8 @@ def _read_training(node: Node, tasks) -> TrainingConfig:
     )
     if training.learning_rate <= 0:
         raise node.error("learning_rate", f"must be > 0, got {training.learning_rate}")
+    if not 0 <= training.gradnorm_alpha <= MAX_GRADNORM_ALPHA:
+        raise node.error("gradnorm_alpha", f"must be in [0, {MAX_GRADNORM_ALPHA}], got {training.gradnorm_alpha}")
     staged = training.expert_stage_epochs + training.gate_stage_epochs
     if staged > training.epochs:
         raise node.error(

@@ -22,7 +22,9 @@ import tensorflow as tf
 Gradient = tf.Tensor | tf.IndexedSlices | None
 
 
-def _dense(gradient: Gradient, variable) -> tf.Tensor | None:
+def densified(gradient: Gradient, variable) -> tf.Tensor | None:
+    """``gradient`` as a dense tensor of ``variable``'s shape (IndexedSlices scattered, duplicates
+    summed); None stays None."""
     if isinstance(gradient, tf.IndexedSlices):
         return tf.math.unsorted_segment_sum(gradient.values, gradient.indices, variable.shape[0])
     return gradient
@@ -66,7 +68,7 @@ def project_conflicting(task_gradients: Sequence[Sequence[Gradient]], variables)
     # A projected gradient stays a combination of the original ones, so every dot product it
     # takes is one of the originals' Gram matrix (each gradient densified once), and the result is
     # one weighted sum of the originals: T slices per sparse variable, however many projections.
-    dense = [[_dense(g, v) for g, v in zip(gradients, variables)] for gradients in task_gradients]
+    dense = [[densified(g, v) for g, v in zip(gradients, variables)] for gradients in task_gradients]
     tasks = range(len(task_gradients))
     gram = [[None] * len(tasks) for _ in tasks]
     for i in tasks:

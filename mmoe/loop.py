@@ -36,12 +36,14 @@ import keras
 import tensorflow as tf
 
 from feature_specs.artifacts import Workdir
-from feature_specs.spec import PCGRAD, EarlyStopping, FeatureSpec
+from feature_specs.spec import GRADNORM, PCGRAD, UNCERTAINTY, EarlyStopping, FeatureSpec
 from mmoe.checkpoints import LoopCheckpoints, worker_role
 from mmoe.data import require_preprocessed
 from mmoe.input_pipeline import InputPipeline
 from mmoe.layers.dispatch import dropped_fraction
 from mmoe.gradient_surgery import add_gradients, project_conflicting
+from mmoe.gradnorm import GradNormState, shared_norms
+from mmoe.gradnorm import logits_gradient as gradnorm_logits_gradient
 from mmoe.losses import task_loss_sums, weighted_task_losses
 from mmoe.model import RankingModels, build_models
 from mmoe.optimizers import make_optimizer
@@ -124,16 +126,20 @@ class Trainer:
             self.models: RankingModels = build_models(spec, workdir)
             self.optimizer = make_optimizer(self.settings)
             self.log_variances = {}
-            if self.settings.loss_weighting == "uncertainty":
+            if self.settings.loss_weighting == UNCERTAINTY:
                 self.log_variances = {
                     task.name: keras.Variable(0.0, name=f"log_variance_{task.name}") for task in spec.tasks
                 }
+            self.gradnorm = GradNormState(spec.task_names) if self.settings.loss_weighting == GRADNORM else None
             self.variables = list(self.models.core.trainable_variables) + list(self.log_variances.values())
+            if self.gradnorm is not None:
+                self.variables.append(self.gradnorm.logits)
             self.optimizer.build(self.variables)
         self.input = InputPipeline(spec, workdir, self.models.preprocess, self.strategy)
-        self.checkpoints = LoopCheckpoints(
-            self.outputs, {"core": self.models.core, "optimizer": self.optimizer, "log_variances": self.log_variances},
-        )
+        trained = {"core": self.models.core, "optimizer": self.optimizer, "log_variances": self.log_variances}
+        if self.gradnorm is not None:
+            trained["gradnorm"] = self.gradnorm.checkpointed()
+        self.checkpoints = LoopCheckpoints(self.outputs, trained)
         state = self.checkpoints
         self.step, self.epoch, self.step_in_epoch = state.step, state.epoch, state.step_in_epoch
         self.best_value, self.best_epoch, self.best_step = state.best_value, state.best_epoch, state.best_step
@@ -186,23 +192,43 @@ class Trainer:
     def _loss_and_gradients(self, features, labels, weights, global_counts, variables):
         num_replicas = self.strategy.num_replicas_in_sync
         surgery = self.settings.gradient_surgery == PCGRAD
-        with tf.GradientTape(persistent=surgery) as tape:
+        with tf.GradientTape(persistent=surgery or self.gradnorm is not None) as tape:
             outputs = self.models.core(features, training=True)
             sums = task_loss_sums(self.spec, outputs, labels, weights)
             task_losses = {name: sums[name] / tf.maximum(global_counts[name], 1.0) for name in sums}
             terms = weighted_task_losses(self.spec, task_losses, self.log_variances, num_replicas)
-            total = tf.add_n(list(terms.values()))
             auxiliary = None
             if self.models.core.losses:  # auxiliary losses, e.g. gate load balancing
                 auxiliary = tf.add_n(self.models.core.losses) / num_replicas
-                total += auxiliary
-        if not surgery:
+            total = tf.add_n(list(terms.values()) + ([auxiliary] if auxiliary is not None else []))
+        if not surgery and self.gradnorm is None:
             return total, task_losses, tape.gradient(total, variables)
-        gradients = project_conflicting([tape.gradient(term, variables) for term in terms.values()], variables)
-        if auxiliary is not None:  # no task's: added as it is, never projected
-            gradients = [add_gradients(g, a) for g, a in zip(gradients, tape.gradient(auxiliary, variables))]
+        # One gradient per task: weighted by GradNorm, projected by PCGrad, then summed.
+        model_variables = [v for v in variables if self.gradnorm is None or v is not self.gradnorm.logits]
+        task_gradients = [tape.gradient(term, model_variables) for term in terms.values()]
+        task_weights = [1.0] * len(task_gradients)
+        if self.gradnorm is not None:
+            task_weights = tf.unstack(self.gradnorm.weights())
+            terms = {name: w * term for w, (name, term) in zip(task_weights, terms.items())}
+        total = tf.add_n(list(terms.values()) + ([auxiliary] if auxiliary is not None else []))
+        scaled = [[add_gradients(None, g, w) for g in gradients] for w, gradients in zip(task_weights, task_gradients)]
+        if surgery:
+            gradients = project_conflicting(scaled, model_variables)
+        else:
+            gradients = [None] * len(model_variables)
+            for task_gradient in scaled:
+                gradients = [add_gradients(g, t) for g, t in zip(gradients, task_gradient)]
+        if auxiliary is not None:  # no task's: added as it is, never weighted or projected
+            gradients = [add_gradients(g, a) for g, a in zip(gradients, tape.gradient(auxiliary, model_variables))]
         del tape
-        return total, task_losses, gradients
+        if self.gradnorm is None:
+            return total, task_losses, gradients
+        losses = tf.stack([task_losses[name] for name in self.spec.task_names])
+        logits_gradient = gradnorm_logits_gradient(
+            self.gradnorm, shared_norms(task_gradients, model_variables), self.gradnorm.loss_ratios(losses),
+            self.settings.gradnorm_alpha)
+        by_variable = dict(zip(map(id, model_variables), gradients))
+        return total, task_losses, [by_variable.get(id(v), logits_gradient) for v in variables]
 
     def _apply_gradients(self, gradients, variables) -> None:
         """Adam on ``variables`` (the stage's part of :attr:`variables`); ``gradients`` in the same
@@ -355,6 +381,9 @@ class Trainer:
                 logs["dispatch_dropped"] = dropped
             for task, variable in self.log_variances.items():
                 logs[f"{task}_log_variance"] = float(variable.numpy())
+            if self.gradnorm is not None:
+                for task, weight in zip(self.spec.task_names, self.gradnorm.weights().numpy()):
+                    logs[f"{task}_gradnorm_weight"] = float(weight)
             for callback in callbacks:
                 callback.on_epoch_end(epoch, logs)
             for key, value in logs.items():

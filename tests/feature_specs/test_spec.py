@@ -56,8 +56,8 @@ def test_training_section_names_loss_weighting_checkpoints_and_early_stopping(cl
     data["training"]["early_stopping"] = {"metric": "val_loss", "patience": -1}
     assert "training.early_stopping.patience" in _error(data)
     data["training"]["early_stopping"] = {}
-    data["training"]["loss_weighting"] = "gradnorm"
-    assert "training.loss_weighting: unknown value 'gradnorm'" in _error(data)
+    data["training"]["loss_weighting"] = "dwa"
+    assert "training.loss_weighting: unknown value 'dwa'" in _error(data)
 
 
 def test_to_dict_round_trips(clicklog_dict):

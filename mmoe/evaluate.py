@@ -31,7 +31,8 @@ def collect_predictions(spec: FeatureSpec, serving_model, files: list[str], batc
     feature_names = [f.name for f in spec.model_features]
     # A plain compiled call rather than predict_on_batch, which would run under the strategy the
     # model was built in (collectives with workers that may have finished already).
-    predict = tf.function(lambda features: serving_model(features, training=False))
+    # reduce_retracing: the last, shorter batch reuses the trace (one trace, not one per shape).
+    predict = tf.function(lambda features: serving_model(features, training=False), reduce_retracing=True)
     parts: dict[str, list] = {}
     for batch in raw_batches(files, spec, batch_size):
         outputs = {k: v.numpy() for k, v in predict({name: batch[name] for name in feature_names}).items()}

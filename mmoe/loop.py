@@ -206,21 +206,12 @@ class Trainer:
         # One gradient per task: weighted by GradNorm, projected by PCGrad, then summed.
         model_variables = [v for v in variables if self.gradnorm is None or v is not self.gradnorm.logits]
         task_gradients = [tape.gradient(term, model_variables) for term in terms.values()]
-        task_weights = [1.0] * len(task_gradients)
-        if self.gradnorm is not None:
-            task_weights = tf.unstack(self.gradnorm.weights())
-            terms = {name: w * term for w, (name, term) in zip(task_weights, terms.items())}
-        total = tf.add_n(list(terms.values()) + ([auxiliary] if auxiliary is not None else []))
-        scaled = [[add_gradients(None, g, w) for g in gradients] for w, gradients in zip(task_weights, task_gradients)]
-        if surgery:
-            gradients = project_conflicting(scaled, model_variables)
-        else:
-            gradients = [None] * len(model_variables)
-            for task_gradient in scaled:
-                gradients = [add_gradients(g, t) for g, t in zip(gradients, task_gradient)]
-        if auxiliary is not None:  # no task's: added as it is, never weighted or projected
-            gradients = [add_gradients(g, a) for g, a in zip(gradients, tape.gradient(auxiliary, model_variables))]
+        auxiliary_gradients = tape.gradient(auxiliary, model_variables) if auxiliary is not None else None
         del tape
+        task_weights = tf.unstack(self.gradnorm.weights()) if self.gradnorm is not None else [1.0] * len(terms)
+        total = tf.add_n([w * term for w, term in zip(task_weights, terms.values())]
+                         + ([auxiliary] if auxiliary is not None else []))
+        gradients = self._combined(task_gradients, task_weights, auxiliary_gradients, model_variables, surgery)
         if self.gradnorm is None:
             return total, task_losses, gradients
         losses = tf.stack([task_losses[name] for name in self.spec.task_names])
@@ -229,6 +220,21 @@ class Trainer:
             self.settings.gradnorm_alpha)
         by_variable = dict(zip(map(id, model_variables), gradients))
         return total, task_losses, [by_variable.get(id(v), logits_gradient) for v in variables]
+
+    @staticmethod
+    def _combined(task_gradients, task_weights, auxiliary_gradients, variables, surgery: bool) -> list:
+        """``sum_i w_i g_i`` (PCGrad-projected with ``surgery``) plus the auxiliary losses' gradient,
+        which is never weighted or projected: it is no task's."""
+        scaled = [[add_gradients(None, g, w) for g in gradients] for w, gradients in zip(task_weights, task_gradients)]
+        if surgery:
+            gradients = project_conflicting(scaled, variables)
+        else:
+            gradients = [None] * len(variables)
+            for task_gradient in scaled:
+                gradients = [add_gradients(g, t) for g, t in zip(gradients, task_gradient)]
+        if auxiliary_gradients is not None:
+            gradients = [add_gradients(g, a) for g, a in zip(gradients, auxiliary_gradients)]
+        return gradients
 
     def _apply_gradients(self, gradients, variables) -> None:
         """Adam on ``variables`` (the stage's part of :attr:`variables`); ``gradients`` in the same

@@ -17,6 +17,8 @@ rewritten into the validation half (what the loop evaluates each epoch) and a he
 
     .venv/bin/python benchmarks/census_income.py                  # 5 models x 5 seeds
     .venv/bin/python benchmarks/census_income.py --models mmoe shared_bottom --seeds 2 --epochs 3
+    .venv/bin/python benchmarks/census_income.py --models mmoe shared_bottom single_task --seeds 3 \
+        --set training.loss_weighting=gradnorm --name census_income_gradnorm
 
 Writes benchmarks/results/census_income.{json,md}; the JSON is ``compare.json``'s shape,
 ``{"models": {"<model>": {"income": {"auc": [test AUC per seed], ...}, ...}}, "paired": {...},
@@ -44,7 +46,7 @@ from feature_specs.spec import EarlyStopping  # noqa: E402
 from feature_specs.spec_reader import bundled_spec_path, load_spec  # noqa: E402
 from data_sets.census import convert  # noqa: E402
 from machine import describe_cpu  # noqa: E402
-from mmoe.compare import run_comparison  # noqa: E402
+from mmoe.compare import run_comparison, with_settings  # noqa: E402
 from mmoe.compare_tables import comparison_markdown  # noqa: E402
 from mmoe.data import split_files  # noqa: E402
 
@@ -132,6 +134,8 @@ def markdown(comparison: dict, meta: dict) -> str:
                      f"{fmt(p_inc[0])} / {fmt(p_inc[1])} | {fmt(p_mar[1])} |")
     if meta.get("model_set"):
         lines.append(f"\nModel settings changed from feature_specs/census_income.yaml: {', '.join(meta['model_set'])}.")
+    if meta.get("settings"):
+        lines.append(f"\nSettings changed with --set: {', '.join(meta['settings'])}.")
     return "\n".join(lines) + "\n"
 
 
@@ -147,6 +151,9 @@ def main(argv=None) -> dict:
                         "an existing one from an earlier run is reused")
     parser.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a model setting of the spec, e.g. expert_units=[64] (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="settings",
+                        help="change any setting of the spec for every model, as `mmoe compare --set` does, after "
+                             "the benchmark's own (e.g. training.loss_weighting=gradnorm); repeatable")
     parser.add_argument("--name", default="census_income", help="results file name (default: census_income)")
     args = parser.parse_args(argv)
     if not os.path.exists(args.data):
@@ -158,7 +165,7 @@ def main(argv=None) -> dict:
     workdir = Workdir(args.workdir or tempfile.mkdtemp(prefix="census_"))
     os.makedirs(workdir.raw_dir, exist_ok=True)
     csv_path = os.path.join(workdir.raw_dir, "census.csv")
-    spec = census_spec(args)
+    spec = with_settings(census_spec(args), args.settings)
     test_path = os.path.join(workdir.root, "test", "test.tfrecord.gz")
     if os.path.exists(test_path):
         print(f"reusing the data in {workdir.root}", flush=True)
@@ -174,7 +181,8 @@ def main(argv=None) -> dict:
             "data": os.path.basename(args.data), "note": "trained on part of the official UCI test file; "
             "metrics on the held-out test quarter, the best epoch picked on the validation quarter",
             "loop": "mmoe.compare.run_comparison (mmoe.loop.Trainer, Adam, early stopping on val_loss, best weights)",
-            "patience": args.patience, "model_set": args.model_set, "machine": describe_cpu()}
+            "patience": args.patience, "model_set": args.model_set, "settings": args.settings,
+            "machine": describe_cpu()}
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, f"{args.name}.json"), "w") as handle:
         json.dump({**comparison, "meta": meta, "paper": PAPER}, handle, indent=2)

@@ -12,10 +12,11 @@ one, so single-process and multi-worker training share every line.
   back) is paid once per call. The step sees only integer indices and floats, so it can be
   XLA-compiled (``training.jit_compile``).
 * Losses (:mod:`mmoe.losses`): per task, averaged over the rows where the task's label is
-  observed (its mask), across all replicas; combined with fixed weights or with uncertainty
-  weighting (Kendall et al. 2018). With ``training.gradient_surgery: pcgrad`` each task's
-  gradient is taken alone and their conflicts projected away (:mod:`mmoe.gradient_surgery`),
-  on each replica's gradients.
+  observed (its mask), across all replicas; combined with fixed weights, with uncertainty
+  weighting (Kendall et al. 2018) or with GradNorm's learned weights (:mod:`mmoe.gradnorm`).
+  With ``training.gradient_surgery: pcgrad`` each task's gradient is taken alone and their
+  conflicts projected away (:mod:`mmoe.gradient_surgery`). Both work on each replica's
+  gradients (under a tf.distribute strategy, before the all-reduce).
 * Checkpoints (:mod:`mmoe.checkpoints`) every ``training.checkpoint_every_steps`` steps and at
   each epoch end hold the weights, the optimizer, the loss weights and the loop's position
   (epoch, step in epoch, early-stopping state): a killed run started again resumes there.
@@ -101,7 +102,8 @@ class Trainer:
     Attributes:
         models: RankingModels. ``models.core`` is what the step trains.
         variables: the trained variables: the core model's, plus one log-variance per task
-            under uncertainty weighting.
+            under uncertainty weighting, or GradNorm's logits (last) under ``gradnorm``.
+        gradnorm: GradNormState under ``loss_weighting: gradnorm``, else None.
         input: InputPipeline. The batches of each split.
         validation: Validation. The eval pass.
         checkpoints: LoopCheckpoints. The loop's position (``step``, ``epoch``,

@@ -18,6 +18,9 @@ from the spec stored in the SavedModel:
   tensorflow-serving-api stub (request built once, outputs decoded with ``tf.make_ndarray`` and
   sorted) and of ``POST /v2/models/<name>/infer`` (OIP v2, request encoded once, response decoded
   and sorted), with batching; in process and REST without batching too;
+* the transport's floor in the same window: ``GET /v1/models/<name>`` and
+  ``ModelService.GetModelStatus`` on the same connections, round trips that run no model
+  (``transport_floor``), and each protocol's p50 minus the in-process call's (``overhead_ms_p50``);
 * throughput (requests/s) with 1, 8 and 32 concurrent REST clients, with and without batching,
   and candidates scored per second at 32 clients;
 * requests/s and candidates/s of REST ``:rank`` at 32 clients with ``workers`` 1 and 2.
@@ -57,7 +60,8 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
+    get_model_status_pb2, model_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
 from feature_specs.tensors import TF_DTYPES, serving_columns  # noqa: E402
 from serving.contract import RANK_SIGNATURE, existing_versions  # noqa: E402
@@ -163,6 +167,8 @@ class GrpcClient:
     def __init__(self, port: int, name: str, arrays: dict[str, np.ndarray], dtypes: dict[str, tf.DType]):
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.status_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.status_request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=name))
         self.request = predict_pb2.PredictRequest(
             model_spec=model_pb2.ModelSpec(name=name, signature_name=RANK_SIGNATURE))
         for key, array in arrays.items():
@@ -172,6 +178,10 @@ class GrpcClient:
         response = self.stub.Predict(self.request, timeout=60)
         outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
         np.argsort(-outputs["score"])
+
+    def status(self) -> None:
+        """``ModelService.GetModelStatus``: a round trip that runs no model (the transport's floor)."""
+        self.status_stub.GetModelStatus(self.status_request, timeout=60)
 
     def close(self) -> None:
         self.channel.close()
@@ -199,6 +209,13 @@ def side_by_side_latency(calls: dict, seconds: float) -> dict[str, dict]:
         for label, call in calls.items():
             timings[label] += timed_block(call, BLOCK)
     return {label: percentiles(values) for label, values in timings.items()}
+
+
+def http_status(connection: "Connection", path: str) -> None:
+    """``GET /v1/models/<name>``: a REST round trip that runs no model (the transport's floor)."""
+    status, payload = connection.get(path)
+    if status != 200:
+        raise RuntimeError(f"model status failed: {status} {payload[:300]!r}")
 
 
 def http_rank(connection: "Connection", path: str, body: bytes) -> dict:
@@ -392,7 +409,9 @@ def main(argv=None) -> dict:
         latency = side_by_side_latency({"in_process": in_process.call,
                                         "http": functools.partial(http_rank, rest, path, body),
                                         "grpc": stub.call,
-                                        "oip_v2": functools.partial(oip_infer, infer, infer_path, infer_body)},
+                                        "oip_v2": functools.partial(oip_infer, infer, infer_path, infer_body),
+                                        "http_status": functools.partial(http_status, rest, f"/v1/models/{name}"),
+                                        "grpc_status": stub.status},
                                        4 * phase)
         rest_nb = Connection(servers["no_batching"].port)
         opened.append(rest_nb)
@@ -417,6 +436,12 @@ def main(argv=None) -> dict:
         protocol: {"p50": round(latency[protocol]["p50_ms"] / local["p50_ms"], 2),
                    "p99": round(latency[protocol]["p99_ms"] / local["p99_ms"], 2)}
         for protocol in ("http", "grpc", "oip_v2")}
+    result["overhead_ms_p50"] = {protocol: round(latency[protocol]["p50_ms"] - local["p50_ms"], 3)
+                                 for protocol in ("http", "grpc", "oip_v2")}
+    result["transport_floor"] = {
+        "http": latency["http_status"], "grpc": latency["grpc_status"],
+        "what": "GET /v1/models/<name> and ModelService.GetModelStatus on the same connections, in the same "
+                "alternating window: a round trip through client, transport and server that runs no model"}
     result["candidates_per_s_32_clients"] = round(rps["batching"]["32"] * args.candidates)
     result["workers"] = workers
     result["workers_method"] = (f"REST :rank, {SWEEP_CLIENTS} clients in {CLIENT_PROCESSES} processes, "

@@ -93,6 +93,10 @@ def test_tasks_ranking_and_split(inferred):
     assert (click.kind, click.loss, click.label) == ("binary", "binary_crossentropy", "clicked")
     assert (engagement.kind, engagement.loss, engagement.label_transform, engagement.mask, engagement.unit) == (
         "regression", "ziln", "none", "clicked", "seconds")  # a skewed, non-negative label: its mean
+    # masked by clicked: weighted by the clicked share of the rows, so an observed row weighs one click row
+    share = float(np.mean([int(row["clicked"]) == 1 for row in impression_rows()]))
+    assert (click.weight, engagement.weight) == (1.0, max(0.01, round(share, 2))) and 0 < engagement.weight < 1
+    assert f"observed on {share:.0%} of the rows, so weight {engagement.weight:g}" in inferred.yaml
     ranking = inferred.spec.ranking
     assert (ranking.group_by, ranking.kind) == ("request_id", "product")
     assert dict(ranking.weights) == {"click": 1.0, "engagement": 1.0}

@@ -19,6 +19,7 @@ from feature_specs.sample import InferError
 from feature_specs.spec import Task, field_default
 
 MEAN_LOSS = "ziln"  # the loss proposed for non-negative right-skewed regression labels
+MIN_MASKED_WEIGHT = 0.01  # masked_weight's floor: a label observed on fewer rows still counts
 from feature_specs.spec_reader import default_loss
 
 
@@ -46,9 +47,6 @@ class LabelPlan:
     mask: str | None = field_default(Task, "mask")
     weight: float = field_default(Task, "weight")
     reason: str = ""
-
-
-MIN_MASKED_WEIGHT = 0.01  # masked_weight's floor: a label observed on fewer rows still counts
 
 
 def masked_weight(click: ColumnProfile) -> tuple[float, float]:

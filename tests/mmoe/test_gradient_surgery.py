@@ -12,7 +12,7 @@ from feature_specs.spec import SpecError
 from feature_specs.spec_reader import spec_from_dict
 from mmoe.gradient_surgery import project_conflicting
 from mmoe.loop import Trainer
-from mmoe.losses import task_loss_sums, weighted_task_losses
+from task_gradients import flat, taped_task_gradients
 
 
 def _pcgrad(gradients: list[np.ndarray]) -> np.ndarray:
@@ -27,16 +27,6 @@ def _pcgrad(gradients: list[np.ndarray]) -> np.ndarray:
     return total
 
 
-def _dense(gradient, variable) -> np.ndarray:
-    if gradient is None:
-        return np.zeros(variable.shape, np.float32)
-    return tf.convert_to_tensor(gradient).numpy()
-
-
-def _flat(gradients, variables) -> np.ndarray:
-    return np.concatenate([_dense(g, v).ravel() for g, v in zip(gradients, variables)])
-
-
 @pytest.mark.parametrize("tasks", [2, 3])
 def test_dense_sparse_and_missing_gradients_are_projected_as_numpy_pcgrad_and_sparse_ones_stay_sparse(tasks):
     rng = np.random.default_rng(tasks)
@@ -49,14 +39,14 @@ def test_dense_sparse_and_missing_gradients_are_projected_as_numpy_pcgrad_and_sp
                                 tf.constant([1, 4, 1]), tf.constant([6, 2]))  # row 1 twice, as a batch's lookups
         own_tower = tf.constant(rng.normal(size=2), tf.float32) if t == 0 else None
         task_gradients.append([rows, tf.constant(rng.normal(size=3), tf.float32), own_tower])
-    flat = [_flat(g, variables) for g in task_gradients]
-    assert any(a @ b < 0 for a in flat for b in flat)  # the seeds give a conflict to project
+    flats = [flat(g, variables) for g in task_gradients]
+    assert any(a @ b < 0 for a in flats for b in flats)  # the seeds give a conflict to project
 
     combined = project_conflicting(task_gradients, variables)
     assert isinstance(combined[0], tf.IndexedSlices)
-    np.testing.assert_allclose(_flat(combined, variables), _pcgrad(flat), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat(combined, variables), _pcgrad(flats), rtol=1e-5, atol=1e-6)
     if tasks == 2:  # PCGrad's guarantee: the combined step never goes against any task
-        assert all(_flat(combined, variables) @ g >= -1e-6 for g in flat)
+        assert all(flat(combined, variables) @ g >= -1e-6 for g in flats)
 
 
 def test_gradients_that_agree_are_summed_unchanged():
@@ -88,22 +78,11 @@ def test_the_loop_steps_along_pcgrad_of_the_task_gradients_plus_the_auxiliary_lo
     variables = trainer.variables
     _, _, gradients = trainer._loss_and_gradients(features, labels, weights, counts, variables)
 
-    task_flat, auxiliary = [], None
-    for task in spec.task_names:
-        with tf.GradientTape() as tape:
-            outputs = trainer.models.core(features, training=True)
-            sums = task_loss_sums(spec, outputs, labels, weights)
-            losses = {name: sums[name] / counts[name] for name in sums}
-            term = weighted_task_losses(spec, losses, {}, 1)[task]
-            penalty = tf.add_n(trainer.models.core.losses)
-        task_flat.append(_flat(tape.gradient(term, variables), variables))
-        auxiliary = penalty
-    with tf.GradientTape() as tape:
-        trainer.models.core(features, training=True)
-        penalty = tf.add_n(trainer.models.core.losses)
-    assert float(penalty) == pytest.approx(float(auxiliary))
-    want = _pcgrad(task_flat) + _flat(tape.gradient(penalty, variables), variables)
-    np.testing.assert_allclose(_flat(gradients, variables), want, rtol=1e-4, atol=1e-6)
+    taped = taped_task_gradients(trainer, features, labels, weights, counts, variables)
+    task_flat = [flat(g, variables) for g in taped.gradients]
+    assert taped.penalty == pytest.approx(taped.task_penalty)
+    want = _pcgrad(task_flat) + flat(taped.penalty_gradients, variables)
+    np.testing.assert_allclose(flat(gradients, variables), want, rtol=1e-4, atol=1e-6)
     if architecture == "mmoe":
         assert task_flat[0] @ task_flat[1] != 0  # the tasks share variables: there was something to project
     assert np.isfinite(trainer.train_step(next(iter(trainer.dataset("train"))))["loss"])  # compiled, XLA too

@@ -12,7 +12,7 @@ from feature_specs.spec import SpecError
 from feature_specs.spec_reader import spec_from_dict
 from mmoe.gradnorm import GradNormState, logits_gradient, shared_norms
 from mmoe.loop import Trainer
-from mmoe.losses import task_loss_sums, weighted_task_losses
+from task_gradients import flat, taped_task_gradients
 
 
 def _numpy_logits_gradient(logits, norms, ratios, alpha) -> np.ndarray:
@@ -70,11 +70,6 @@ def test_the_spec_reads_gradnorm_and_alpha_and_names_a_wrong_alpha_by_key_path(t
             spec_from_dict(data)
 
 
-def _flat(gradients, variables) -> np.ndarray:
-    return np.concatenate([(np.zeros(v.shape, np.float32) if g is None else tf.convert_to_tensor(g).numpy()).ravel()
-                           for g, v in zip(gradients, variables)])
-
-
 def _gradnorm_trainer(trained_run, tmp_path, architecture, jit_compile=False, **training):
     spec = trained_run.spec
     spec = dataclasses.replace(
@@ -98,28 +93,18 @@ def test_the_loop_steps_along_the_weighted_task_gradients_and_the_logits_along_g
     assert variables[-1] is state.logits
     total, task_losses, gradients = trainer._loss_and_gradients(features, labels, weights, counts, variables)
 
-    task_gradients, losses = [], []
-    for task in spec.task_names:
-        with tf.GradientTape() as tape:
-            outputs = trainer.models.core(features, training=True)
-            sums = task_loss_sums(spec, outputs, labels, weights)
-            step_losses = {name: sums[name] / counts[name] for name in sums}
-            term = weighted_task_losses(spec, step_losses, {}, 1)[task]
-        task_gradients.append(tape.gradient(term, model_variables))
-        losses.append(float(step_losses[task]))
-    with tf.GradientTape() as tape:
-        trainer.models.core(features, training=True)
-        penalty = tf.add_n(trainer.models.core.losses)
+    taped = taped_task_gradients(trainer, features, labels, weights, counts, model_variables)
+    task_gradients, losses = taped.gradients, taped.losses
     w = state.weights().numpy()
-    want = sum(wi * _flat(g, model_variables) for wi, g in zip(w, task_gradients))
-    want += _flat(tape.gradient(penalty, model_variables), model_variables)
-    np.testing.assert_allclose(_flat(gradients[:-1], model_variables), want, rtol=1e-4, atol=1e-6)
+    want = sum(wi * flat(g, model_variables) for wi, g in zip(w, task_gradients))
+    want += flat(taped.penalty_gradients, model_variables)
+    np.testing.assert_allclose(flat(gradients[:-1], model_variables), want, rtol=1e-4, atol=1e-6)
 
-    flat = [_flat(g, model_variables) for g in task_gradients]
+    flats = [flat(g, model_variables) for g in task_gradients]
     reached = [np.concatenate([np.full(int(np.prod(v.shape)), g is not None) for g, v in zip(gs, model_variables)])
                for gs in task_gradients]
     shared = reached[0] & reached[1]
-    norms = np.array([np.linalg.norm(f[shared]) for f in flat])
+    norms = np.array([np.linalg.norm(f[shared]) for f in flats])
     ratios = np.array(losses) / np.array([2.0, 0.5])
     want_logits = _numpy_logits_gradient(np.array([0.4, -0.4]), norms, ratios, spec.training.gradnorm_alpha)
     np.testing.assert_allclose(gradients[-1].numpy(), want_logits, rtol=1e-4, atol=1e-7)
@@ -128,7 +113,7 @@ def test_the_loop_steps_along_the_weighted_task_gradients_and_the_logits_along_g
     else:
         np.testing.assert_allclose(want_logits, 0.0)  # separate towers share nothing
     assert float(total) == pytest.approx(sum(wi * float(spec.tasks[i].weight) * losses[i] for i, wi in enumerate(w))
-                                         + float(penalty), rel=1e-4)
+                                         + taped.penalty, rel=1e-4)
 
 
 def test_training_moves_the_weights_logs_them_and_a_resumed_run_restores_them(trained_run, tmp_path):

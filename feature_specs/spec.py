@@ -200,6 +200,9 @@ class Feature(Column):
         top_k: int. Largest vocabulary size (vocabulary).
         min_count: int. Values seen fewer times in the train split are out of vocabulary.
         num_oov: int. Out-of-vocabulary buckets.
+        oov_dropout: float in [0, 1). Scalar vocabulary features: in training, this share of the
+            rows is looked up as out of vocabulary (ID dropout), so the OOV row that new values
+            get at serving is trained on ordinary rows (``mmoe.layers.oov_dropout``).
         num_bins: int. Hash buckets (hashing).
         num_buckets: int. Quantile buckets (quantile).
         embedding_dim: int. Embedding width for categorical and bucketized features.
@@ -215,6 +218,7 @@ class Feature(Column):
     top_k: int = 10000
     min_count: int = 1
     num_oov: int = 1
+    oov_dropout: float = 0.0
     num_bins: int = 0
     num_buckets: int = 0
     embedding_dim: int = 8

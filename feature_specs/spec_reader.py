@@ -178,6 +178,12 @@ def _read_feature(node: Node, table_columns: Mapping[str, tuple[str, dict]]) -> 
         **{key: node.positive_int(key, field_default(Feature, key), minimum=low, maximum=high)
            for key, (low, high) in _FEATURE_INT_RANGES.items()},
     )
+    kwargs["oov_dropout"] = node.get("oov_dropout", float, field_default(Feature, "oov_dropout"))
+    if not 0.0 <= kwargs["oov_dropout"] < 1.0:
+        raise node.error("oov_dropout", f"must be in [0, 1), got {kwargs['oov_dropout']}")
+    if kwargs["oov_dropout"] and (transform != "vocabulary" or base["list"] is not None):
+        raise node.error("oov_dropout", "applies to scalar vocabulary features only (the rows it drops go to "
+                                        "their OOV bucket)")
     if transform == "hashing" and kwargs["num_bins"] < 2:
         raise node.error("num_bins", "hashing needs num_bins >= 2")
     if transform == "quantile" and kwargs["num_buckets"] < 2:

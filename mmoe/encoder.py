@@ -36,6 +36,7 @@ from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec import LIST_PADDING, Feature
 from feature_specs.tensors import input_width
 from mmoe.layers import CastToFloat, Log1p
+from mmoe.layers.oov_dropout import OOVDropout
 from mmoe.layers.pooled_embedding import PER_LOOKUP, LookedUpRowsL2, PooledEmbedding
 from mmoe.layers.target_attention import TargetAttentionEmbedding
 
@@ -140,7 +141,8 @@ def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix
     Layer names start with ``prefix``, so independent towers (single-task models) can each have
     their own embeddings. ``rows_l2`` (``model.embedding_l2``) adds the L2 penalty of the rows
     looked up (:func:`mmoe.layers.pooled_embedding.looked_up_rows_l2`) as a loss, counted as
-    ``rows_l2_per`` (``model.embedding_l2_per``) says.
+    ``rows_l2_per`` (``model.embedding_l2_per``) says. A feature with ``oov_dropout`` looks up
+    that share of its training rows as OOV (:class:`~mmoe.layers.oov_dropout.OOVDropout`).
     """
     if not feature.is_categorical:
         return preprocessed
@@ -148,6 +150,9 @@ def embed_feature(feature: Feature, preprocessed, statistics: Statistics, prefix
     if feature.is_list:
         return PooledEmbedding(rows, feature.embedding_dim, pooling=feature.list.pooling, rows_l2=rows_l2,
                                rows_l2_per=rows_l2_per, name=f"{prefix}{feature.name}_embedding")(preprocessed)
+    if feature.oov_dropout:
+        preprocessed = OOVDropout(feature.oov_dropout, feature.num_oov,
+                                  name=f"{prefix}{feature.name}_oov_dropout")(preprocessed)
     x = keras.layers.Embedding(rows, feature.embedding_dim, name=f"{prefix}{feature.name}_embedding")(preprocessed)
     if rows_l2:
         x = LookedUpRowsL2(rows_l2, rows, rows_l2_per, name=f"{prefix}{feature.name}_rows_l2")([preprocessed, x])

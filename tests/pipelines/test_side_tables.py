@@ -241,5 +241,6 @@ def test_tables_round_trip_and_lookups(tmp_path):
     assert spec_from_dict(spec.to_dict()) == spec
     assert spec.table_of("genres") is spec.tables[0] and spec.table_of("user") is None
     assert spec.column("genres").list.separator == "|"
-    assert all(set(f) == {"name", "transform", "top_k", "min_count", "num_oov", "num_bins", "num_buckets",
-                          "embedding_dim", "role"} for f in spec.to_dict()["features"] if f["name"] in ("genres", "year"))
+    feature_keys = {"name", "transform", "top_k", "min_count", "num_oov", "oov_dropout", "num_bins",
+                    "num_buckets", "embedding_dim", "role"}
+    assert all(set(f) == feature_keys for f in spec.to_dict()["features"] if f["name"] in ("genres", "year"))

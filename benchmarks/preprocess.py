@@ -5,6 +5,8 @@ runs, each in its own child process so that peak memory is measured per mode, ba
 
 - ``row``: the row-at-a-time path (``--batch_rows 0``) on the in-process FnApiRunner;
 - ``in_process``: the batched path (the default) on the in-process FnApiRunner (the project's default);
+- ``multi_thread``: the same with ``--direct_num_workers=W --direct_running_mode=multi_threading``
+  (one process; pyarrow, zlib and CRC-32C release the GIL, Beam's own per-bundle work does not);
 - ``multi_process``: the same with ``--direct_num_workers=W --direct_running_mode=multi_processing``;
 - ``pandas``: the same validation (types, NaN/inf, min/max, required) and the same train-split
   statistics (vocabularies, mean/variance, quantiles) in plain pandas, file by file, as reference.
@@ -39,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-MODES = ("row", "in_process", "multi_process", "pandas")
+MODES = ("row", "in_process", "multi_thread", "multi_process", "pandas")
 TEN_MILLION = 10_000_000
 SAMPLE_SECONDS = 0.2
 
@@ -163,8 +165,10 @@ def child(args) -> None:
     if args.mode == "pandas":
         result = run_pandas(args.pattern)
     else:
-        beam_args = {"row": ["--batch_rows=0"], "in_process": []}.get(args.mode, [
-            f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"])
+        beam_args = {"row": ["--batch_rows=0"], "in_process": [],
+                     "multi_thread": [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_threading"],
+                     "multi_process": [f"--direct_num_workers={args.workers}",
+                                       "--direct_running_mode=multi_processing"]}[args.mode]
         result = run_beam(args.pattern, os.path.join(args.tmp, args.mode), beam_args)
     result["peak_rss_mb"] = _peak_rss_mb()
     print("RESULT " + json.dumps(result), flush=True)

@@ -266,14 +266,12 @@ class BatchChecker:
             sketch = profile.distinct.get(name)
             if sketch is None:
                 sketch = profile.distinct[name] = DistinctSketch()
-            for value in pc.unique(valid.column(name)).to_pylist():
-                sketch.add(value)
+            sketch.add_many(pc.unique(valid.column(name)).to_pylist())
         for name in self.lists:
             sketch = profile.distinct.get(name)
             if sketch is None:
                 sketch = profile.distinct[name] = DistinctSketch()
-            for value in pc.unique(pc.list_flatten(valid.column(name))).to_pylist():
-                sketch.add(value)
+            sketch.add_many(pc.unique(pc.list_flatten(valid.column(name))).to_pylist())
         for name, check in self.reference.items():
             outside = count_outside(valid.column(name), check)
             if outside:

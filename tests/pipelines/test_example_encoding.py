@@ -3,6 +3,8 @@
 import gzip
 import io
 
+import google_crc32c
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 
 from feature_specs.spec import Column
 from pipelines.example_encoding import encode_examples, varints
-from pipelines.tfrecord import CorruptRecordError, frame_records, read_records
+from pipelines.tfrecord import CorruptRecordError, crc32c_rows, frame_records, read_records
 from pipelines.write import _varint, example_from_row
 
 COLUMNS = [Column(name="s", dtype="string"), Column(name="i", dtype="int"), Column(name="f", dtype="float"),
@@ -38,6 +40,12 @@ def test_examples_are_the_row_encoders_bytes(rows):
 @given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=50))
 def test_varints_are_protobufs(values):
     assert varints(np.array(values, dtype=np.int64)).to_pylist() == [_varint(v) for v in values]
+
+
+@given(st.lists(st.binary(min_size=5, max_size=5), min_size=1, max_size=20))
+def test_the_vectorized_crc32c_is_google_crc32c(rows):
+    matrix = np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), 5)
+    assert crc32c_rows(matrix).tolist() == [google_crc32c.value(row) for row in rows]
 
 
 def test_tensorflow_parses_the_examples_and_reads_the_framed_records(tmp_path):

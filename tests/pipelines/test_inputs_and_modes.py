@@ -2,6 +2,7 @@
 
 import json
 import math
+import pickle
 
 import apache_beam as beam
 import pytest
@@ -187,6 +188,20 @@ def test_distinct_sketch_exact_then_approximate_and_mergeable():
     estimate = merged[0].distinct["x"].estimate()
     assert not merged[0].distinct["x"].is_exact and EXACT_LIMIT < estimate
     assert abs(estimate - 30_000) / 30_000 < 0.1
+
+
+def test_distinct_sketch_depends_on_the_set_of_values_only():
+    values = [f"v{i % 9_000}" for i in range(20_000)] + list(range(3_000))
+    one_by_one, in_blocks, split = DistinctSketch(), DistinctSketch(), [DistinctSketch(), DistinctSketch()]
+    for value in values:
+        one_by_one.add(value)
+    for start in range(0, len(values), 7_000):
+        in_blocks.add_many(reversed(values[start:start + 7_000]))
+    for i, value in enumerate(values):
+        split[i % 2].add(value)
+    split[0].merge(pickle.loads(pickle.dumps(split[1])))
+    assert one_by_one.estimate() == in_blocks.estimate() == split[0].estimate()
+    assert one_by_one.hashes.tolist() == in_blocks.hashes.tolist() == split[0].hashes.tolist()
 
 
 def test_tfrecord_run_gives_the_same_rows(tmp_path, clicklog_spec):

@@ -3,8 +3,9 @@
 Generates N clicklog rows (Parquet, ``--chunk_rows`` per file, the generator's default dirt), then
 runs, each in its own child process so that peak memory is measured per mode, back to back:
 
-- ``row``: the row-at-a-time path (``--batch_rows 0``) on the in-process FnApiRunner;
-- ``in_process``: the batched path (the default) on the in-process FnApiRunner (the project's default);
+- ``row``: the row-at-a-time path (``--batch_rows 0``) on the in-process FnApiRunner, one thread;
+- ``in_process``: the batched path (the default) on the in-process FnApiRunner, one thread
+  (``--direct_running_mode=in_memory``, the project's default);
 - ``multi_thread``: the same with ``--direct_num_workers=W --direct_running_mode=multi_threading``
   (one process; pyarrow, zlib and CRC-32C release the GIL, Beam's own per-bundle work does not);
 - ``multi_process``: the same with ``--direct_num_workers=W --direct_running_mode=multi_processing``;
@@ -165,7 +166,8 @@ def child(args) -> None:
     if args.mode == "pandas":
         result = run_pandas(args.pattern)
     else:
-        beam_args = {"row": ["--batch_rows=0"], "in_process": [],
+        beam_args = {"row": ["--batch_rows=0", "--direct_running_mode=in_memory"],
+                     "in_process": ["--direct_running_mode=in_memory"],
                      "multi_thread": [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_threading"],
                      "multi_process": [f"--direct_num_workers={args.workers}",
                                        "--direct_running_mode=multi_processing"]}[args.mode]

@@ -52,6 +52,8 @@ def counts_from_parts(parts):
             counts["rejected_by_field"][key] = count
         elif kind == "extra":
             counts[key] = count
+    for name in ("rejected_by_reason", "rejected_by_field"):  # the parts arrive in bundle order
+        counts[name] = dict(sorted(counts[name].items()))
     return counts
 
 

@@ -20,8 +20,13 @@ def write_text(path: str, text: str) -> None:
 
 def matching_files(pattern: str) -> list[str]:
     """Paths matching a glob, sorted; an empty list when nothing matches."""
+    return sorted(file_sizes(pattern))
+
+
+def file_sizes(pattern: str) -> dict[str, int]:
+    """Each file matching a glob -> its size in bytes (empty when nothing matches)."""
     result = FileSystems.match([pattern])[0]
-    return sorted(metadata.path for metadata in result.metadata_list)
+    return {metadata.path: metadata.size_in_bytes for metadata in result.metadata_list}
 
 
 def delete_matching(patterns: list[str]) -> list[str]:

@@ -24,7 +24,9 @@ rejected than ``max_reject_rate`` allows (the spec's ``pipeline.max_reject_rate`
 train split, :class:`~pipelines.report.ReconciliationError` when rows were lost.
 
 Without ``--runner`` the pipeline runs in-process on the FnApiRunner, the DirectRunner's batch
-engine. (The DirectRunner itself first tries to download and start the Prism runner, which needs
+engine: on one thread, or on :data:`DEFAULT_LOCAL_THREADS` threads when the input is large
+(:func:`choose_local_threads`), unless a ``--direct_*`` flag says otherwise
+(``--direct_num_workers N --direct_running_mode multi_processing`` for N worker processes). (The DirectRunner itself first tries to download and start the Prism runner, which needs
 network access, and ignores ``direct_num_workers``.)
 """
 
@@ -39,7 +41,7 @@ from typing import Mapping, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from feature_specs.artifacts import Statistics, Workdir
 from feature_specs.spec import FeatureSpec
@@ -47,7 +49,7 @@ from feature_specs.spec_reader import load_spec, spec_from_dict
 from pipelines.analyze import AnalyzeTrain
 from pipelines.analyze_batches import AnalyzeTrainBatches
 from pipelines.batches import RawBatch
-from pipelines.files import delete_matching, matching_files, read_text, write_text
+from pipelines.files import delete_matching, file_sizes, matching_files, read_text, write_text
 from pipelines.history import AddHistories
 from pipelines.input_checks import check_input_files
 from pipelines.join import JoinLabels
@@ -64,6 +66,14 @@ from pipelines.validate_batches import ValidateBatches
 from pipelines.write import WriteExampleBatches, WriteExamples, WriteFiles, WriteRejected, vocabulary_text
 
 DEFAULT_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+# The default runner's local mode when no --direct_* flag is given: one thread for small inputs,
+# DEFAULT_LOCAL_THREADS threads in this process from THREADS_MIN_INPUT_BYTES of input over at least
+# as many files (benchmarks/preprocess.py, 2 cores, Parquet: threads cost ~0.5 s per run, 0.75x one
+# thread at 100k rows (1 MB), even at 500k (5 MB), 1.07x at 1M (10 MB), 1.31x at 3.5M (35 MB),
+# 1.33x at 10M (96 MB)).
+DEFAULT_LOCAL_THREADS = 2
+THREADS_MIN_INPUT_BYTES = 32 * 2**20
+_DIRECT_FLAGS = ("--direct_running_mode", "--direct_num_workers")
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +317,29 @@ def pipeline_options(beam_args: Sequence[str] = ()) -> PipelineOptions:
     return options
 
 
+def choose_local_threads(options: PipelineOptions, beam_args: Sequence[str], sizes: Sequence[int]) -> int:
+    """Runs the default runner on :data:`DEFAULT_LOCAL_THREADS` threads when the input is large
+    enough to gain (:data:`THREADS_MIN_INPUT_BYTES` over at least as many files as threads: one
+    file is read by one thread); leaves the options alone under another runner or when a
+    ``--direct_*`` flag chose the mode. Returns the number of threads set (0: left alone).
+
+    Args:
+        options: the run's options, changed in place.
+        beam_args: the flags they were parsed from.
+        sizes: the input files' sizes in bytes.
+    """
+    if options.view_as(StandardOptions).runner != DEFAULT_RUNNER:
+        return 0
+    if any(arg.split("=")[0] in _DIRECT_FLAGS for arg in beam_args):
+        return 0
+    if len(sizes) < DEFAULT_LOCAL_THREADS or sum(sizes) < THREADS_MIN_INPUT_BYTES:
+        return 0
+    direct = options.view_as(DirectOptions)
+    direct.direct_running_mode = "multi_threading"
+    direct.direct_num_workers = DEFAULT_LOCAL_THREADS
+    return DEFAULT_LOCAL_THREADS
+
+
 def _event_inputs(spec: FeatureSpec, patterns: Mapping[str, str]) -> dict[str, tuple[str, str]] | None:
     """Checks that every event source of the spec has an input, and nothing else does, and that
     each input's files are readable and hold the impression id, the time and the summed field.
@@ -396,11 +429,15 @@ def preprocess(spec: FeatureSpec | str, input_pattern: str, workdir: Workdir | s
         raise OptionError(f"--batch_rows must be 0 (the row-at-a-time path) or more, got {flags.batch_rows}")
     reuse_artifacts = reuse_artifacts or flags.reuse_artifacts
     input_format = input_format or infer_input_format(input_pattern)
-    files = matching_files(input_pattern)
+    sizes = file_sizes(input_pattern)
+    files = sorted(sizes)
     if not files:
         raise MissingInputError(f"no input file matches {input_pattern!r}")
-    logger.info("preprocess: spec %r, %d %s file(s) matching %s -> %s",
-                spec.name, len(files), input_format, input_pattern, workdir.root)
+    logger.info("preprocess: spec %r, %d %s file(s) matching %s (%s MB) -> %s", spec.name, len(files),
+                input_format, input_pattern, f"{sum(sizes.values()) / 2**20:,.1f}", workdir.root)
+    if choose_local_threads(options, beam_args, list(sizes.values())):
+        logger.info("preprocess: %d threads in this process (the input is large; --direct_running_mode=in_memory "
+                    "for one)", DEFAULT_LOCAL_THREADS)
     derived = ({e.label for e in spec.sources.events} if spec.sources else set()) | spec.table_column_names
     check_input_files(files, input_format,
                       [c.name for c in spec.logged_columns if c.required and c.name not in derived])

@@ -219,3 +219,22 @@ def test_tfrecord_run_gives_the_same_rows(tmp_path, clicklog_spec):
     assert (report["input_rows"], report["rejected"]["by_reason"]["unparseable_line"]) == (len(rows) + 1, 1)
     written = read_examples(workdir, "train", clicklog_spec) + read_examples(workdir, "eval", clicklog_spec)
     assert canonical(written) == canonical(rows)
+
+
+def test_the_default_runner_takes_threads_for_large_inputs_only():
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from pipelines.run import DEFAULT_LOCAL_THREADS, THREADS_MIN_INPUT_BYTES, choose_local_threads, pipeline_options
+
+    large = [THREADS_MIN_INPUT_BYTES // DEFAULT_LOCAL_THREADS] * DEFAULT_LOCAL_THREADS
+    cases = [([], large, DEFAULT_LOCAL_THREADS), ([], [THREADS_MIN_INPUT_BYTES], 0), ([], large[:-1] + [0], 0),
+             (["--direct_running_mode=in_memory"], large, 0), (["--direct_num_workers", "3"], large, 0),
+             (["--runner=PortableRunner"], large, 0)]
+    for beam_args, sizes, threads in cases:
+        options = pipeline_options(beam_args)
+        before = options.view_as(DirectOptions).direct_running_mode
+        assert choose_local_threads(options, beam_args, sizes) == threads, (beam_args, sizes)
+        mode = options.view_as(DirectOptions).direct_running_mode
+        assert mode == ("multi_threading" if threads else before), (beam_args, sizes)
+        if threads:
+            assert options.view_as(DirectOptions).direct_num_workers == DEFAULT_LOCAL_THREADS

@@ -1,7 +1,9 @@
 """The pipeline on Beam's portable runner with workers in other processes, as Flink, Spark and
 Dataflow run it: ``--runner=PortableRunner --job_endpoint=embed --environment_type=EXTERNAL``
 against a worker pool (``apache_beam.runners.worker.worker_pool_main``) on loopback. The job goes
-through the Fn API and the runner API protos; its outputs must equal the in-process run's."""
+through the Fn API and the runner API protos; its outputs must equal the in-process run's. And the
+default runner on two threads (parallel bundles in one process): the one-thread run's outputs, and
+the same shard files on every run."""
 
 import gzip
 import json
@@ -90,3 +92,33 @@ def test_the_portable_runner_with_external_workers_writes_the_in_process_outputs
         assert portable["statistics"]["numeric"][name] == pytest.approx(stats, rel=1e-9), name
     for name, boundaries in local["statistics"]["quantiles"].items():
         assert portable["statistics"]["quantiles"][name] == pytest.approx(boundaries, rel=1e-9), name
+
+
+def _shards(workdir: Workdir) -> dict:
+    """Each shard file's name -> its decompressed bytes (examples) or text (rejected rows)."""
+    shards = {}
+    for split in ("train", "eval"):
+        for path in matching_files(workdir.split_pattern(split)):
+            with gzip.open(path, "rb") as handle:
+                shards[os.path.basename(path)] = handle.read()
+    for path in matching_files(workdir.rejected_pattern):
+        shards[os.path.basename(path)] = read_text(path)
+    return shards
+
+
+def test_threads_write_the_one_thread_outputs_and_the_same_shards_every_run(tmp_path, clicklog_spec):
+    generate_clicklog(str(tmp_path / "raw"), rows=3000, seed=0, chunk_rows=500, corrupt_fraction=0.01)
+    pattern = str(tmp_path / "raw" / "*.parquet")
+    vocabulary = [f.name for f in clicklog_spec.features if f.transform == "vocabulary"]
+    preprocess(clicklog_spec, pattern, str(tmp_path / "one"), max_reject_rate=1.0,
+               beam_args=["--direct_running_mode=in_memory"])
+    threads = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
+    for run in ("a", "b"):
+        preprocess(clicklog_spec, pattern, str(tmp_path / run), max_reject_rate=1.0, beam_args=threads)
+    one = _outputs(Workdir(str(tmp_path / "one")), vocabulary)
+    threaded = _outputs(Workdir(str(tmp_path / "a")), vocabulary)
+    for key in ("report", "examples", "rejected", "vocabularies"):
+        assert threaded[key] == one[key], key
+    first, second = _shards(Workdir(str(tmp_path / "a"))), _shards(Workdir(str(tmp_path / "b")))
+    assert len([name for name in first if name.startswith("train")]) == 2, sorted(first)
+    assert first == second

@@ -50,6 +50,11 @@ The generative model (all constants are module constants below):
   was measured on). Only the dwell column depends on ``task_correlation``; with the same seed the
   clicks are identical. Median dwell of clicked rows: about 34 s at rho = 0, 50 s at 0.5,
   64 s at 1 (clicked rows have above-average ``s``).
+  ``own_factor="rotated"`` (``mmoe generate --own-factor rotated``) builds ``o``'s latent part from
+  the click's own vectors instead, through another bilinear form: ``p_u . (R q_i) / sqrt(8)``
+  with ``R`` a random rotation (``latent_rotation``, its own random stream). Both tasks then want
+  the same embedding contents but different functions of them, nearly uncorrelated (about -0.05
+  with ``s`` at seed 0).
 * Drifting interest (``interest_weight`` w, 0 by default, which leaves the log as without it):
   each user has one category of interest per period of ``SPAN_SECONDS / INTEREST_PERIODS``
   (3.5 days), drawn anew each period (uniformly, independent of ``pref``), and the click logit
@@ -124,6 +129,7 @@ POSITION_BIAS_COEF = 0.35
 
 INTEREST_PERIODS = 4  # the drifting interest's periods over SPAN_SECONDS (interest_weight > 0)
 
+OWN_FACTORS = ("separate", "rotated")  # what the dwell-only factor o is made of (module docstring)
 CONFLICTING_DRIVERS = -0.8  # a task_correlation where naive sharing hurts (README, `mmoe compare`)
 DWELL_LOG_MU = math.log(30.0)
 DWELL_SCALE = 0.8
@@ -222,6 +228,7 @@ class ClicklogWorld:
     item_popularity_z: np.ndarray  # (num_items,) standardized log popularity
     item_depth: np.ndarray        # (num_items,)
     user_interest: np.ndarray     # (num_users, INTEREST_PERIODS) category index per period
+    latent_rotation: np.ndarray   # (LATENT_DIM, LATENT_DIM) orthogonal, for own_factor="rotated"
     affinity_std: float
     user_ids: pa.Array            # (num_users,) "u0", "u1", ...
     item_ids: pa.Array            # (num_items,) "i0", "i1", ...
@@ -275,6 +282,7 @@ class ClicklogWorld:
                  + math.sqrt(1.0 - PRICE_DEPTH_WEIGHT**2) * rng.normal(0.0, 1.0, num_items))
 
         interest = rng_for(seed, 2).integers(0, n_cat, (num_users, INTEREST_PERIODS))  # its own stream
+        rotation, _ = np.linalg.qr(rng_for(seed, 3).normal(0.0, 1.0, (LATENT_DIM, LATENT_DIM)))  # and this
 
         user_cdf = np.cumsum(activity / activity.sum())
         item_cdf = np.cumsum(shown)
@@ -289,6 +297,7 @@ class ClicklogWorld:
             item_price=price, item_popularity=popularity, item_latent=item_latent,
             item_own_latent=item_own, item_quality=quality,
             item_popularity_z=_zscore(np.log(popularity + 1e-3)), item_depth=depth, user_interest=interest,
+            latent_rotation=rotation,
             affinity_std=math.sqrt(LATENT_WEIGHT**2 + pref_var),
             user_ids=_ids("u", num_users), item_ids=_ids("i", num_items),
         )
@@ -300,9 +309,14 @@ class ClicklogWorld:
         pref = self.user_category_pref[u, self.item_category[i]]
         return (LATENT_WEIGHT * latent + pref) / self.affinity_std
 
-    def _own_factor(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
-        latent = np.einsum("nd,nd->n", self.user_own_latent[u], self.item_own_latent[i])
-        return (latent / math.sqrt(OWN_LATENT_DIM) + self.item_depth[i]) / math.sqrt(2.0)
+    def _own_factor(self, u: np.ndarray, i: np.ndarray, kind: str = "separate") -> np.ndarray:
+        if kind == "rotated":  # the click's latent vectors, through another bilinear form
+            latent = np.einsum("nd,nd->n", self.user_latent[u], self.item_latent[i] @ self.latent_rotation.T)
+            latent = latent / math.sqrt(LATENT_DIM)
+        else:
+            latent = np.einsum("nd,nd->n", self.user_own_latent[u], self.item_own_latent[i])
+            latent = latent / math.sqrt(OWN_LATENT_DIM)
+        return (latent + self.item_depth[i]) / math.sqrt(2.0)
 
     def _click_logit(self, u, i, hour, device, position) -> np.ndarray:
         device_effect = np.array([DEVICE_EFFECT[d] for d in DEVICES])
@@ -324,9 +338,10 @@ class ClicklogWorld:
         """Standardized shared affinity ``s`` (drives clicks, and dwell with weight rho)."""
         return self._affinity(_parse_ids(user_id, "u"), _parse_ids(item_id, "i"))
 
-    def own_factor(self, user_id, item_id) -> np.ndarray:
-        """Standardized dwell-only factor ``o`` (independent of the click driver)."""
-        return self._own_factor(_parse_ids(user_id, "u"), _parse_ids(item_id, "i"))
+    def own_factor(self, user_id, item_id, kind: str = "separate") -> np.ndarray:
+        """Standardized dwell-only factor ``o`` (independent of the click driver) of ``kind``, one
+        of :data:`OWN_FACTORS`."""
+        return self._own_factor(_parse_ids(user_id, "u"), _parse_ids(item_id, "i"), kind)
 
     def click_logit(self, user_id, item_id, hour, device, position) -> np.ndarray:
         """True click logit of impressions given their raw column values (arrays)."""
@@ -367,7 +382,8 @@ def clear_files(output_dir: str, names: re.Pattern) -> None:
             os.remove(os.path.join(output_dir, name))
 
 
-def check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction, interest_weight=0.0) -> None:
+def check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction, interest_weight=0.0,
+               own_factor="separate") -> None:
     def is_int(x):
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -385,11 +401,13 @@ def check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction, 
         raise ValueError(f"`corrupt_fraction` must be in [0, 1], got {corrupt_fraction!r}")
     if not isinstance(interest_weight, (int, float)) or not 0.0 <= interest_weight <= 10.0:
         raise ValueError(f"`interest_weight` must be in [0, 10], got {interest_weight!r}")
+    if own_factor not in OWN_FACTORS:
+        raise ValueError(f"`own_factor` must be one of {OWN_FACTORS}, got {own_factor!r}")
 
 
 def _block(world: ClicklogWorld, seed: int, block: int, total_requests: int, rows: int,
            task_correlation: float, corrupt_fraction: float, text_dirt: bool,
-           interest_weight: float = 0.0) -> pa.Table:
+           interest_weight: float = 0.0, own_factor: str = "separate") -> pa.Table:
     """Impressions of requests ``[block * BLOCK_REQUESTS, ...)``, at most ``rows`` in all."""
     rng = rng_for(seed, 1, block)
     first = block * BLOCK_REQUESTS
@@ -412,7 +430,8 @@ def _block(world: ClicklogWorld, seed: int, block: int, total_requests: int, row
         logit = logit + interest_weight * world.interest_match(u, item, np.repeat(timestamp, k))
     clicked = (rng.random(u.size) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
     rho = float(task_correlation)
-    drive = rho * world._affinity(u, item) + math.sqrt(max(0.0, 1.0 - rho * rho)) * world._own_factor(u, item)
+    drive = (rho * world._affinity(u, item)
+             + math.sqrt(max(0.0, 1.0 - rho * rho)) * world._own_factor(u, item, own_factor))
     log_dwell = DWELL_LOG_MU + DWELL_SCALE * drive + DWELL_NOISE * rng.normal(0.0, 1.0, u.size)
     dwell = np.where(clicked == 1, np.maximum(np.round(np.exp(log_dwell), 1), 1.0), 0.0)
 
@@ -484,7 +503,8 @@ def _to_table(world: ClicklogWorld, c: dict, dirty: dict | None) -> pa.Table:
 
 def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chunk_rows: int = 50_000,
                     corrupt_fraction: float = 0.0, text_dirt: bool = False,
-                    world: ClicklogWorld | None = None, interest_weight: float = 0.0) -> Iterator[pa.Table]:
+                    world: ClicklogWorld | None = None, interest_weight: float = 0.0,
+                    own_factor: str = "separate") -> Iterator[pa.Table]:
     """Yields the log as Arrow tables of ``chunk_rows`` rows (the last one may be shorter).
 
     Args:
@@ -499,15 +519,17 @@ def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chu
         world: ClicklogWorld. Defaults to ``ClicklogWorld.for_rows(rows, seed)``.
         interest_weight: float in [0, 10]. Click-logit weight of the drifting interest (see
             the module docstring); 0 (the default) leaves it out.
+        own_factor: str, one of :data:`OWN_FACTORS`. The dwell-only factor's latent part: latent
+            vectors of its own (``"separate"``, the default) or the click's through a rotation.
     """
-    check_args(rows, seed, task_correlation, "parquet", chunk_rows, corrupt_fraction, interest_weight)
+    check_args(rows, seed, task_correlation, "parquet", chunk_rows, corrupt_fraction, interest_weight, own_factor)
     world = world or ClicklogWorld.for_rows(rows, seed)
     total_requests = -(-rows // ITEMS_PER_REQUEST)
     pending: list[pa.Table] = []
     pending_rows = 0
     for block in range(-(-total_requests // BLOCK_REQUESTS)):
         table = _block(world, seed, block, total_requests, rows, task_correlation, corrupt_fraction, text_dirt,
-                       interest_weight)
+                       interest_weight, own_factor)
         pending.append(table)
         pending_rows += table.num_rows
         while pending_rows >= chunk_rows:
@@ -520,7 +542,8 @@ def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chu
 
 def generate_clicklog(output_dir: str, rows: int = 100_000, seed: int = 0, task_correlation: float = 0.5,
                       fmt: str = "parquet", chunk_rows: int = 50_000, corrupt_fraction: float = 0.0,
-                      progress: Callable[[int, int], None] | None = None, interest_weight: float = 0.0) -> list[str]:
+                      progress: Callable[[int, int], None] | None = None, interest_weight: float = 0.0,
+                      own_factor: str = "separate") -> list[str]:
     """Writes the synthetic log as ``impressions-NNNNN.<fmt>`` files, one per chunk.
 
     Only one chunk is held in memory at a time. Files of an earlier run named
@@ -540,15 +563,16 @@ def generate_clicklog(output_dir: str, rows: int = 100_000, seed: int = 0, task_
         progress: callable ``(rows_done, rows_total)`` called after each file. Defaults to None.
         interest_weight: float in [0, 10]. Weight of the drifting interest (module docstring);
             0 (the default) leaves it out.
+        own_factor: str, one of :data:`OWN_FACTORS` (module docstring). Defaults to ``"separate"``.
 
     Returns:
         list of str: paths of the files written, in order.
     """
-    check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction, interest_weight)
+    check_args(rows, seed, task_correlation, fmt, chunk_rows, corrupt_fraction, interest_weight, own_factor)
     clear_files(output_dir, _FILE_PATTERN)
     paths, done = [], 0
     tables = clicklog_tables(rows, seed, task_correlation, chunk_rows, corrupt_fraction, text_dirt=fmt == "csv",
-                             interest_weight=interest_weight)
+                             interest_weight=interest_weight, own_factor=own_factor)
     for index, table in enumerate(tables):
         path = os.path.join(output_dir, f"impressions-{index:05d}.{fmt}")
         if fmt == "parquet":

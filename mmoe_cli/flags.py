@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from data_sets.clicklog import OWN_FACTORS
 from feature_specs.input_formats import INPUT_FORMATS
 from feature_specs.spec import MAX_BATCH_SIZE, MAX_EPOCHS
 from mmoe.architectures import ARCHITECTURES  # no Keras until a model is built
@@ -62,6 +63,11 @@ def _add_generate_args(parser: argparse.ArgumentParser) -> None:
         "--interest-weight", type=float_in(0.0, 10.0), default=0.0,
         help="click-logit weight of a drifting per-user interest that only a behaviour history reveals "
         "(data_sets/clicklog.py; default: 0, none)",
+    )
+    group.add_argument(
+        "--own-factor", choices=OWN_FACTORS, default=OWN_FACTORS[0],
+        help="the dwell-only driver's latent part: vectors of its own (separate) or the click's through a "
+        f"random rotation (rotated; data_sets/clicklog.py; default: {OWN_FACTORS[0]})",
     )
     group.add_argument("--chunk-rows", type=int_in(1), default=50_000, help="rows per written file (default: 50000)")
 

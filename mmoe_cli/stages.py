@@ -57,7 +57,7 @@ def _generate(args, out_dir: str) -> str:
     from data_sets.clicklog import generate_clicklog
 
     params = {k: getattr(args, k) for k in ("rows", "seed", "format", "task_correlation", "corrupt_fraction", "chunk_rows",
-                                          "interest_weight")}
+                                          "interest_weight", "own_factor")}
     manifest = os.path.join(out_dir, GENERATOR_MANIFEST)
     pattern = os.path.join(out_dir, f"impressions-*.{args.format}")
     if os.path.exists(manifest):
@@ -73,7 +73,7 @@ def _generate(args, out_dir: str) -> str:
     files = generate_clicklog(
         out_dir, rows=args.rows, seed=args.seed, task_correlation=args.task_correlation, fmt=args.format,
         chunk_rows=args.chunk_rows, corrupt_fraction=args.corrupt_fraction, progress=progress,
-        interest_weight=args.interest_weight,
+        interest_weight=args.interest_weight, own_factor=args.own_factor,
     )
     with open(manifest, "w", encoding="utf-8") as handle:
         json.dump(params, handle)

@@ -36,3 +36,29 @@ def test_conflicting_drivers_turn_the_click_affinity_against_dwell():
 def test_task_correlation_outside_minus_one_to_one_is_refused(rho):
     with pytest.raises(ValueError, match=r"must be in \[-1, 1\]"):
         next(clicklog_tables(100, task_correlation=rho))
+
+
+def test_a_rotated_own_factor_drives_dwell_with_the_clicks_latents_and_changes_nothing_else():
+    world = ClicklogWorld.for_rows(ROWS, seed=SEED)
+    rotation = world.latent_rotation
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(len(rotation)), atol=1e-9)
+    separate = pa.concat_tables(clicklog_tables(ROWS, seed=SEED, task_correlation=0.0)).to_pandas()
+    rotated = pa.concat_tables(clicklog_tables(ROWS, seed=SEED, task_correlation=0.0,
+                                               own_factor="rotated")).to_pandas()
+    for name in separate.columns:
+        if name != "dwell_seconds":
+            pd.testing.assert_series_equal(separate[name], rotated[name])
+    clicked = rotated[rotated["clicked"] == 1]
+    log_dwell = np.log(clicked["dwell_seconds"])
+    driver = world.own_factor(clicked["user_id"], clicked["item_id"], "rotated")
+    separate_driver = world.own_factor(clicked["user_id"], clicked["item_id"])  # shares only the item depth
+    rotated_corr, separate_corr = (np.corrcoef(d, log_dwell)[0, 1] for d in (driver, separate_driver))
+    assert rotated_corr > 0.6 and rotated_corr - separate_corr > 0.15, (rotated_corr, separate_corr)  # drives dwell ...
+    users, items = np.repeat(np.arange(1000), 20), np.tile(np.arange(500), 40)
+    shared = world._affinity(users, items)
+    assert abs(np.corrcoef(shared, world._own_factor(users, items, "rotated"))[0, 1]) < 0.15  # ... not the click's
+
+
+def test_an_unknown_own_factor_is_refused():
+    with pytest.raises(ValueError, match="own_factor"):
+        next(clicklog_tables(100, own_factor="shared"))

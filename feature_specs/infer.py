@@ -29,6 +29,8 @@ complete spec as YAML (:mod:`feature_specs.render`), each choice explained in a 
   and no 0/1 label may follow); a 0/1 label is a binary task, any other
   a regression (``log1p`` when non-negative and skewed, masked by the first label when it is only
   non-zero where that label is 1);
+* with a time split, ``oov_dropout`` on ID features whose evaluated values are often unseen in
+  training (:mod:`feature_specs.oov_choices`);
 * the ranking group (``group_by``); without a time column, a hash split on it (else on a row id);
 * side tables (``tables``, ``--table NAME[:KEY]=PATTERN``): the ``tables:`` section, each table's
   columns profiled by the same rules and its key declared from the log
@@ -51,6 +53,8 @@ import numpy as np
 import yaml
 
 from feature_specs.column_choices import KEEPABLE_FLAGS, ColumnChoice, embedding_dim, exclusion, feature_choice, kept_choice
+from feature_specs.oov_choices import candidates as oov_candidates
+from feature_specs.oov_choices import propose_oov_dropout
 from feature_specs.profile import ColumnProfile, profile_column
 from feature_specs.render import render_spec
 from feature_specs.sample import SAMPLE_ROWS, InferError, Sample, did_you_mean, read_column, read_sample
@@ -192,6 +196,18 @@ def proposed_time_cut(sample: Sample, choices: list[ColumnChoice], profiles: Map
     whole = (f"; {split_groups:,} of {len(sides):,} sampled {group_by} groups straddle the cut (their rows are "
              "split by time)" if split_groups else f"; every sampled {group_by} group falls on one side of it")
     return TimeCut(cut.key, cut.unit, cut.cutoff, cut.eval_share, cut.reason + (whole if sides else ""))
+
+
+def columns_and_times(sample: Sample, cut: TimeCut, names: Sequence[str]) -> tuple[dict[str, list], np.ndarray]:
+    """Columns ``names`` and the time (in the cut's unit) of every row, aligned: the sample's rows when
+    it holds the whole log, else each column read through the log (a log in time order would
+    otherwise show only its past)."""
+    if sample.exhausted:
+        return ({name: [row.get(name) for row in sample.rows] for name in names},
+                row_times([row.get(cut.key) for row in sample.rows]))
+    times, _ = read_column(sample.path, cut.key, sample.input_format, convert=time_value)
+    return ({name: read_column(sample.path, name, sample.input_format)[0] for name in names},
+            np.array(times, dtype=np.float64))
 
 
 def ranking_and_split(plans: list[LabelPlan], group_by: str | None, choices: list[ColumnChoice],
@@ -355,6 +371,9 @@ def infer_spec(path: str, labels: Mapping[str, str], group_by: str | None = None
                                            f"a feature: {key.reason})",
                                    "name": table.key, "type": profiles[table.key].dtype})
     cut = proposed_time_cut(sample, choices, profiles, group_by)
+    ids = oov_candidates(choices, profiles) if cut is not None else []
+    if ids:
+        propose_oov_dropout(ids, *columns_and_times(sample, cut, [c.name for c in ids]), cut.cutoff)
     ranking, split, ranking_why, split_why = ranking_and_split(plans, group_by, choices, profiles, cut)
     declared = {c.name for c in choices if c.role in ("feature", "bias")} | {e["name"] for e in declared_extra}
     if split["key"] not in declared:

@@ -54,7 +54,12 @@ The generative model (all constants are module constants below):
   the click's own vectors instead, through another bilinear form: ``p_u . (R q_i) / sqrt(8)``
   with ``R`` a random rotation (``latent_rotation``, its own random stream). Both tasks then want
   the same embedding contents but different functions of them, nearly uncorrelated (about -0.05
-  with ``s`` at seed 0).
+  with ``s`` at seed 0). ``own_factor="dense"`` puts the conflict in dense features instead, above
+  any embedding table: ``o = sqrt(2) sin(F (z_age - z_price))`` (``z``: standardized user age and
+  item log price, ``F = DENSE_FREQUENCY``), and the click logit gains
+  ``DENSE_CLICK_WEIGHT * sqrt(2) sin(F (z_age + z_price))``; the two functions are nearly
+  uncorrelated, so one shared representation of age x price serves one task at the other's cost.
+  This one setting changes the clicks as well as the dwell.
 * Drifting interest (``interest_weight`` w, 0 by default, which leaves the log as without it):
   each user has one category of interest per period of ``SPAN_SECONDS / INTEREST_PERIODS``
   (3.5 days), drawn anew each period (uniformly, independent of ``pref``), and the click logit
@@ -129,7 +134,9 @@ POSITION_BIAS_COEF = 0.35
 
 INTEREST_PERIODS = 4  # the drifting interest's periods over SPAN_SECONDS (interest_weight > 0)
 
-OWN_FACTORS = ("separate", "rotated")  # what the dwell-only factor o is made of (module docstring)
+OWN_FACTORS = ("separate", "rotated", "dense")  # what the dwell-only factor o is made of (module docstring)
+DENSE_FREQUENCY = 2.0  # own_factor="dense": the sines' frequency in standardized age and log price
+DENSE_CLICK_WEIGHT = 2.0  # own_factor="dense": the click logit's weight of its own sine
 CONFLICTING_DRIVERS = -0.8  # a task_correlation where naive sharing hurts (README, `mmoe compare`)
 DWELL_LOG_MU = math.log(30.0)
 DWELL_SCALE = 0.8
@@ -309,7 +316,18 @@ class ClicklogWorld:
         pref = self.user_category_pref[u, self.item_category[i]]
         return (LATENT_WEIGHT * latent + pref) / self.affinity_std
 
+    def dense_functions(self, u: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(click's, dwell's)`` functions of user age and item log price for ``own_factor="dense"``:
+        ``sqrt(2) sin(F (z_age + z_price))`` and ``sqrt(2) sin(F (z_age - z_price))``, each of variance
+        about 1 and nearly uncorrelated with the other."""
+        age = (self.user_age[u] - 38.0) / 13.0
+        price = (np.log(self.item_price[i]) - PRICE_LOG_MEDIAN) / math.hypot(CATEGORY_PRICE_SIGMA, ITEM_PRICE_SIGMA)
+        return (math.sqrt(2.0) * np.sin(DENSE_FREQUENCY * (age + price)),
+                math.sqrt(2.0) * np.sin(DENSE_FREQUENCY * (age - price)))
+
     def _own_factor(self, u: np.ndarray, i: np.ndarray, kind: str = "separate") -> np.ndarray:
+        if kind == "dense":
+            return self.dense_functions(u, i)[1]
         if kind == "rotated":  # the click's latent vectors, through another bilinear form
             latent = np.einsum("nd,nd->n", self.user_latent[u], self.item_latent[i] @ self.latent_rotation.T)
             latent = latent / math.sqrt(LATENT_DIM)
@@ -428,6 +446,8 @@ def _block(world: ClicklogWorld, seed: int, block: int, total_requests: int, row
     logit = world._click_logit(u, item, hour_r, device_r, position)
     if interest_weight:
         logit = logit + interest_weight * world.interest_match(u, item, np.repeat(timestamp, k))
+    if own_factor == "dense":
+        logit = logit + DENSE_CLICK_WEIGHT * world.dense_functions(u, item)[0]
     clicked = (rng.random(u.size) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
     rho = float(task_correlation)
     drive = (rho * world._affinity(u, item)
@@ -519,8 +539,9 @@ def clicklog_tables(rows: int, seed: int = 0, task_correlation: float = 0.5, chu
         world: ClicklogWorld. Defaults to ``ClicklogWorld.for_rows(rows, seed)``.
         interest_weight: float in [0, 10]. Click-logit weight of the drifting interest (see
             the module docstring); 0 (the default) leaves it out.
-        own_factor: str, one of :data:`OWN_FACTORS`. The dwell-only factor's latent part: latent
-            vectors of its own (``"separate"``, the default) or the click's through a rotation.
+        own_factor: str, one of :data:`OWN_FACTORS`. The dwell-only factor: latent vectors of its
+            own (``"separate"``, the default), the click's through a rotation (``"rotated"``), or a
+            function of age x price conflicting with one added to the click logit (``"dense"``).
     """
     check_args(rows, seed, task_correlation, "parquet", chunk_rows, corrupt_fraction, interest_weight, own_factor)
     world = world or ClicklogWorld.for_rows(rows, seed)

@@ -66,8 +66,9 @@ def _add_generate_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--own-factor", choices=OWN_FACTORS, default=OWN_FACTORS[0],
-        help="the dwell-only driver's latent part: vectors of its own (separate) or the click's through a "
-        f"random rotation (rotated; data_sets/clicklog.py; default: {OWN_FACTORS[0]})",
+        help="the dwell-only driver: latent vectors of its own (separate), the click's through a random rotation "
+        "(rotated), or a function of age x price that conflicts with one added to the click (dense; "
+        f"data_sets/clicklog.py; default: {OWN_FACTORS[0]})",
     )
     group.add_argument("--chunk-rows", type=int_in(1), default=50_000, help="rows per written file (default: 50000)")
 

@@ -62,3 +62,21 @@ def test_a_rotated_own_factor_drives_dwell_with_the_clicks_latents_and_changes_n
 def test_an_unknown_own_factor_is_refused():
     with pytest.raises(ValueError, match="own_factor"):
         next(clicklog_tables(100, own_factor="shared"))
+
+
+def test_a_dense_own_factor_gives_each_task_its_own_function_of_age_and_price():
+    world = ClicklogWorld.for_rows(ROWS, seed=SEED)
+    separate = pa.concat_tables(clicklog_tables(ROWS, seed=SEED, task_correlation=0.5)).to_pandas()
+    dense = pa.concat_tables(clicklog_tables(ROWS, seed=SEED, task_correlation=0.5, own_factor="dense")).to_pandas()
+    for name in separate.columns:
+        if name not in ("clicked", "dwell_seconds"):
+            pd.testing.assert_series_equal(separate[name], dense[name])
+    users = np.array([int(u[1:]) for u in dense["user_id"]])
+    items = np.array([int(i[1:]) for i in dense["item_id"]])
+    for_click, for_dwell = world.dense_functions(users, items)
+    assert abs(np.corrcoef(for_click, for_dwell)[0, 1]) < 0.2 and 0.7 < for_click.var() < 1.3
+    clicked = dense["clicked"].to_numpy() == 1
+    assert for_click[clicked].mean() > for_click[~clicked].mean() + 0.5  # clicks follow their function ...
+    log_dwell = np.log(dense.loc[clicked, "dwell_seconds"])
+    assert np.corrcoef(for_dwell[clicked], log_dwell)[0, 1] > 0.4  # ... dwell its own
+    assert abs(np.corrcoef(for_click[clicked], log_dwell)[0, 1]) < 0.2

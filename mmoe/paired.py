@@ -51,11 +51,18 @@ METRICS = (
     MetricRule("log_loss", False, 0.001, relative=True),
     MetricRule("rmse", False, 0.001, relative=True),
     MetricRule("mae", False, 0.001, relative=True),
+    MetricRule("spearman", True, 0.001, relative=False),  # engagement ranked as the ranking uses it
+    MetricRule("long_auc", True, 0.001, relative=False),  # AUC of "long" views (mmoe.metrics)
 )
+
+
+COUNT_SUFFIXES = ("_groups", "_groups_total")  # gauc's group counts: named like the metric, not compared
 
 
 def metric_rule(key: str) -> MetricRule | None:
     """The rule of a metric key, or None for keys that are not compared (counts, means)."""
+    if key.endswith(COUNT_SUFFIXES):
+        return None
     return next((rule for rule in METRICS if rule.matches(key)), None)
 
 

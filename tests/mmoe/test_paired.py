@@ -40,6 +40,8 @@ def test_outcomes_follow_the_metric_direction_and_tolerance():
     auc, rmse = metric_rule("auc"), metric_rule("rmse_seconds")
     assert auc.higher_is_better and not rmse.higher_is_better
     assert metric_rule("examples") is None and metric_rule("mean_label") is None
+    assert metric_rule("gauc_groups") is None and metric_rule("gauc_groups_total") is None
+    assert metric_rule("spearman").higher_is_better and metric_rule("long_auc").higher_is_better
     base = np.array([0.70, 0.71, 0.72])
     assert compare_metric(base + [0.010, 0.011, 0.012], base, auc)["outcome"] == BETTER
     assert compare_metric(base - [0.010, 0.011, 0.012], base, auc)["outcome"] == WORSE

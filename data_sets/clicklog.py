@@ -114,6 +114,7 @@ CATEGORIES = (
 )
 
 ZIPF_EXPONENT = 0.9
+USER_AGE_MEAN, USER_AGE_SD = 38.0, 13.0  # users' ages: normal, rounded, clipped to 18..80
 USER_ACTIVITY_SIGMA = 1.0
 LATENT_WEIGHT = 0.6
 TASTE_DIM = 3
@@ -262,7 +263,7 @@ class ClicklogWorld:
         rng = rng_for(seed, 0)
         n_cat = len(CATEGORIES)
         activity = rng.lognormal(0.0, USER_ACTIVITY_SIGMA, num_users)
-        age = np.clip(np.rint(rng.normal(38.0, 13.0, num_users)), 18, 80).astype(np.int64)
+        age = np.clip(np.rint(rng.normal(USER_AGE_MEAN, USER_AGE_SD, num_users)), 18, 80).astype(np.int64)
         tz = rng.choice(np.array(TIMEZONE_OFFSETS), num_users)
         device = rng.choice(len(DEVICES), num_users, p=DEVICE_PROBS)
         user_latent = rng.normal(0.0, 1.0, (num_users, LATENT_DIM))
@@ -270,7 +271,7 @@ class ClicklogWorld:
         taste = rng.normal(0.0, 1.0, (num_users, TASTE_DIM))
         category_taste = rng.normal(0.0, CATEGORY_PREF_SIGMA / math.sqrt(TASTE_DIM), (n_cat, TASTE_DIM))
         age_slope = rng.normal(0.0, CATEGORY_AGE_SIGMA, n_cat)
-        pref = taste @ category_taste.T + np.outer((age - 38.0) / 13.0, age_slope)
+        pref = taste @ category_taste.T + np.outer((age - USER_AGE_MEAN) / USER_AGE_SD, age_slope)
         propensity = rng.normal(0.0, USER_PROPENSITY_SIGMA, num_users)
 
         category_share = rng.dirichlet(np.full(n_cat, 3.0))
@@ -320,7 +321,7 @@ class ClicklogWorld:
         """``(click's, dwell's)`` functions of user age and item log price for ``own_factor="dense"``:
         ``sqrt(2) sin(F (z_age + z_price))`` and ``sqrt(2) sin(F (z_age - z_price))``, each of variance
         about 1 and nearly uncorrelated with the other."""
-        age = (self.user_age[u] - 38.0) / 13.0
+        age = (self.user_age[u] - USER_AGE_MEAN) / USER_AGE_SD
         price = (np.log(self.item_price[i]) - PRICE_LOG_MEDIAN) / math.hypot(CATEGORY_PRICE_SIGMA, ITEM_PRICE_SIGMA)
         return (math.sqrt(2.0) * np.sin(DENSE_FREQUENCY * (age + price)),
                 math.sqrt(2.0) * np.sin(DENSE_FREQUENCY * (age - price)))

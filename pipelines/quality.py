@@ -87,7 +87,6 @@ class DistinctSketch:
             return
         if self.exact is not None:
             self._to_hashes()
-        self._flush()
         self._add_hashes(other.hashes)
 
     def estimate(self) -> int:

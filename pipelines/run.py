@@ -26,7 +26,8 @@ train split, :class:`~pipelines.report.ReconciliationError` when rows were lost.
 Without ``--runner`` the pipeline runs in-process on the FnApiRunner, the DirectRunner's batch
 engine: on one thread, or on :data:`DEFAULT_LOCAL_THREADS` threads when the input is large
 (:func:`choose_local_threads`), unless a ``--direct_*`` flag says otherwise
-(``--direct_num_workers N --direct_running_mode multi_processing`` for N worker processes). (The DirectRunner itself first tries to download and start the Prism runner, which needs
+(``--direct_num_workers N --direct_running_mode multi_processing`` for N worker processes).
+(The DirectRunner itself first tries to download and start the Prism runner, which needs
 network access, and ignores ``direct_num_workers``.)
 """
 
